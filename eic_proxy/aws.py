@@ -1,0 +1,167 @@
+"""botocore session and clients: profile, region, endpoint overrides, timeouts, and error translation.
+
+botocore is imported lazily and boto3 not at all: the connect path pays only for what it uses.
+Endpoint overrides (``AWS_ENDPOINT_URL``, ``AWS_ENDPOINT_URL_EC2``, …), ``AWS_CA_BUNDLE`` and
+``use_fips_endpoint`` are botocore's own settings; we read them, we never invent our own.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from .errors import (AccessDenied, AwsApiError, CredentialsError, EicProxyError, ExitCode, HostNotFound,
+                     InstanceStateError, KeyError_, NetworkError, UsageError)
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CONNECT_TIMEOUT = 10.0
+DEFAULT_READ_TIMEOUT = 30.0
+
+
+def _never_prompt(*_args: Any, **_kwargs: Any) -> str:
+    # botocore would call getpass() for an MFA token; inside a ProxyCommand that would read the
+    # user's terminal or hang. Fail instead and tell the user how to get credentials first.
+    raise CredentialsError(
+        "this profile needs an MFA code, and eic-proxy never prompts (it runs inside ssh)",
+        hint="get temporary credentials first, e.g. `aws sts get-session-token` or an aws-vault/granted shell",
+    )
+
+
+@dataclass
+class Aws:
+    """One botocore session plus the settings every step needs."""
+
+    session: Any
+    region: str
+    profile: Optional[str]
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
+    read_timeout: float = DEFAULT_READ_TIMEOUT
+
+    @property
+    def use_fips(self) -> bool:
+        from botocore.utils import ensure_boolean
+
+        return ensure_boolean(self.session.get_config_variable("use_fips_endpoint") or False)
+
+    @property
+    def ca_bundle(self) -> Optional[str]:
+        """``AWS_CA_BUNDLE`` or the profile's ``ca_bundle``; used for the WebSocket TLS as well."""
+        return self.session.get_config_variable("ca_bundle")
+
+    def client(self, service: str) -> Any:
+        from botocore.config import Config
+
+        cfg = Config(
+            connect_timeout=self.connect_timeout,
+            read_timeout=self.read_timeout,
+            retries={"mode": "standard", "max_attempts": 3},
+            user_agent_extra="eic-proxy",
+        )
+        try:
+            return self.session.create_client(service, region_name=self.region, config=cfg)
+        except Exception as exc:  # botocore raises a zoo here (bad endpoint URL, bad profile config)
+            raise translate(exc, f"creating the {service} client") from exc
+
+    def frozen_credentials(self) -> Any:
+        """Credentials for presigning; raises CredentialsError with the command that fixes it."""
+        try:
+            creds = self.session.get_credentials()
+            frozen = creds.get_frozen_credentials() if creds is not None else None
+        except EicProxyError:
+            raise
+        except Exception as exc:
+            raise translate(exc, "loading AWS credentials") from exc
+        if frozen is None or not frozen.access_key:
+            raise CredentialsError(
+                "no AWS credentials found" + (f" for profile {self.profile!r}" if self.profile else ""),
+                hint=self._login_hint(),
+            )
+        return frozen
+
+    def _login_hint(self) -> str:
+        p = f" --profile {self.profile}" if self.profile else ""
+        return f"run `aws configure{p}` or `aws sso login{p}`, or set AWS_PROFILE / AWS_ACCESS_KEY_ID"
+
+
+def make_aws(profile: Optional[str] = None, region: Optional[str] = None,
+             connect_timeout: float = DEFAULT_CONNECT_TIMEOUT, read_timeout: float = DEFAULT_READ_TIMEOUT) -> Aws:
+    import botocore.exceptions
+    import botocore.session
+
+    try:
+        session = botocore.session.Session(profile=profile)
+        resolved_region = region or session.get_config_variable("region")
+    except botocore.exceptions.ProfileNotFound as exc:
+        raise UsageError(f"AWS profile {profile!r} does not exist",
+                         hint="check ~/.aws/config, or run `aws configure --profile NAME`") from exc
+    if not resolved_region:
+        raise UsageError("no AWS region configured",
+                         hint="pass --region, set AWS_REGION, or set `region` in the profile")
+    try:
+        provider = session.get_component("credential_provider").get_provider("assume-role")
+        provider._prompter = _never_prompt  # noqa: SLF001 - botocore offers no public hook for this
+    except Exception:  # pragma: no cover - botocore layout changed; prompting is still guarded by no-tty
+        log.debug("could not disable the MFA prompter")
+    return Aws(session, resolved_region, profile, connect_timeout, read_timeout)
+
+
+_ACCESS_DENIED = {"AccessDenied", "AccessDeniedException", "UnauthorizedOperation", "AuthException",
+                  "AuthFailure", "UnauthorizedException"}
+_EXPIRED = {"ExpiredToken", "ExpiredTokenException", "RequestExpired", "InvalidClientTokenId",
+            "SignatureDoesNotMatch", "InvalidToken"}
+
+
+def translate(exc: BaseException, doing: str, profile: Optional[str] = None) -> EicProxyError:
+    """Turn a botocore/network exception into an EicProxyError with a hint."""
+    import botocore.exceptions as bx
+
+    p = f" --profile {profile}" if profile else ""
+    if isinstance(exc, EicProxyError):
+        return exc
+    if isinstance(exc, (bx.UnauthorizedSSOTokenError, bx.SSOTokenLoadError, bx.TokenRetrievalError)):
+        return CredentialsError(f"the SSO session has expired or was never started ({doing})",
+                                hint=f"run `aws sso login{p}`")
+    if isinstance(exc, bx.NoCredentialsError):
+        return CredentialsError("no AWS credentials found", hint=f"run `aws configure{p}` or `aws sso login{p}`")
+    if isinstance(exc, (bx.PartialCredentialsError, bx.CredentialRetrievalError, bx.InvalidConfigError)):
+        return CredentialsError(f"AWS credentials are incomplete or unreadable: {exc}",
+                                hint=f"check the profile in ~/.aws/config, or run `aws configure{p}`")
+    if isinstance(exc, (bx.ConnectTimeoutError, bx.ReadTimeoutError)):
+        return NetworkError(f"timed out {doing}: {exc}", hint="check the network, proxy settings and AWS_ENDPOINT_URL",
+                            exit_code=ExitCode.TIMEOUT)
+    if isinstance(exc, bx.SSLError):
+        return NetworkError(f"TLS error {doing}: {exc}", hint="check AWS_CA_BUNDLE / the profile's ca_bundle",
+                            exit_code=ExitCode.TLS)
+    if isinstance(exc, (bx.EndpointConnectionError, bx.ConnectionError, bx.HTTPClientError)):
+        return NetworkError(f"cannot reach the AWS API {doing}: {exc}",
+                            hint="check the network, proxy settings and AWS_ENDPOINT_URL")
+    if isinstance(exc, bx.ParamValidationError):
+        return UsageError(f"invalid request {doing}: {exc}")
+    if isinstance(exc, bx.ClientError):
+        err = exc.response.get("Error", {})
+        code = err.get("Code", "")
+        msg = err.get("Message", "") or str(exc)
+        if code in _ACCESS_DENIED:
+            return AccessDenied(f"access denied {doing}: {msg}",
+                                hint="your IAM identity needs this permission; `eic-proxy policy` prints a policy")
+        if code in _EXPIRED:
+            return CredentialsError(f"AWS rejected the credentials {doing}: {msg}",
+                                    hint=f"refresh them: `aws sso login{p}` or `aws configure{p}`")
+        if code.startswith("InvalidInstanceID") or code == "EC2InstanceNotFoundException":
+            return HostNotFound(f"instance not found {doing}: {msg}",
+                                hint="check the instance ID, --region and --profile")
+        if code in ("EC2InstanceStateInvalidException", "IncorrectInstanceState"):
+            return InstanceStateError(f"instance is not running {doing}: {msg}",
+                                      hint="start it, e.g. `aws ec2 start-instances --instance-ids ID`")
+        if code == "InvalidArgsException":
+            return KeyError_(f"the service rejected the request {doing}: {msg}",
+                             hint="check --os-user and the key type (Ed25519 or RSA 2048/4096)")
+        if code in ("ThrottlingException", "Throttling", "RequestLimitExceeded", "ServiceUnavailable",
+                    "ServiceException", "EC2InstanceUnavailableException", "InternalError"):
+            return AwsApiError(f"AWS is busy or unavailable {doing}: {code}: {msg}", hint="retry in a moment",
+                               exit_code=ExitCode.SERVICE_UNAVAILABLE)
+        return AwsApiError(f"AWS error {doing}: {code}: {msg}")
+    if isinstance(exc, bx.BotoCoreError):
+        return AwsApiError(f"AWS client error {doing}: {exc}")
+    return AwsApiError(f"unexpected error {doing}: {exc.__class__.__name__}: {exc}")

@@ -1,0 +1,110 @@
+"""Command line: parse, dispatch, and map every failure to one stderr line and an exit code."""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from typing import Optional, Sequence
+
+from . import __version__
+
+log = logging.getLogger("eic_proxy")
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--region", help="AWS region (default: profile / AWS_REGION)")
+    p.add_argument("--profile", help="AWS profile (default: AWS_PROFILE / default)")
+    p.add_argument("-v", "--verbose", action="count", default=0, help="more output on stderr (-vv: debug)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="eic-proxy",
+        description="OpenSSH ProxyCommand for private EC2 instances through EC2 Instance Connect Endpoints.",
+    )
+    parser.add_argument("--version", action="version", version=f"eic-proxy {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    c = sub.add_parser("connect", help="tunnel stdin/stdout to HOST:PORT (use as ssh ProxyCommand)",
+                       description="Tunnel stdin/stdout to an instance through its VPC's EICE. "
+                                   "Meant for `ProxyCommand eic-proxy connect %%h %%p %%r`.")
+    c.add_argument("host", metavar="HOST", help="instance ID (i-…)")
+    c.add_argument("port", metavar="PORT", nargs="?", type=int, default=22, help="remote port (default 22)")
+    c.add_argument("user", metavar="USER", nargs="?", help="remote user from ssh's %%r (sets the OS user)")
+    c.add_argument("--os-user", help="OS user for the key push (default: USER, else ec2-user)")
+    c.add_argument("--eice-id", help="use this EC2 Instance Connect Endpoint instead of discovering one")
+    c.add_argument("--max-tunnel-duration", type=int, metavar="SECONDS",
+                   help="ask the endpoint to cut the tunnel after SECONDS (1..3600); required by some IAM policies")
+    c.add_argument("--no-push", dest="push", action="store_false",
+                   help="do not push the key (you bring a key the instance already trusts)")
+    _add_common(c)
+
+    k = sub.add_parser("key-path", help="print the private key path for IdentityFile",
+                       description="Print the path of the local private key (created on first use).")
+    _add_common(k)
+    return parser
+
+
+def setup_logging(verbose: int) -> None:
+    if os.environ.get("EIC_PROXY_DEBUG"):
+        verbose = max(verbose, 2)
+    level = max(logging.WARNING - 10 * verbose, logging.DEBUG)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("eic-proxy: %(message)s" if verbose < 2
+                                           else "eic-proxy: %(name)s: %(message)s"))
+    root = logging.getLogger("eic_proxy")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False
+
+
+def program(args: argparse.Namespace) -> int:
+    """Run the sub-command, without error handling."""
+    if args.command == "connect":
+        from .connect import DEFAULT_OS_USER, ConnectOptions, run
+
+        opts = ConnectOptions(
+            host=args.host, port=args.port, os_user=args.os_user or args.user or DEFAULT_OS_USER,
+            region=args.region, profile=args.profile, eice_id=args.eice_id,
+            max_tunnel_duration=args.max_tunnel_duration, push=args.push,
+        )
+        return run(opts)
+    if args.command == "key-path":
+        from .keys import ensure_key
+
+        print(ensure_key().private_path)
+        return 0
+    raise AssertionError(args.command)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    from .errors import EicProxyError, ExitCode
+
+    args = None
+    try:
+        args = build_parser().parse_args(argv)
+        setup_logging(args.verbose)
+        return program(args)
+    except EicProxyError as exc:
+        _report(exc.message, exc.hint, args)
+        return int(exc.exit_code)
+    except KeyboardInterrupt:
+        return int(ExitCode.INTERRUPTED)
+    except Exception as exc:  # the last line of defence: one line, never a traceback unless asked
+        _report(f"internal error: {exc.__class__.__name__}: {exc}", "please report this with the output of -vv", args)
+        return int(ExitCode.INTERNAL)
+
+
+def _report(message: str, hint: Optional[str], args: Optional[argparse.Namespace]) -> None:
+    if log.isEnabledFor(logging.DEBUG):
+        log.debug("traceback", exc_info=True)
+    line = f"eic-proxy: error: {message}"
+    if hint:
+        line += f" (hint: {hint})"
+    try:
+        sys.stderr.write(line + "\n")
+        sys.stderr.flush()
+    except OSError:
+        pass

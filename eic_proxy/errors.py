@@ -1,0 +1,123 @@
+"""Every user-facing failure: one exception hierarchy, one exit code per failure class.
+
+Map of the hierarchy (each class fixes an exit code; ``cli.main`` is the only catch)::
+
+    EicProxyError                       message + hint + exit code
+    ├── UsageError                      bad arguments or config          (CONFIG)
+    ├── CredentialsError                no/expired/prompting credentials (CREDENTIALS)
+    ├── HostNotFound                    alias matches no instance        (HOST_NOT_FOUND)
+    ├── InstanceStateError              instance not running             (INSTANCE_STATE)
+    ├── NoEndpoint                      no usable EICE for the VPC       (NO_ENDPOINT)
+    ├── AccessDenied                    IAM said no                      (ACCESS_DENIED)
+    ├── KeyError_                       key push / key file problems     (KEY)
+    ├── HandshakeError                  the endpoint refused the upgrade (SIGNATURE_*, HANDSHAKE_REJECTED, SERVICE_UNAVAILABLE)
+    ├── TunnelClosed                    the endpoint closed abnormally   (TARGET_UNREACHABLE, TUNNEL_CLOSED, TUNNEL_EXPIRED)
+    ├── NetworkError                    DNS, TCP, TLS, timeouts          (NETWORK, TLS, TIMEOUT)
+    ├── ProtocolError                   garbage from the server          (PROTOCOL)
+    └── AwsApiError                     any other AWS API failure        (AWS_API)
+"""
+from __future__ import annotations
+
+from enum import IntEnum, unique
+from typing import Optional
+
+
+@unique
+class ExitCode(IntEnum):
+    """Process exit codes. ssh itself exits 255 whatever we return; these serve scripts and tests."""
+
+    OK = 0
+    USAGE = 2  # argparse's own code for a bad command line
+    CONFIG = 3
+    CREDENTIALS = 4
+    HOST_NOT_FOUND = 5
+    INSTANCE_STATE = 6
+    NO_ENDPOINT = 7
+    ACCESS_DENIED = 8
+    KEY = 9
+    SIGNATURE_REJECTED = 10
+    SIGNATURE_EXPIRED = 11
+    HANDSHAKE_REJECTED = 12
+    SERVICE_UNAVAILABLE = 13
+    TARGET_UNREACHABLE = 14
+    TUNNEL_CLOSED = 15
+    TUNNEL_EXPIRED = 16
+    NETWORK = 17
+    TLS = 18
+    TIMEOUT = 19
+    PROTOCOL = 20
+    AWS_API = 21
+    INTERNAL = 70
+    INTERRUPTED = 130
+
+
+class EicProxyError(Exception):
+    """A failure the user can act on: a one-line message, an optional hint, an exit code."""
+
+    exit_code: ExitCode = ExitCode.INTERNAL
+
+    def __init__(self, message: str, hint: Optional[str] = None, exit_code: Optional[ExitCode] = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+        if exit_code is not None:
+            self.exit_code = exit_code
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class UsageError(EicProxyError):
+    exit_code = ExitCode.CONFIG
+
+
+class CredentialsError(EicProxyError):
+    exit_code = ExitCode.CREDENTIALS
+
+
+class HostNotFound(EicProxyError):
+    exit_code = ExitCode.HOST_NOT_FOUND
+
+
+class InstanceStateError(EicProxyError):
+    exit_code = ExitCode.INSTANCE_STATE
+
+
+class NoEndpoint(EicProxyError):
+    exit_code = ExitCode.NO_ENDPOINT
+
+
+class AccessDenied(EicProxyError):
+    exit_code = ExitCode.ACCESS_DENIED
+
+
+class KeyError_(EicProxyError):
+    """Named with a trailing underscore so it never shadows the builtin KeyError."""
+
+    exit_code = ExitCode.KEY
+
+
+class HandshakeError(EicProxyError):
+    exit_code = ExitCode.HANDSHAKE_REJECTED
+
+    def __init__(self, message: str, hint: Optional[str] = None, exit_code: Optional[ExitCode] = None,
+                 status: Optional[int] = None, error_code: Optional[str] = None) -> None:
+        super().__init__(message, hint, exit_code)
+        self.status = status
+        self.error_code = error_code
+
+
+class TunnelClosed(EicProxyError):
+    exit_code = ExitCode.TUNNEL_CLOSED
+
+
+class NetworkError(EicProxyError):
+    exit_code = ExitCode.NETWORK
+
+
+class ProtocolError(EicProxyError):
+    exit_code = ExitCode.PROTOCOL
+
+
+class AwsApiError(EicProxyError):
+    exit_code = ExitCode.AWS_API

@@ -1,0 +1,138 @@
+"""Where the tool keeps its files, and how it writes them: user-only, atomic, locked across processes."""
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Optional
+
+APP = "eic-proxy"
+
+
+def data_dir() -> Path:
+    """Stable per-user directory for the key (its path goes into ssh_config, so it must not move)."""
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir(APP, appauthor=False))
+
+
+def cache_dir() -> Path:
+    """Per-user cache: resolution results, push records, locks. Safe to delete at any time."""
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir(APP, appauthor=False))
+
+
+def config_dir() -> Path:
+    import platformdirs
+
+    return Path(platformdirs.user_config_dir(APP, appauthor=False))
+
+
+def ensure_private_dir(path: Path) -> Path:
+    """Create ``path`` (and parents) and make the leaf 0700, so nothing inside leaks to other users."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if os.name == "posix":
+        st = path.stat()
+        if st.st_mode & 0o077:
+            os.chmod(path, 0o700)
+    return path
+
+
+def write_private_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
+    """Write ``data`` to ``path`` so readers see either the old or the new file, never half of one.
+
+    The temporary file is created with ``mode`` from the start (mkstemp gives 0600), so a secret is
+    never world-readable, not even for an instant.
+    """
+    ensure_private_dir(path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        if os.name == "posix" and mode != 0o600:
+            os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+class FileLock:
+    """An exclusive advisory lock on ``path`` shared by every eic-proxy process of this user.
+
+    flock on POSIX, msvcrt.locking on Windows; released when the context exits (or the process dies,
+    so a crashed process never leaves a stale lock behind).
+    """
+
+    def __init__(self, path: Path, timeout: Optional[float] = None) -> None:
+        self.path = path
+        self.timeout = timeout
+        self._fd: Optional[int] = None
+
+    def __enter__(self) -> "FileLock":
+        ensure_private_dir(self.path.parent)
+        fd = os.open(str(self.path), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            _lock_fd(fd, self.timeout)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fd = fd
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            _unlock_fd(fd)
+            os.close(fd)
+
+
+if sys.platform == "win32":  # pragma: no cover - exercised on Windows only
+    import msvcrt
+    import time
+
+    def _lock_fd(fd: int, timeout: Optional[float]) -> None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            try:
+                msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+                return
+            except OSError:
+                if deadline is not None and time.monotonic() > deadline:
+                    raise TimeoutError(f"timed out waiting for lock {fd}")
+                time.sleep(0.05)
+
+    def _unlock_fd(fd: int) -> None:
+        os.lseek(fd, 0, 0)
+        msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
+
+else:
+    import fcntl
+
+    def _lock_fd(fd: int, timeout: Optional[float]) -> None:
+        if timeout is None:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            return
+        import time
+
+        deadline = time.monotonic() + timeout
+        delay = 0.005
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise TimeoutError("timed out waiting for a lock held by another eic-proxy process")
+                time.sleep(delay)
+                delay = min(delay * 2, 0.1)
+
+    def _unlock_fd(fd: int) -> None:
+        fcntl.flock(fd, fcntl.LOCK_UN)

@@ -1,0 +1,265 @@
+"""The WebSocket to the endpoint and the full-duplex byte pump between it and a pair of file descriptors.
+
+Two threads, one per direction, each with plain blocking reads (no ``select`` on stdin, so Windows
+pipes work). Policy (frame sizes, close meanings, handshake errors) lives in ``protocol.py``.
+"""
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import signal
+import socket
+import ssl
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+from . import __version__
+from .errors import EicProxyError, ExitCode, NetworkError, ProtocolError
+from .protocol import MAX_FRAME, close_outcome, handshake_error, parse_close_payload
+
+log = logging.getLogger(__name__)
+
+# After our CLOSE, how long to wait for the endpoint's CLOSE (and the data queued before it).
+CLOSE_WAIT = 0.5
+DEFAULT_HANDSHAKE_TIMEOUT = 15.0
+
+
+def open_websocket(url: str, ca_bundle: Optional[str] = None, timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
+                   max_duration_sent: bool = False) -> Any:
+    """TLS + HTTP upgrade to the presigned URL; every failure becomes an EicProxyError.
+
+    TLS is always verified; ``ca_bundle`` (AWS_CA_BUNDLE / profile ca_bundle) only replaces the trust store.
+    """
+    import websocket
+
+    sslopt: dict[str, Any] = {"cert_reqs": ssl.CERT_REQUIRED, "check_hostname": True}
+    if ca_bundle:
+        sslopt["ca_certs"] = ca_bundle
+    host = url.split("/", 3)[2].split("?")[0]
+    try:
+        ws = websocket.create_connection(
+            url,
+            timeout=timeout,
+            sslopt=sslopt,
+            enable_multithread=True,
+            skip_utf8_validation=True,
+            suppress_origin=True,
+            header=[f"User-Agent: eic-proxy/{__version__}"],
+        )
+    except websocket.WebSocketBadStatusException as exc:
+        # Never show str(exc): it carries the response headers. The JSON body has the Message.
+        raise handshake_error(exc.status_code, exc.resp_body or b"", max_duration_sent) from exc
+    except ssl.SSLCertVerificationError as exc:
+        raise NetworkError(f"TLS certificate of the endpoint {host} is not trusted: {exc.verify_message}",
+                           hint="if you use a TLS-inspecting proxy or a test endpoint, set AWS_CA_BUNDLE to its CA",
+                           exit_code=ExitCode.TLS) from exc
+    except ssl.SSLError as exc:
+        raise NetworkError(f"TLS handshake with the endpoint {host} failed: {exc.reason or exc}",
+                           hint="check proxies and AWS_CA_BUNDLE", exit_code=ExitCode.TLS) from exc
+    except socket.gaierror as exc:
+        raise NetworkError(f"DNS lookup of the endpoint {host} failed: {exc.strerror}",
+                           hint="check DNS and the network; the endpoint's DNS name must resolve") from exc
+    except (socket.timeout, websocket.WebSocketTimeoutException) as exc:
+        raise NetworkError(f"timed out connecting to the endpoint {host}", hint="check the network and proxies",
+                           exit_code=ExitCode.TIMEOUT) from exc
+    except (ConnectionError, OSError) as exc:
+        raise NetworkError(f"cannot connect to the endpoint {host}: {exc.strerror or exc}",
+                           hint="check the network, proxies and firewall for outbound HTTPS (443)") from exc
+    except websocket.WebSocketException as exc:
+        raise ProtocolError(f"bad WebSocket handshake from the endpoint {host}: {exc}",
+                            hint="a proxy may be interfering; retry with -v") from exc
+    ws.settimeout(None)
+    return ws
+
+
+@dataclass
+class PumpResult:
+    """How a tunnel ended, plus byte counts for the audit log."""
+
+    error: Optional[EicProxyError] = None
+    bytes_up: int = 0
+    bytes_down: int = 0
+    reason: str = "eof"
+    duration: float = 0.0
+
+
+@dataclass
+class _State:
+    done: threading.Event = field(default_factory=threading.Event)
+    result: PumpResult = field(default_factory=PumpResult)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    finished: bool = False
+
+    def finish(self, reason: str, error: Optional[EicProxyError] = None) -> None:
+        with self.lock:
+            if self.finished:
+                return
+            self.finished = True
+            self.result.reason = reason
+            self.result.error = error
+        self.done.set()
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    mv = memoryview(data)
+    while mv:
+        n = os.write(fd, mv)
+        mv = mv[n:]
+
+
+def pump(ws: Any, in_fd: int, out_fd: int, max_duration: Optional[float] = None,
+         on_close_out: Optional[Callable[[], None]] = None) -> PumpResult:
+    """Move bytes both ways until either side ends; return how it ended.
+
+    Local EOF → our CLOSE, a short wait for the endpoint's CLOSE, done. Endpoint CLOSE → the output
+    is closed (ssh sees EOF at once) and the close code decides the outcome. Everything received
+    before a close is written out before we return.
+    """
+    state = _State()
+    started = time.monotonic()
+    debug = log.isEnabledFor(logging.DEBUG)
+
+    def uplink() -> None:
+        buf = bytearray(MAX_FRAME)
+        view = memoryview(buf)
+        try:
+            while True:
+                n = os.readv(in_fd, [buf]) if hasattr(os, "readv") else _readinto(in_fd, buf)
+                if n == 0:
+                    break
+                ws.send_binary(bytes(view[:n]))
+                state.result.bytes_up += n
+                if debug:
+                    log.debug("> binary %d bytes", n)
+        except OSError as exc:
+            if state.finished:
+                return
+            if isinstance(exc, (BrokenPipeError, ConnectionResetError)) or exc.errno in (errno.EPIPE, errno.ECONNRESET):
+                state.finish("endpoint-gone", NetworkError("the connection to the endpoint was lost",
+                                                           hint="retry; check the network"))
+            else:
+                state.finish("input-error", NetworkError(f"reading from ssh failed: {exc}"))
+            return
+        except Exception as exc:  # websocket-client raises its own types for a dead socket
+            if not state.finished:
+                state.finish("endpoint-gone", NetworkError(f"the connection to the endpoint was lost: {exc}",
+                                                           hint="retry; check the network"))
+            return
+        if debug:
+            log.debug("= local EOF, closing")
+        _send_close(ws)
+        # Give the endpoint a moment to echo the CLOSE; the downlink delivers what precedes it.
+        state.done.wait(CLOSE_WAIT)
+        state.finish("eof")
+
+    def downlink() -> None:
+        import websocket
+
+        try:
+            while True:
+                opcode, data = ws.recv_data(control_frame=True)
+                if opcode == websocket.ABNF.OPCODE_BINARY or opcode == websocket.ABNF.OPCODE_CONT:
+                    if data:
+                        try:
+                            _write_all(out_fd, data)
+                        except OSError:
+                            # ssh closed its end: nothing more to deliver, end quietly.
+                            _send_close(ws)
+                            state.finish("output-closed")
+                            return
+                        state.result.bytes_down += len(data)
+                        if debug:
+                            log.debug("< binary %d bytes", len(data))
+                elif opcode == websocket.ABNF.OPCODE_TEXT:
+                    _send_close(ws, 1003)
+                    state.finish("protocol", ProtocolError(
+                        "the endpoint sent a TEXT frame where only binary tunnel data is allowed",
+                        hint="this is not an EC2 Instance Connect Endpoint, or a proxy is interfering"))
+                    return
+                elif opcode == websocket.ABNF.OPCODE_CLOSE:
+                    code, reason = parse_close_payload(data or b"")
+                    if debug:
+                        log.debug("< close %s %r", code, reason)
+                    err = close_outcome(code, reason, time.monotonic() - started, max_duration)
+                    state.finish("closed" if err is None else "closed-error", err)
+                    return
+                # PING/PONG: websocket-client already answered pings.
+        except EicProxyError as exc:
+            state.finish("protocol", exc)
+        except Exception as exc:
+            if state.finished:
+                return
+            state.finish("endpoint-gone", _classify_recv_error(exc))
+
+    restore = _install_signal_handlers(lambda signum: (_send_close(ws), state.finish(f"signal:{signum}")))
+    up = threading.Thread(target=uplink, name="eic-uplink", daemon=True)
+    down = threading.Thread(target=downlink, name="eic-downlink", daemon=True)
+    up.start()
+    down.start()
+    try:
+        state.done.wait()
+    finally:
+        restore()
+    # Close our output first so ssh sees EOF immediately, then drop the socket.
+    if on_close_out is not None:
+        on_close_out()
+    try:
+        ws.shutdown()
+    except Exception:
+        pass
+    state.result.duration = time.monotonic() - started
+    return state.result
+
+
+# ssh ends its ProxyCommand with SIGHUP; Ctrl-C and service managers send SIGINT/SIGTERM.
+_CLEAN_SIGNALS = tuple(getattr(signal, n) for n in ("SIGHUP", "SIGTERM", "SIGINT") if hasattr(signal, n))
+
+
+def _install_signal_handlers(on_signal: Callable[[int], Any]) -> Callable[[], None]:
+    """Close the WebSocket properly on a signal instead of dying mid-frame; returns an undo function."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    previous = {}
+    for sig in _CLEAN_SIGNALS:
+        try:
+            previous[sig] = signal.signal(sig, lambda signum, _frame: on_signal(signum))
+        except (ValueError, OSError):  # pragma: no cover - not settable here
+            pass
+
+    def restore() -> None:
+        for sig, handler in previous.items():
+            try:
+                signal.signal(sig, handler)
+            except (ValueError, OSError):  # pragma: no cover
+                pass
+
+    return restore
+
+
+def _readinto(fd: int, buf: bytearray) -> int:  # pragma: no cover - platforms without os.readv (Windows)
+    data = os.read(fd, len(buf))
+    buf[: len(data)] = data
+    return len(data)
+
+
+def _send_close(ws: Any, code: int = 1000) -> None:
+    try:
+        ws.send_close(code)
+    except Exception:
+        pass
+
+
+def _classify_recv_error(exc: BaseException) -> EicProxyError:
+    import websocket
+
+    if isinstance(exc, websocket.WebSocketProtocolException) or isinstance(exc, websocket.WebSocketPayloadException):
+        return ProtocolError(f"the endpoint sent invalid WebSocket data: {exc}",
+                             hint="a proxy may be interfering; retry with -v")
+    if isinstance(exc, (websocket.WebSocketTimeoutException, socket.timeout)):
+        return NetworkError("the endpoint stopped answering", hint="check the network",
+                            exit_code=ExitCode.TIMEOUT)
+    return NetworkError(f"the connection to the endpoint was lost: {exc.__class__.__name__}",
+                        hint="retry; check the network")

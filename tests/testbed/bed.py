@@ -1,0 +1,218 @@
+"""The whole local test bed in one object: fake AWS, fake EICE, real sshd per fake instance."""
+from __future__ import annotations
+
+import ipaddress
+import os
+import random
+import shutil
+import socket
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+from .ca import TestCA
+from .fake_aws import TESTBED_UA, FakeAws
+from .fake_eice import FakeEice
+from .sshd import Sshd, ensure_users, install_script
+
+ACCESS_KEY = "AKIATESTBED000000001"
+SECRET_KEY = "testbed/secret/key/not/a/real/one/000000"
+REGION = "us-east-1"
+
+
+@dataclass
+class Instance:
+    instance_id: str
+    ip: str
+    name: Optional[str]
+    subnet_id: str
+    vpc_id: str
+    sshd: Optional[Sshd] = None
+
+
+def _free_octet() -> int:
+    """A second octet whose 127.N.0.0/16 nobody on this machine listens on (parallel beds stay apart)."""
+    for _ in range(50):
+        n = random.randint(20, 250)
+        s = socket.socket()
+        try:
+            s.bind((f"127.{n}.1.250", 22))
+            return n
+        except OSError:
+            continue
+        finally:
+            s.close()
+    raise RuntimeError("no free loopback range for the test bed")
+
+
+class Testbed:
+    """Start with ``start()``; ``env(home)`` gives the environment a client process needs."""
+
+    def __init__(self, workdir: Optional[Path] = None, region: str = REGION) -> None:
+        if os.geteuid() != 0:
+            raise RuntimeError("the test bed needs root (sshd on port 22, the endpoint on port 443, useradd)")
+        self.workdir = Path(workdir or tempfile.mkdtemp(prefix="eic-testbed-"))
+        os.chmod(self.workdir, 0o755)  # sshd's AuthorizedKeysCommandUser must read pushed keys below it
+        self.region = region
+        self.octet = _free_octet()
+        self.ca = TestCA.create(self.workdir / "ca")
+        self.aws = FakeAws(self.workdir, region)
+        self.eice = FakeEice(self.aws, self.ca, self.workdir / "eice", {ACCESS_KEY: SECRET_KEY})
+        (self.workdir / "eice").mkdir(exist_ok=True)
+        self.instances: dict[str, Instance] = {}
+        self._next_eice = 1
+        self._ec2: Any = None
+        self.vpcs: dict[str, str] = {}
+        self.subnets: dict[str, str] = {}
+
+    # ---- lifecycle -------------------------------------------------------------------------------
+    def start(self) -> "Testbed":
+        install_script()
+        ensure_users()
+        self.aws.start()
+        self.eice.start()
+        self.aws.dns_allocator = self._allocate_endpoint_addresses
+        return self
+
+    def stop(self) -> None:
+        for inst in self.instances.values():
+            if inst.sshd:
+                inst.sshd.stop()
+        self.eice.stop()
+        self.aws.stop()
+
+    def cleanup(self) -> None:
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def _allocate_endpoint_addresses(self, _endpoint_id: str) -> tuple[str, str]:
+        n = self._next_eice
+        self._next_eice += 2
+        dns, fips = f"127.{self.octet}.250.{n}", f"127.{self.octet}.250.{n + 1}"
+        self.eice.listen(dns)
+        self.eice.listen(fips)
+        return dns, fips
+
+    # ---- AWS resources ---------------------------------------------------------------------------
+    @property
+    def ec2(self) -> Any:
+        if self._ec2 is None:
+            import boto3
+            from botocore.config import Config
+
+            self._ec2 = boto3.client("ec2", region_name=self.region, endpoint_url=self.aws.url,
+                                     aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY,
+                                     config=Config(user_agent_extra=TESTBED_UA))
+        return self._ec2
+
+    def add_vpc(self, name: str, second_octet: Optional[int] = None) -> str:
+        octet = second_octet if second_octet is not None else self.octet
+        vpc = self.ec2.create_vpc(CidrBlock=f"127.{octet}.0.0/16")["Vpc"]["VpcId"]
+        self.vpcs[name] = vpc
+        return vpc
+
+    def add_subnet(self, name: str, vpc: str, third_octet: int, second_octet: Optional[int] = None) -> str:
+        octet = second_octet if second_octet is not None else self.octet
+        subnet = self.ec2.create_subnet(VpcId=self.vpcs.get(vpc, vpc),
+                                        CidrBlock=f"127.{octet}.{third_octet}.0/24")["Subnet"]["SubnetId"]
+        self.subnets[name] = subnet
+        return subnet
+
+    def add_endpoint(self, subnet: str, **kw: Any) -> dict[str, Any]:
+        return self.aws.create_endpoint(self.subnets.get(subnet, subnet), **kw)
+
+    def add_instance(self, name: Optional[str], subnet: str, host_octet: int, *, sshd: bool = True,
+                     tags: Optional[dict[str, str]] = None) -> Instance:
+        subnet_id = self.subnets.get(subnet, subnet)
+        sub = self.ec2.describe_subnets(SubnetIds=[subnet_id])["Subnets"][0]
+        net = ipaddress.ip_network(sub["CidrBlock"])
+        ip = str(net.network_address + host_octet)
+        all_tags = dict(tags or {})
+        if name:
+            all_tags["Name"] = name
+        kw: dict[str, Any] = {}
+        if all_tags:
+            kw["TagSpecifications"] = [{"ResourceType": "instance",
+                                        "Tags": [{"Key": k, "Value": v} for k, v in all_tags.items()]}]
+        image = self.ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+        resp = self.ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1, InstanceType="t3.micro",
+                                      SubnetId=subnet_id, PrivateIpAddress=ip, **kw)
+        iid = resp["Instances"][0]["InstanceId"]
+        inst = Instance(iid, ip, name, subnet_id, sub["VpcId"])
+        if sshd:
+            inst.sshd = Sshd(self.workdir, iid, ip, self.aws.keys_root / iid)
+            inst.sshd.start()
+        self.instances[iid] = inst
+        return inst
+
+    def default_world(self) -> Instance:
+        """One VPC, one subnet, one endpoint, one instance named web-1: the demo's world."""
+        self.add_vpc("main")
+        self.add_subnet("main-a", "main", 1)
+        self.add_endpoint("main-a")
+        return self.add_instance("web-1", "main-a", 10)
+
+    # ---- clients ---------------------------------------------------------------------------------
+    def env(self, home: Path, **extra: str) -> dict[str, str]:
+        """Environment for a client process: fake credentials, loopback endpoints, isolated dirs."""
+        home.mkdir(parents=True, exist_ok=True)
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith("AWS_") and k.lower() not in ("http_proxy", "https_proxy", "no_proxy",
+                                                                   "all_proxy")
+               and not k.startswith("XDG_") and k != "EIC_PROXY_DEBUG"}
+        bindir = str(Path(sys.executable).parent)
+        env.update({
+            "HOME": str(home),
+            "XDG_DATA_HOME": str(home / ".local/share"),
+            "XDG_CACHE_HOME": str(home / ".cache"),
+            "XDG_CONFIG_HOME": str(home / ".config"),
+            "XDG_STATE_HOME": str(home / ".local/state"),
+            "AWS_ACCESS_KEY_ID": ACCESS_KEY,
+            "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
+            "AWS_REGION": self.region,
+            "AWS_DEFAULT_REGION": self.region,
+            "AWS_ENDPOINT_URL": self.aws.url,
+            "AWS_CA_BUNDLE": str(self.ca.pem_path),
+            "AWS_CONFIG_FILE": str(home / ".aws/config"),
+            "AWS_SHARED_CREDENTIALS_FILE": str(home / ".aws/credentials"),
+            "AWS_EC2_METADATA_DISABLED": "true",
+            "PATH": bindir + os.pathsep + env.get("PATH", "/usr/bin:/bin"),
+        })
+        env.update(extra)
+        assert_loopback(env["AWS_ENDPOINT_URL"])
+        return env
+
+    def eic_proxy_path(self) -> str:
+        exe = Path(sys.executable).parent / "eic-proxy"
+        if not exe.exists():
+            raise RuntimeError(f"{exe} not found: install the project (pip install -e .)")
+        return str(exe)
+
+    def ssh_config(self, home: Path, extra_proxy_args: str = "", user: str = "ec2-user") -> Path:
+        """An ssh_config whose Host block sends everything through ``eic-proxy connect``."""
+        key = home / ".local/share/eic-proxy/keys/id_ed25519"
+        cfg = home / "ssh_config"
+        cfg.write_text("\n".join([
+            "Host *",
+            f"    User {user}",
+            f"    ProxyCommand {self.eic_proxy_path()} connect %h %p %r{(' ' + extra_proxy_args) if extra_proxy_args else ''}",
+            f"    IdentityFile {key}",
+            "    IdentitiesOnly yes",
+            f"    UserKnownHostsFile {home}/known_hosts",
+            "    StrictHostKeyChecking accept-new",
+            "    BatchMode yes",
+            "    LogLevel ERROR",
+            "    ConnectTimeout 20",
+            "",
+        ]))
+        return cfg
+
+
+def assert_loopback(url: str) -> None:
+    """Tests never talk to real AWS: every endpoint URL must point at loopback."""
+    from urllib.parse import urlsplit
+
+    host = urlsplit(url).hostname or ""
+    if host != "localhost" and not ipaddress.ip_address(host).is_loopback:
+        raise AssertionError(f"endpoint {url} is not loopback")

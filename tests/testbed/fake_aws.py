@@ -1,0 +1,358 @@
+"""Fake AWS: moto's server, plus the EC2 Instance Connect Endpoint actions moto lacks and a
+SendSSHPublicKey that really stores the key where the fake instances' sshd reads it.
+
+Every API call is recorded (service, action) so tests can count them; faults can be queued per action.
+"""
+from __future__ import annotations
+
+import collections
+import datetime as dt
+import io
+import json
+import os
+import secrets
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional
+from urllib.parse import parse_qs
+
+ACCOUNT = "123456789012"
+TESTBED_UA = "eic-testbed"  # the bed's own set-up calls carry this and are not recorded
+
+_current: Optional["FakeAws"] = None  # moto's response classes are global; they find the bed here
+
+
+@dataclass(frozen=True)
+class Call:
+    service: str
+    action: str
+    at: float
+    params: dict
+
+
+class FakeAws:
+    """Owns the moto WSGI server, the endpoint table, the pushed keys and the call log."""
+
+    def __init__(self, workdir: Path, region: str = "us-east-1") -> None:
+        self.region = region
+        self.workdir = workdir
+        self.keys_root = workdir / "pushed-keys"
+        self.keys_root.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.keys_root, 0o755)
+        self.endpoints: dict[str, dict[str, Any]] = {}
+        self.pushes: list[dict[str, Any]] = []
+        self.calls: list[Call] = []
+        self.faults: dict[str, collections.deque] = collections.defaultdict(collections.deque)
+        self.lock = threading.RLock()
+        self.dns_allocator: Optional[Callable[[str], tuple[str, str]]] = None
+        self.push_hooks: list[Callable[[dict], None]] = []
+        self._server: Any = None
+        self._thread: Optional[threading.Thread] = None
+        self.url = ""
+
+    # ---- lifecycle -------------------------------------------------------------------------------
+    def start(self) -> None:
+        global _current
+        from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+        from werkzeug.serving import WSGIRequestHandler, make_server
+
+        class Quiet(WSGIRequestHandler):
+            def log_request(self, *args: Any, **kwargs: Any) -> None:
+                pass
+
+        _install_moto_patches()
+        _current = self
+        app = DomainDispatcherApplication(create_backend_app)
+        self._server = make_server("127.0.0.1", 0, _Recorder(self, app), threaded=True,
+                                   request_handler=Quiet)
+        self.url = f"http://127.0.0.1:{self._server.server_port}"
+        self._thread = threading.Thread(target=self._server.serve_forever, name="fake-aws", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    def reset(self) -> None:
+        """Forget calls, pushes and faults (moto's resources stay)."""
+        with self.lock:
+            self.calls.clear()
+            self.pushes.clear()
+            self.faults.clear()
+
+    # ---- test helpers ----------------------------------------------------------------------------
+    def count(self, action: Optional[str] = None, service: Optional[str] = None) -> int:
+        with self.lock:
+            return sum(1 for c in self.calls
+                       if (action is None or c.action == action) and (service is None or c.service == service))
+
+    def describe_calls(self) -> int:
+        with self.lock:
+            return sum(1 for c in self.calls if c.action.startswith("Describe"))
+
+    def inject(self, action: str, error_code: str, times: int = 1, status: int = 400, message: str = "") -> None:
+        """Make the next ``times`` calls of ``action`` fail with ``error_code``."""
+        with self.lock:
+            for _ in range(times):
+                self.faults[action].append((error_code, status, message or f"injected {error_code}"))
+
+    def ec2_backend(self) -> Any:
+        from moto.ec2.models import ec2_backends
+
+        return ec2_backends[ACCOUNT][self.region]
+
+    def instance_state(self, instance_id: str) -> Optional[str]:
+        try:
+            return self.ec2_backend().get_instance(instance_id)._state.name
+        except Exception:
+            return None
+
+    def create_endpoint(self, subnet_id: str, *, preserve_client_ip: bool = False,
+                        security_group_ids: Optional[list[str]] = None, ip_address_type: Optional[str] = None,
+                        state: str = "create-complete", tags: Optional[list[dict]] = None) -> dict[str, Any]:
+        backend = self.ec2_backend()
+        subnet = backend.get_subnet(subnet_id)
+        eid = "eice-" + secrets.token_hex(9)[:17]
+        dns, fips = self.dns_allocator(eid) if self.dns_allocator else (f"{eid}.invalid", f"{eid}.fips.invalid")
+        record = {
+            "OwnerId": ACCOUNT,
+            "InstanceConnectEndpointId": eid,
+            "InstanceConnectEndpointArn": f"arn:aws:ec2:{self.region}:{ACCOUNT}:instance-connect-endpoint/{eid}",
+            "State": state,
+            "StateMessage": "",
+            "DnsName": dns,
+            "FipsDnsName": fips,
+            "NetworkInterfaceIds": ["eni-" + secrets.token_hex(8)[:17]],
+            "VpcId": subnet.vpc_id,
+            "AvailabilityZone": subnet.availability_zone,
+            "AvailabilityZoneId": getattr(subnet, "availability_zone_id", None) or "use1-az1",
+            "CreatedAt": dt.datetime.now(dt.timezone.utc),
+            "SubnetId": subnet_id,
+            "PreserveClientIp": bool(preserve_client_ip),
+            "SecurityGroupIds": list(security_group_ids or []),
+            "Tags": list(tags or []),
+            "IpAddressType": ip_address_type or "ipv4",
+            "PublicDnsNames": {
+                "Ipv4": {"DnsName": dns, "FipsDnsName": fips},
+                "Dualstack": {"DnsName": dns, "FipsDnsName": fips},
+            },
+        }
+        with self.lock:
+            self.endpoints[eid] = record
+        return record
+
+    def set_endpoint_state(self, endpoint_id: str, state: str) -> None:
+        with self.lock:
+            self.endpoints[endpoint_id]["State"] = state
+
+    def delete_endpoint(self, endpoint_id: str) -> dict[str, Any]:
+        with self.lock:
+            record = self.endpoints.pop(endpoint_id)
+        return dict(record, State="delete-in-progress")
+
+    def key_file(self, instance_id: str, os_user: str) -> Path:
+        return self.keys_root / instance_id / os_user
+
+    def store_key(self, instance_id: str, os_user: str, key: str, request_id: str) -> None:
+        """Append the key with its push time (ms) where the instance's AuthorizedKeysCommand reads it."""
+        d = self.keys_root / instance_id
+        d.mkdir(exist_ok=True)
+        os.chmod(d, 0o755)
+        line = f"{int(time.time() * 1000)} {key}\n"
+        with self.lock:
+            with open(d / os_user, "a") as fh:
+                fh.write(line)
+            os.chmod(d / os_user, 0o644)
+            push = {"at": time.time(), "instance_id": instance_id, "os_user": os_user, "key": key,
+                    "request_id": request_id}
+            self.pushes.append(push)
+        for hook in list(self.push_hooks):
+            hook(push)
+
+
+class _Recorder:
+    """WSGI middleware: records each call and serves queued faults before moto sees the request."""
+
+    def __init__(self, bed: FakeAws, app: Any) -> None:
+        self.bed = bed
+        self.app = app
+
+    def __call__(self, environ: dict, start_response: Callable) -> Any:
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        body = environ["wsgi.input"].read(length) if length else b""
+        environ["wsgi.input"] = io.BytesIO(body)
+        if TESTBED_UA in environ.get("HTTP_USER_AGENT", ""):
+            return self.app(environ, start_response)
+        service, action, params = _classify(environ, body)
+        with self.bed.lock:
+            self.bed.calls.append(Call(service, action, time.time(), params))
+            fault = self.bed.faults[action].popleft() if self.bed.faults.get(action) else None
+        if fault is None:
+            return self.app(environ, start_response)
+        code, status, message = fault
+        if service == "ec2":
+            payload = (f'<?xml version="1.0" encoding="UTF-8"?><Response><Errors><Error><Code>{code}</Code>'
+                       f'<Message>{message}</Message></Error></Errors><RequestID>{uuid.uuid4()}</RequestID>'
+                       f'</Response>').encode()
+            headers = [("Content-Type", "text/xml")]
+        else:
+            payload = json.dumps({"__type": code, "message": message}).encode()
+            headers = [("Content-Type", "application/x-amz-json-1.1"), ("x-amzn-ErrorType", code)]
+        start_response(f"{status} Error", headers + [("Content-Length", str(len(payload)))])
+        return [payload]
+
+
+def _classify(environ: dict, body: bytes) -> tuple[str, str, dict]:
+    target = environ.get("HTTP_X_AMZ_TARGET", "")
+    if target:
+        prefix, _, action = target.partition(".")
+        service = "ec2-instance-connect" if prefix.startswith("AWSEC2InstanceConnect") else prefix
+        try:
+            params = json.loads(body or b"{}")
+        except ValueError:
+            params = {}
+        return service, action, params
+    auth = environ.get("HTTP_AUTHORIZATION", "")
+    service = "unknown"
+    if "Credential=" in auth:
+        scope = auth.split("Credential=", 1)[1].split(",", 1)[0].split("/")
+        if len(scope) >= 4:
+            service = scope[3]
+    q = parse_qs(body.decode("utf-8", "replace")) if body else parse_qs(environ.get("QUERY_STRING", ""))
+    action = (q.get("Action") or ["?"])[0]
+    return service, action, {k: v[0] if len(v) == 1 else v for k, v in q.items()}
+
+
+# ---- moto patches ----------------------------------------------------------------------------------
+_patched = False
+
+
+def _install_moto_patches() -> None:
+    global _patched
+    if _patched:
+        return
+    from moto.core.exceptions import JsonRESTError
+    from moto.core.responses import ActionResult
+    from moto.ec2.exceptions import EC2ClientError
+    from moto.ec2.responses import EC2Response
+    from moto.ec2instanceconnect.responses import Ec2InstanceConnectResponse
+
+    def bed() -> FakeAws:
+        assert _current is not None
+        return _current
+
+    def create_instance_connect_endpoint(self: Any) -> Any:
+        subnet_id = self._get_param("SubnetId")
+        try:
+            self.ec2_backend.get_subnet(subnet_id)
+        except Exception:
+            raise EC2ClientError("InvalidSubnetID.NotFound", f"The subnet ID '{subnet_id}' does not exist")
+        vpc = self.ec2_backend.get_subnet(subnet_id).vpc_id
+        with bed().lock:
+            if any(e["VpcId"] == vpc for e in bed().endpoints.values()):
+                raise EC2ClientError("InstanceConnectEndpointLimitExceeded",
+                                     "You've reached the maximum number of EC2 Instance Connect Endpoints per VPC")
+        tags = []
+        for spec in self._get_param("TagSpecifications", []) or []:
+            tags.extend(spec.get("Tags", []))
+        record = bed().create_endpoint(
+            subnet_id,
+            preserve_client_ip=str(self._get_param("PreserveClientIp", "false")).lower() == "true",
+            security_group_ids=self._get_param("SecurityGroupIds", []) or [],
+            ip_address_type=self._get_param("IpAddressType"),
+            tags=tags,
+        )
+        return ActionResult({"InstanceConnectEndpoint": record, "ClientToken": self._get_param("ClientToken")})
+
+    def describe_instance_connect_endpoints(self: Any) -> Any:
+        ids = self._get_param("InstanceConnectEndpointIds", []) or []
+        filters = self._filters_from_querystring()
+        with bed().lock:
+            items = list(bed().endpoints.values())
+        if ids:
+            missing = [i for i in ids if i not in bed().endpoints]
+            if missing:
+                raise EC2ClientError("InvalidInstanceConnectEndpointId.NotFound",
+                                     f"The instance connect endpoint ID '{missing[0]}' does not exist")
+            items = [e for e in items if e["InstanceConnectEndpointId"] in ids]
+        items = [e for e in items if _matches(e, filters)]
+        max_results = int(self._get_param("MaxResults") or 50)
+        start = int(self._get_param("NextToken") or 0)
+        page = items[start:start + max_results]
+        result: dict[str, Any] = {"InstanceConnectEndpoints": page}
+        if start + max_results < len(items):
+            result["NextToken"] = str(start + max_results)
+        return ActionResult(result)
+
+    def delete_instance_connect_endpoint(self: Any) -> Any:
+        eid = self._get_param("InstanceConnectEndpointId")
+        if eid not in bed().endpoints:
+            raise EC2ClientError("InvalidInstanceConnectEndpointId.NotFound",
+                                 f"The instance connect endpoint ID '{eid}' does not exist")
+        return ActionResult({"InstanceConnectEndpoint": bed().delete_endpoint(eid)})
+
+    def send_ssh_public_key(self: Any) -> str:
+        req = json.loads(self.body or "{}")
+        instance_id = req.get("InstanceId", "")
+        os_user = req.get("InstanceOSUser", "")
+        key = (req.get("SSHPublicKey") or "").strip()
+        state = bed().instance_state(instance_id)
+        if state is None:
+            raise JsonRESTError("EC2InstanceNotFoundException", f"Instance not found: {instance_id}")
+        if state != "running":
+            raise JsonRESTError("EC2InstanceStateInvalidException",
+                                f"Instance {instance_id} is not in a valid state ({state})")
+        if not _valid_public_key(key):
+            raise JsonRESTError("InvalidArgsException", "Invalid request: SSH Public key is invalid")
+        request_id = str(uuid.uuid4())
+        bed().store_key(instance_id, os_user, " ".join(key.split()[:2]), request_id)
+        return json.dumps({"RequestId": request_id, "Success": True})
+
+    EC2Response.create_instance_connect_endpoint = create_instance_connect_endpoint
+    EC2Response.describe_instance_connect_endpoints = describe_instance_connect_endpoints
+    EC2Response.delete_instance_connect_endpoint = delete_instance_connect_endpoint
+    Ec2InstanceConnectResponse.send_ssh_public_key = send_ssh_public_key
+    _patched = True
+
+
+def _matches(endpoint: dict[str, Any], filters: dict[str, list[str]]) -> bool:
+    fields = {"instance-connect-endpoint-id": "InstanceConnectEndpointId", "state": "State",
+              "subnet-id": "SubnetId", "vpc-id": "VpcId"}
+    tags = {t["Key"]: t["Value"] for t in endpoint.get("Tags", [])}
+    for name, values in filters.items():
+        if name in fields:
+            if endpoint.get(fields[name]) not in values:
+                return False
+        elif name.startswith("tag:"):
+            if tags.get(name[4:]) not in values:
+                return False
+        elif name == "tag-key":
+            if not set(values) & set(tags):
+                return False
+        elif name == "tag-value":
+            if not set(values) & set(tags.values()):
+                return False
+        else:
+            return False
+    return True
+
+
+def _valid_public_key(line: str) -> bool:
+    """What the service accepts: ssh-ed25519, or ssh-rsa of 2048/4096 bits (eice-protocol.md §1.2)."""
+    from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+    from cryptography.hazmat.primitives.serialization import load_ssh_public_key
+
+    if not 80 <= len(line) <= 4096:
+        return False
+    try:
+        key = load_ssh_public_key(" ".join(line.split()[:2]).encode())
+    except Exception:
+        return False
+    if isinstance(key, ed25519.Ed25519PublicKey):
+        return True
+    return isinstance(key, rsa.RSAPublicKey) and key.key_size in (2048, 4096)

@@ -1,0 +1,220 @@
+"""Fake EC2 Instance Connect Endpoint: a TLS WebSocket server that follows eice-protocol.md.
+
+It checks the SigV4 presigned query (403 + ``{"ErrorCode","Message"}`` on failure), dials
+``privateIpAddress:remotePort`` (loopback only), pumps binary frames, closes 1000 at EOF and 1011
+"Unable to connect to target" when the target refuses, and enforces maxTunnelDuration and the
+20-connection cap per endpoint. Each endpoint DNS name is its own loopback address on port 443.
+Faults can be queued for the next connection (tests of the client's error handling).
+"""
+from __future__ import annotations
+
+import asyncio
+import collections
+import ipaddress
+import json
+import ssl
+import threading
+import time
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from pathlib import Path
+from typing import Any, Optional
+from urllib.parse import parse_qsl, urlsplit
+
+from .ca import TestCA
+from .fake_aws import FakeAws
+from .sigv4 import SigV4Error, verify
+
+USABLE_STATES = ("create-complete", "update-in-progress", "update-complete", "update-failed")
+MAX_CONNECTIONS = 20
+PORT = 443
+
+
+@dataclass
+class Handshake:
+    host: str
+    endpoint_id: str
+    params: dict
+    status: int
+    error_code: str = ""
+    at: float = field(default_factory=time.time)
+
+
+class FakeEice:
+    def __init__(self, aws: FakeAws, ca: TestCA, workdir: Path, secrets: dict[str, str],
+                 max_connections: int = MAX_CONNECTIONS) -> None:
+        self.aws = aws
+        self.ca = ca
+        self.workdir = workdir
+        self.secrets = secrets
+        self.max_connections = max_connections
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="fake-eice", daemon=True)
+        self.servers: dict[str, Any] = {}
+        self.active: collections.Counter = collections.Counter()
+        self.peak: collections.Counter = collections.Counter()
+        self.handshakes: list[Handshake] = []
+        self.faults: collections.deque = collections.deque()
+        self.lock = threading.Lock()
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        async def _close() -> None:
+            for s in self.servers.values():
+                s.close()
+            for s in self.servers.values():
+                await s.wait_closed()
+
+        asyncio.run_coroutine_threadsafe(_close(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+
+    def listen(self, address: str) -> None:
+        """Serve the endpoint protocol on ``address``:443 with a certificate for that address."""
+        cert, key = self.ca.issue(self.workdir, f"eice-{address}", [address])
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(str(cert), str(key))
+        fut = asyncio.run_coroutine_threadsafe(self._serve(address, ctx), self.loop)
+        self.servers[address] = fut.result(10)
+
+    async def _serve(self, address: str, ctx: ssl.SSLContext) -> Any:
+        from websockets.asyncio.server import serve
+
+        return await serve(self._handler, address, PORT, ssl=ctx, compression=None, max_size=None,
+                           ping_interval=None, process_request=self._process_request,
+                           server_header="eice-fake", write_limit=2 ** 20)
+
+    def inject(self, fault: str) -> None:
+        """Queue a fault for the next accepted connection (see ``_handler``)."""
+        with self.lock:
+            self.faults.append(fault)
+
+    # ---- handshake -------------------------------------------------------------------------------
+    def _refuse(self, connection: Any, status: int, code: str, message: str, host: str, eid: str,
+                params: dict) -> Any:
+        self.handshakes.append(Handshake(host, eid, params, status, code))
+        body = json.dumps({"ErrorCode": code, "Message": message})
+        response = connection.respond(HTTPStatus(status), body)
+        response.headers["Content-Type"] = "application/json"
+        return response
+
+    def _process_request(self, connection: Any, request: Any) -> Any:
+        parts = urlsplit(request.path)
+        pairs = parse_qsl(parts.query, keep_blank_values=True)
+        params = dict(pairs)
+        host = request.headers.get("Host", "")
+        eid = params.get("instanceConnectEndpointId", "")
+        with self.lock:
+            fault = self.faults[0] if self.faults and self.faults[0].startswith("status:") else None
+            if fault:
+                self.faults.popleft()
+        if fault:
+            _, status, code = (fault.split(":", 2) + ["Injected"])[:3]
+            return self._refuse(connection, int(status), code, f"injected HTTP {status}", host, eid, params)
+        if parts.path != "/openTunnel":
+            return self._refuse(connection, 404, "NotFound", "Unknown path", host, eid, params)
+        try:
+            verify("GET", parts.path, pairs, host, self.secrets, self.aws.region)
+        except SigV4Error as exc:
+            return self._refuse(connection, 403, exc.code, exc.message, host, eid, params)
+        endpoint = self.aws.endpoints.get(eid)
+        if endpoint is None or endpoint["State"] not in USABLE_STATES:
+            return self._refuse(connection, 403, "AccessDeniedException",
+                                f"Instance Connect Endpoint {eid} not found or not available", host, eid, params)
+        if host not in (endpoint["DnsName"], endpoint["FipsDnsName"]):
+            return self._refuse(connection, 403, "InvalidSignatureException",
+                                "Host does not belong to this endpoint", host, eid, params)
+        try:
+            port = int(params.get("remotePort", ""))
+            ip = ipaddress.ip_address(params.get("privateIpAddress", ""))
+            duration = int(params["maxTunnelDuration"]) if "maxTunnelDuration" in params else 3600
+        except ValueError:
+            return self._refuse(connection, 400, "InvalidParameter", "Invalid remotePort, privateIpAddress "
+                                "or maxTunnelDuration", host, eid, params)
+        if not 1 <= port <= 65535 or not 1 <= duration <= 3600:
+            return self._refuse(connection, 400, "InvalidParameter", "The specified RemotePort or "
+                                "MaxTunnelDuration is not valid", host, eid, params)
+        if not ip.is_loopback:
+            return self._refuse(connection, 400, "InvalidParameter",
+                                "privateIpAddress is not reachable from this endpoint", host, eid, params)
+        with self.lock:
+            if self.active[eid] >= self.max_connections:
+                return self._refuse(connection, 429, "TooManyConnections",
+                                    f"Maximum of {self.max_connections} concurrent connections per endpoint "
+                                    "reached", host, eid, params)
+            self.active[eid] += 1
+            self.peak[eid] = max(self.peak[eid], self.active[eid])
+        connection.eice = {"endpoint_id": eid, "ip": str(ip), "port": port, "duration": duration}
+        self.handshakes.append(Handshake(host, eid, params, 101))
+        return None
+
+    # ---- tunnel ----------------------------------------------------------------------------------
+    async def _handler(self, ws: Any) -> None:
+        info = ws.eice
+        try:
+            await self._tunnel(ws, info)
+        finally:
+            with self.lock:
+                self.active[info["endpoint_id"]] -= 1
+
+    async def _tunnel(self, ws: Any, info: dict) -> None:
+        with self.lock:
+            fault = self.faults.popleft() if self.faults else ""
+        if fault == "text-frame":
+            await ws.send("hello")
+            await ws.wait_closed()
+            return
+        if fault.startswith("close:"):
+            _, code, reason = (fault.split(":", 2) + [""])[:3]
+            await ws.close(int(code), reason)
+            return
+        if fault == "drop":
+            ws.transport.abort()
+            return
+        try:
+            reader, writer = await asyncio.wait_for(asyncio.open_connection(info["ip"], info["port"]), 10)
+        except (OSError, asyncio.TimeoutError):
+            await ws.close(1011, "Unable to connect to target")
+            return
+
+        from websockets.exceptions import ConnectionClosed
+
+        async def up() -> None:
+            try:
+                async for message in ws:
+                    if isinstance(message, str):
+                        await ws.close(1003, "Binary frames only")
+                        return
+                    writer.write(message)
+                    await writer.drain()
+            except (ConnectionClosed, OSError):
+                pass
+
+        async def down() -> None:
+            try:
+                while True:
+                    data = await reader.read(65536)
+                    if not data:
+                        return
+                    await ws.send(data)
+            except (ConnectionClosed, OSError):
+                pass
+
+        up_task = asyncio.ensure_future(up())
+        down_task = asyncio.ensure_future(down())
+        done, pending = await asyncio.wait({up_task, down_task}, timeout=info["duration"],
+                                           return_when=asyncio.FIRST_COMPLETED)
+        for t in pending:
+            t.cancel()
+        try:
+            writer.close()
+        except Exception:
+            pass
+        if not done:
+            await ws.close(1000, "Tunnel duration exceeded")
+        elif down_task in done:
+            await ws.close(1000, "")
+        else:
+            await ws.close()
