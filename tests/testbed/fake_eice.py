@@ -9,6 +9,7 @@ Faults can be queued for the next connection (tests of the client's error handli
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import collections
 import ipaddress
 import json
@@ -56,6 +57,7 @@ class FakeEice:
         self.handshakes: list[Handshake] = []
         self.faults: collections.deque = collections.deque()
         self.lock = threading.Lock()
+        self.clock_skew = 0.0  # seconds the endpoint's clock runs ahead (tests of URL expiry)
 
     def start(self) -> None:
         self.thread.start()
@@ -116,7 +118,8 @@ class FakeEice:
         if parts.path != "/openTunnel":
             return self._refuse(connection, 404, "NotFound", "Unknown path", host, eid, params)
         try:
-            verify("GET", parts.path, pairs, host, self.secrets, self.aws.region)
+            now = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=self.clock_skew)
+            verify("GET", parts.path, pairs, host, self.secrets, self.aws.region, now=now)
         except SigV4Error as exc:
             return self._refuse(connection, 403, exc.code, exc.message, host, eid, params)
         endpoint = self.aws.endpoints.get(eid)

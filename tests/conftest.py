@@ -1,0 +1,115 @@
+"""Shared fixtures: one test bed per session, an isolated home and fake credentials per test."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Sequence
+
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test runs with its own HOME/XDG dirs and fake credentials; real AWS is unreachable."""
+    home = tmp_path / "home"
+    home.mkdir()
+    for k in list(os.environ):
+        if k.startswith("AWS_") or k.startswith("XDG_") or k.lower() in ("http_proxy", "https_proxy", "no_proxy"):
+            monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("XDG_DATA_HOME", str(home / ".local/share"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(home / ".cache"))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(home / ".config"))
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAFAKEFAKEFAKEFAKE")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "fake-secret")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(home / ".aws/config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(home / ".aws/credentials"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    return home
+
+
+def _bed_unavailable() -> Optional[str]:
+    if os.geteuid() != 0:
+        return "the test bed needs root"
+    for tool in ("ssh", "scp", "sftp", "rsync", "ssh-keygen"):
+        if not shutil.which(tool):
+            return f"{tool} is not installed (run scripts/bootstrap.sh)"
+    if not os.path.exists("/usr/sbin/sshd"):
+        return "sshd is not installed (run scripts/bootstrap.sh)"
+    return None
+
+
+@dataclass
+class World:
+    """The fake estate every end-to-end test shares."""
+
+    web: object          # running instance with sshd, endpoint in its subnet
+    stopped: object      # stopped instance
+    no_endpoint: object  # running instance in a VPC without an endpoint
+
+
+@pytest.fixture(scope="session")
+def bed():
+    reason = _bed_unavailable()
+    if reason:
+        if os.environ.get("CI"):
+            pytest.fail(f"end-to-end tests cannot run in CI: {reason}")
+        pytest.skip(reason)
+    from tests.testbed.bed import Testbed
+
+    tb = Testbed().start()
+    try:
+        yield tb
+    finally:
+        tb.stop()
+        tb.cleanup()
+
+
+@pytest.fixture(scope="session")
+def world(bed) -> World:
+    web = bed.default_world()
+    stopped = bed.add_instance("stopped-1", "main-a", 11, sshd=False)
+    bed.ec2.stop_instances(InstanceIds=[stopped.instance_id])
+    bed.add_vpc("other", bed.octet + 1 if bed.octet < 250 else bed.octet - 1)
+    bed.add_subnet("other-a", "other", 1, second_octet=bed.octet + 1 if bed.octet < 250 else bed.octet - 1)
+    no_endpoint = bed.add_instance("lonely-1", "other-a", 10, sshd=False)
+    return World(web=web, stopped=stopped, no_endpoint=no_endpoint)
+
+
+@dataclass
+class Result:
+    returncode: int
+    stdout: bytes
+    stderr: str
+
+
+class Client:
+    """Runs real OpenSSH clients and ``eic-proxy`` against the bed from an isolated home."""
+
+    def __init__(self, bed, home: Path) -> None:
+        self.bed = bed
+        self.home = home
+        self.env = bed.env(home)
+        self.config = bed.ssh_config(home)
+
+    def run(self, argv: Sequence[str], *, input: Optional[bytes] = None, timeout: float = 120,
+            env: Optional[dict] = None) -> Result:
+        p = subprocess.run(list(argv), input=input, stdin=None if input is not None else subprocess.DEVNULL,
+                           capture_output=True, timeout=timeout, env=env or self.env)
+        return Result(p.returncode, p.stdout, p.stderr.decode(errors="replace"))
+
+    def ssh(self, host: str, command: str, **kw) -> Result:
+        return self.run(["ssh", "-F", str(self.config), host, command], **kw)
+
+    def proxy(self, *args: str, **kw) -> Result:
+        return self.run([self.bed.eic_proxy_path(), *args], **kw)
+
+
+@pytest.fixture
+def client(bed, world, tmp_path: Path) -> Client:
+    bed.aws.reset()
+    bed.eice.faults.clear()
+    return Client(bed, tmp_path / "client-home")
