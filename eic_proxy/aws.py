@@ -122,6 +122,9 @@ def translate(exc: BaseException, doing: str, profile: Optional[str] = None) -> 
     if isinstance(exc, (bx.UnauthorizedSSOTokenError, bx.SSOTokenLoadError, bx.TokenRetrievalError)):
         return CredentialsError(f"the SSO session has expired or was never started ({doing})",
                                 hint=f"run `aws sso login{p}`")
+    if isinstance(exc, bx.ProfileNotFound):
+        return UsageError(f"AWS profile {exc.kwargs.get('profile')!r} does not exist",
+                          hint="check ~/.aws/config, or run `aws configure --profile NAME`")
     if isinstance(exc, bx.NoCredentialsError):
         return CredentialsError("no AWS credentials found", hint=f"run `aws configure{p}` or `aws sso login{p}`")
     if isinstance(exc, (bx.PartialCredentialsError, bx.CredentialRetrievalError, bx.InvalidConfigError)):

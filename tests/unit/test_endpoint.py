@@ -1,0 +1,46 @@
+"""Endpoint choice and DNS name selection (eice-protocol.md §2.2, §7)."""
+import pytest
+
+from eic_proxy.endpoint import USABLE_STATES, choose_endpoint, dns_name_for
+from eic_proxy.errors import UsageError
+from eic_proxy.target import Endpoint, Target
+
+T4 = Target("i-0123456789abcdef0", "10.0.1.5", "vpc-1", "subnet-b")
+T6 = Target("i-0123456789abcdef0", "2600:1f10::5", "vpc-1", "subnet-b")
+
+
+def ep(eid, subnet="subnet-a", state="create-complete", vpc="vpc-1", kind="ipv4", fips="fips.example"):
+    return Endpoint(eid, f"{eid}.example", vpc, subnet, state, fips, kind)
+
+
+def test_prefers_same_subnet_else_first_in_vpc():
+    assert choose_endpoint([ep("e1"), ep("e2", "subnet-b")], T4).endpoint_id == "e2"
+    assert choose_endpoint([ep("e1"), ep("e3", "subnet-c")], T4).endpoint_id == "e1"
+
+
+@pytest.mark.parametrize("state", USABLE_STATES)
+def test_all_four_usable_states(state):
+    assert choose_endpoint([ep("e1", state=state)], T4) is not None
+
+
+@pytest.mark.parametrize("state", ["create-in-progress", "create-failed", "delete-in-progress", "delete-complete"])
+def test_unusable_states_are_skipped(state):
+    assert choose_endpoint([ep("e1", state=state)], T4) is None
+
+
+def test_other_vpc_never_chosen():
+    assert choose_endpoint([ep("e1", vpc="vpc-2")], T4) is None
+
+
+def test_address_family_must_match():
+    assert choose_endpoint([ep("e1", kind="ipv4")], T6) is None
+    assert choose_endpoint([ep("e1", kind="dualstack")], T6) is not None
+    assert choose_endpoint([ep("e1", kind="ipv6")], T6) is not None
+    assert choose_endpoint([ep("e1", kind="ipv6")], T4) is None
+
+
+def test_fips_name():
+    assert dns_name_for(ep("e1"), False) == "e1.example"
+    assert dns_name_for(ep("e1"), True) == "fips.example"
+    with pytest.raises(UsageError):
+        dns_name_for(ep("e1", fips=None), True)

@@ -1,0 +1,78 @@
+"""Close codes and handshake failures: pure policy, fed data only."""
+import json
+
+import pytest
+from hypothesis import given, strategies as st
+
+from eic_proxy.errors import ExitCode, ProtocolError
+from eic_proxy.protocol import (MAX_FRAME, close_outcome, describe_close, handshake_error, parse_close_payload,
+                                split_frames)
+
+
+class TestClose:
+    def test_normal_and_empty_close_are_clean(self):
+        assert close_outcome(1000, "", 5, 3600) is None
+        assert close_outcome(None, "", 5, 3600) is None
+
+    def test_unable_to_connect_points_at_security_groups(self):
+        err = close_outcome(1011, "Unable to connect to target", 1, 3600)
+        assert err.exit_code == ExitCode.TARGET_UNREACHABLE
+        assert "security group" in err.hint and "1011 (internal error)" in err.message
+
+    def test_close_near_max_duration_is_expiry_whatever_the_code(self):
+        err = close_outcome(1000, "", 59.5, 60)
+        assert err.exit_code == ExitCode.TUNNEL_EXPIRED and "ControlPersist" in err.hint
+
+    def test_other_codes_carry_code_and_reason(self):
+        err = close_outcome(4000, "custom", 1, None)
+        assert err.exit_code == ExitCode.TUNNEL_CLOSED and "4000" in err.message and "custom" in err.message
+
+    def test_parse_close_payload(self):
+        assert parse_close_payload(b"") == (None, "")
+        assert parse_close_payload((1011).to_bytes(2, "big") + b"why") == (1011, "why")
+        with pytest.raises(ProtocolError):
+            parse_close_payload(b"\x03")
+
+    def test_describe_close(self):
+        assert describe_close(1011, "x") == "1011 (internal error) x"
+        assert describe_close(None, "") == "no close code"
+
+
+class TestHandshake:
+    def body(self, code, msg):
+        return json.dumps({"ErrorCode": code, "Message": msg}).encode()
+
+    def test_signature_mismatch(self):
+        e = handshake_error(403, self.body("InvalidSignatureException", "The request signature we calculated "
+                                                                        "does not match"))
+        assert e.exit_code == ExitCode.SIGNATURE_REJECTED and "does not match" in e.message
+
+    def test_expired(self):
+        e = handshake_error(403, self.body("AccessDeniedException", "Request has expired"))
+        assert e.exit_code == ExitCode.SIGNATURE_EXPIRED and "clock" in e.hint
+
+    def test_access_denied_mentions_max_tunnel_duration_when_not_sent(self):
+        msg = "User: arn:aws:iam::1:user/x is not authorized to perform: ec2-instance-connect:OpenTunnel"
+        e = handshake_error(403, self.body("AccessDeniedException", msg))
+        assert e.exit_code == ExitCode.ACCESS_DENIED and "--max-tunnel-duration" in e.hint
+        e2 = handshake_error(403, self.body("AccessDeniedException", msg), max_duration_sent=True)
+        assert "--max-tunnel-duration" not in e2.hint
+
+    def test_invalid_port(self):
+        e = handshake_error(400, self.body("InvalidParameter", "The specified RemotePort is not valid."))
+        assert e.exit_code == ExitCode.HANDSHAKE_REJECTED and "RemotePort" in e.message
+
+    def test_throttled_and_5xx_are_retryable_class(self):
+        assert handshake_error(429, b"").exit_code == ExitCode.SERVICE_UNAVAILABLE
+        assert handshake_error(503, b"<html>").exit_code == ExitCode.SERVICE_UNAVAILABLE
+
+    def test_garbage_body_is_tolerated(self):
+        e = handshake_error(418, b"\xff\xfe not json")
+        assert "HTTP 418" in e.message
+
+
+@given(st.binary(max_size=300_000), st.integers(min_value=1, max_value=MAX_FRAME))
+def test_split_frames_preserves_bytes_and_bounds(data, limit):
+    frames = split_frames(data, limit)
+    assert b"".join(bytes(f) for f in frames) == data
+    assert all(0 < len(f) <= limit for f in frames)
