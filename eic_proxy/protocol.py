@@ -82,7 +82,7 @@ def close_outcome(code: Optional[int], reason: str, elapsed: float,
     The close sent at maxTunnelDuration is undocumented (§4.3), so expiry is recognised by time:
     any close arriving within a few seconds of the limit is reported as expiry, whatever its code.
     """
-    if max_duration is not None and elapsed >= max_duration - 2.0:
+    if max_duration is not None and elapsed >= max_duration - min(2.0, max_duration * 0.05):
         return TunnelClosed(
             f"the tunnel reached its maximum duration of {int(max_duration)} s and was closed by the endpoint",
             hint="reconnect; for long sessions use ControlMaster/ControlPersist and ServerAliveInterval (README)",

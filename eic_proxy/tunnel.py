@@ -92,6 +92,7 @@ class _State:
     result: PumpResult = field(default_factory=PumpResult)
     lock: threading.Lock = field(default_factory=threading.Lock)
     finished: bool = False
+    closing: bool = False  # we sent CLOSE first: the endpoint's CLOSE is just its echo
 
     def finish(self, reason: str, error: Optional[EicProxyError] = None) -> None:
         with self.lock:
@@ -150,6 +151,7 @@ def pump(ws: Any, in_fd: int, out_fd: int, max_duration: Optional[float] = None,
             return
         if debug:
             log.debug("= local EOF, closing")
+        state.closing = True
         _send_close(ws)
         # Give the endpoint a moment to echo the CLOSE; the downlink delivers what precedes it.
         state.done.wait(CLOSE_WAIT)
@@ -183,8 +185,10 @@ def pump(ws: Any, in_fd: int, out_fd: int, max_duration: Optional[float] = None,
                     code, reason = parse_close_payload(data or b"")
                     if debug:
                         log.debug("< close %s %r", code, reason)
-                    err = close_outcome(code, reason, time.monotonic() - started, max_duration)
-                    state.finish("closed" if err is None else "closed-error", err)
+                    # After our own CLOSE the endpoint's is an echo, unless it carries an error of its own.
+                    err = close_outcome(code, reason, time.monotonic() - started,
+                                        None if state.closing else max_duration)
+                    state.finish(("eof" if state.closing else "closed") if err is None else "closed-error", err)
                     return
                 # PING/PONG: websocket-client already answered pings.
         except EicProxyError as exc:

@@ -104,15 +104,18 @@ class BlobServer:
                 conn, _ = self.sock.accept()
             except OSError:
                 return
-            with conn:
-                if self.echo:
-                    while True:
-                        data = conn.recv(65536)
-                        if not data:
-                            break
-                        conn.sendall(data)
-                else:
-                    conn.sendall(self.payload)
+            threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
+
+    def _handle(self, conn: socket.socket) -> None:
+        with conn:
+            if self.echo:
+                while True:
+                    data = conn.recv(65536)
+                    if not data:
+                        break
+                    conn.sendall(data)
+            else:
+                conn.sendall(self.payload)
 
     def close(self) -> None:
         self.sock.close()

@@ -22,6 +22,7 @@ class TestClose:
     def test_close_near_max_duration_is_expiry_whatever_the_code(self):
         err = close_outcome(1000, "", 59.5, 60)
         assert err.exit_code == ExitCode.TUNNEL_EXPIRED and "ControlPersist" in err.hint
+        assert close_outcome(1000, "", 0.3, 2) is None  # a short limit leaves a proportional margin
 
     def test_other_codes_carry_code_and_reason(self):
         err = close_outcome(4000, "custom", 1, None)
