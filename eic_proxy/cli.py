@@ -18,6 +18,13 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("-v", "--verbose", action="count", default=0, help="more output on stderr (-vv: debug)")
 
 
+def _add_lookup(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--no-cache", dest="use_cache", action="store_false",
+                   help="ignore and do not write the resolution cache")
+    p.add_argument("--pick", choices=["newest", "oldest"],
+                   help="when a name matches several instances, take the newest/oldest by launch time")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="eic-proxy",
@@ -30,7 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("connect", help="tunnel stdin/stdout to HOST:PORT (use as ssh ProxyCommand)",
                        description="Tunnel stdin/stdout to an instance through its VPC's EICE. "
                                    "Meant for `ProxyCommand eic-proxy connect %%h %%p %%r`.")
-    c.add_argument("host", metavar="HOST", help="instance ID (i-…)")
+    c.add_argument("host", metavar="HOST", help="instance ID, Name tag (or glob), tag:KEY=VALUE, private IP or "
+                                                 "DNS name; append --REGION[--PROFILE] to pick account and region")
     c.add_argument("port", metavar="PORT", nargs="?", type=int, default=22, help="remote port (default 22)")
     c.add_argument("user", metavar="USER", nargs="?", help="remote user from ssh's %%r (sets the OS user)")
     c.add_argument("--os-user", help="OS user for the key push (default: USER, else ec2-user)")
@@ -39,7 +47,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="ask the endpoint to cut the tunnel after SECONDS (1..3600); required by some IAM policies")
     c.add_argument("--no-push", dest="push", action="store_false",
                    help="do not push the key (you bring a key the instance already trusts)")
+    _add_lookup(c)
     _add_common(c)
+
+    r = sub.add_parser("resolve", help="show how HOST resolves (instance, IP, VPC, endpoint, cache age)",
+                       description="Show the whole resolution of HOST without connecting.")
+    r.add_argument("host", metavar="HOST")
+    r.add_argument("--json", action="store_true", help="machine-readable output")
+    r.add_argument("--eice-id", help="use this endpoint instead of discovering one")
+    _add_lookup(r)
+    _add_common(r)
+
+    cc = sub.add_parser("cache", help="manage the resolution cache", description="Manage the resolution cache.")
+    cc.add_argument("action", choices=["clear"])
+    _add_common(cc)
 
     k = sub.add_parser("key-path", help="print the private key path for IdentityFile",
                        description="Print the path of the local private key (created on first use).")
@@ -68,15 +89,52 @@ def program(args: argparse.Namespace) -> int:
         opts = ConnectOptions(
             host=args.host, port=args.port, os_user=args.os_user or args.user or DEFAULT_OS_USER,
             region=args.region, profile=args.profile, eice_id=args.eice_id,
-            max_tunnel_duration=args.max_tunnel_duration, push=args.push,
+            max_tunnel_duration=args.max_tunnel_duration, push=args.push, use_cache=args.use_cache, pick=args.pick,
         )
         return run(opts)
+    if args.command == "resolve":
+        return _resolve(args)
+    if args.command == "cache":
+        from .cache import Cache
+
+        print(f"removed {Cache().clear()} cached entries", file=sys.stderr)
+        return 0
     if args.command == "key-path":
         from .keys import ensure_key
 
         print(ensure_key().private_path)
         return 0
     raise AssertionError(args.command)
+
+
+def _resolve(args: argparse.Namespace) -> int:
+    import json
+
+    from .aws import make_aws
+    from .cache import Cache
+    from .locate import Locator
+    from .resolve import parse_host
+
+    spec = parse_host(args.host)
+    aws = make_aws(spec.profile or args.profile, spec.region or args.region)
+    located = Locator(aws, Cache() if args.use_cache else None, args.pick, args.eice_id).locate(spec)
+    t, e = located.target, located.endpoint
+    doc = {
+        "host": args.host, "kind": spec.kind, "instance_id": t.instance_id, "name": t.name, "ip": t.ip,
+        "state": t.state, "vpc_id": t.vpc_id, "subnet_id": t.subnet_id, "endpoint_id": e.endpoint_id,
+        "endpoint_dns_name": e.fips_dns_name if aws.use_fips else e.dns_name, "endpoint_state": e.state,
+        "region": aws.region, "profile": aws.profile,
+        "target_cache_age": located.target_age, "endpoint_cache_age": located.endpoint_age,
+    }
+    if args.json:
+        print(json.dumps(doc, indent=2))
+    else:
+        width = max(len(k) for k in doc)
+        for k, v in doc.items():
+            if k.endswith("cache_age"):
+                v = "fresh lookup" if v is None else f"{v:.0f} s"
+            print(f"{k:<{width}}  {'-' if v is None else v}")
+    return 0
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

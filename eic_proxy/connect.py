@@ -23,6 +23,8 @@ class ConnectOptions:
     eice_id: Optional[str] = None
     max_tunnel_duration: Optional[int] = None
     push: bool = True
+    use_cache: bool = True
+    pick: Optional[str] = None
 
 
 def validate(opts: ConnectOptions) -> None:
@@ -31,41 +33,58 @@ def validate(opts: ConnectOptions) -> None:
     if opts.max_tunnel_duration is not None and not 1 <= opts.max_tunnel_duration <= 3600:
         raise UsageError(f"--max-tunnel-duration {opts.max_tunnel_duration} is out of range 1..3600 seconds",
                          hint="the endpoint allows at most 3600 s per connection")
-    from .resolve import is_instance_id
-
-    if not is_instance_id(opts.host):
-        raise UsageError(f"{opts.host!r} is not an instance ID (i-0123456789abcdef0)",
-                         hint="use the instance ID as the host name")
 
 
 def run(opts: ConnectOptions, in_fd: int = 0, out_fd: int = 1) -> int:
-    """Resolve, push, presign, open and pump. Returns 0 on a normal end; raises EicProxyError otherwise."""
+    """Locate, push, presign, open and pump. Returns the exit code; raises EicProxyError on failure.
+
+    A cached location that proves stale (instance gone, endpoint gone) is dropped and looked up
+    again once, automatically.
+    """
     validate(opts)
     from .aws import make_aws
-    from .endpoint import dns_name_for, find_endpoint
-    from .keys import ensure_key
-    from .push import send_public_key
-    from .resolve import describe_instance
+    from .cache import Cache
+    from .endpoint import dns_name_for
+    from .errors import HandshakeError, HostNotFound, InstanceStateError
+    from .locate import Locator
+    from .resolve import parse_host
     from .signer import presign_url
     from .tunnel import open_websocket, pump
 
-    aws = make_aws(opts.profile, opts.region)
-    ec2 = aws.client("ec2")
-    target = describe_instance(aws, ec2, opts.host)
-    endpoint = find_endpoint(aws, ec2, target, opts.eice_id)
-    if opts.push:
-        key = ensure_key()
-        send_public_key(aws, aws.client("ec2-instance-connect"), target.instance_id, opts.os_user, key.public_line)
-    dns = dns_name_for(endpoint, aws.use_fips)
-    url = presign_url(aws.frozen_credentials(), aws.region, dns, endpoint.endpoint_id, opts.port, target.ip,
-                      opts.max_tunnel_duration)
-    ws = open_websocket(url, aws.ca_bundle, max_duration_sent=opts.max_tunnel_duration is not None)
-    log.debug("= tunnel open to %s (%s:%d) via %s", target.instance_id, target.ip, opts.port, endpoint.endpoint_id)
+    spec = parse_host(opts.host)
+    aws = make_aws(spec.profile or opts.profile, spec.region or opts.region)
+    locator = Locator(aws, Cache() if opts.use_cache else None, opts.pick, opts.eice_id)
+    located = locator.locate(spec)
+    for attempt in (1, 2):
+        cached = located.target_age is not None or located.endpoint_age is not None
+        try:
+            if opts.push:
+                _push(aws, located.target.instance_id, opts.os_user)
+            dns = dns_name_for(located.endpoint, aws.use_fips)
+            url = presign_url(aws.frozen_credentials(), aws.region, dns, located.endpoint.endpoint_id, opts.port,
+                              located.target.ip, opts.max_tunnel_duration)
+            ws = open_websocket(url, aws.ca_bundle, max_duration_sent=opts.max_tunnel_duration is not None)
+            break
+        except (HostNotFound, InstanceStateError, HandshakeError) as exc:
+            stale = not isinstance(exc, HandshakeError) or "endpoint" in exc.message.lower()
+            if attempt == 2 or not cached or not stale:
+                raise
+            locator.forget(spec, located)
+            located = locator.locate(spec)
+    log.debug("= tunnel open to %s (%s:%d) via %s", located.target.instance_id, located.target.ip, opts.port,
+              located.endpoint.endpoint_id)
     result = pump(ws, in_fd, out_fd, float(opts.max_tunnel_duration or 3600),
                   on_close_out=lambda: _close_quietly(out_fd))
     if result.error is not None:
         raise result.error
     return exit_code_for(result.reason)
+
+
+def _push(aws, instance_id: str, os_user: str) -> None:
+    from .keys import ensure_key
+    from .push import send_public_key
+
+    send_public_key(aws, aws.client("ec2-instance-connect"), instance_id, os_user, ensure_key().public_line)
 
 
 def exit_code_for(reason: str) -> int:

@@ -6,6 +6,7 @@ Map of the hierarchy (each class fixes an exit code; ``cli.main`` is the only ca
     ├── UsageError                      bad arguments or config          (CONFIG)
     ├── CredentialsError                no/expired/prompting credentials (CREDENTIALS)
     ├── HostNotFound                    alias matches no instance        (HOST_NOT_FOUND)
+    │   └── resolve.AmbiguousHost       alias matches several            (AMBIGUOUS_HOST)
     ├── InstanceStateError              instance not running             (INSTANCE_STATE)
     ├── NoEndpoint                      no usable EICE for the VPC       (NO_ENDPOINT)
     ├── AccessDenied                    IAM said no                      (ACCESS_DENIED)
@@ -47,6 +48,7 @@ class ExitCode(IntEnum):
     TIMEOUT = 19
     PROTOCOL = 20
     AWS_API = 21
+    AMBIGUOUS_HOST = 22
     INTERNAL = 70
     INTERRUPTED = 130
 
