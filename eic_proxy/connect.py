@@ -66,7 +66,8 @@ def run(opts: ConnectOptions, in_fd: int = 0, out_fd: int = 1) -> int:
             ws = open_websocket(url, aws.ca_bundle, max_duration_sent=opts.max_tunnel_duration is not None)
             break
         except (HostNotFound, InstanceStateError, HandshakeError) as exc:
-            stale = not isinstance(exc, HandshakeError) or "endpoint" in exc.message.lower()
+            # Every handshake message names "endpoint"; only one naming our cached endpoint ID says it is gone.
+            stale = not isinstance(exc, HandshakeError) or located.endpoint.endpoint_id in exc.message
             if attempt == 2 or not cached or not stale:
                 raise
             locator.forget(spec, located)

@@ -5,7 +5,7 @@ import logging
 from typing import Any
 
 from .aws import Aws, translate
-from .errors import AccessDenied, HostNotFound, InstanceStateError
+from .errors import AccessDenied
 
 log = logging.getLogger(__name__)
 
@@ -19,8 +19,6 @@ def send_public_key(aws: Aws, eic: Any, instance_id: str, os_user: str, public_l
         if isinstance(err, AccessDenied):
             err.hint = ("your IAM identity needs ec2-instance-connect:SendSSHPublicKey on this instance; "
                         f"a policy condition on ec2:osuser may exclude {os_user!r} (`eic-proxy policy` prints one)")
-        elif isinstance(err, (HostNotFound, InstanceStateError)):
-            pass
         raise err from exc
     request_id = resp.get("RequestId") or resp.get("ResponseMetadata", {}).get("RequestId", "")
     log.debug("= pushed key to %s as %s (request %s)", instance_id, os_user, request_id)
