@@ -47,6 +47,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="ask the endpoint to cut the tunnel after SECONDS (1..3600); required by some IAM policies")
     c.add_argument("--no-push", dest="push", action="store_false",
                    help="do not push the key (you bring a key the instance already trusts)")
+    c.add_argument("--start", action="store_true",
+                   help="start the instance if it is stopped and wait until its port answers")
+    c.add_argument("--start-timeout", type=float, default=300.0, metavar="SECONDS",
+                   help="how long --start waits for the instance and its port (default 300)")
+    c.add_argument("--typed", metavar="NAME", help=argparse.SUPPRESS)  # ssh's %n: the host with its original case
     _add_lookup(c)
     _add_common(c)
 
@@ -57,6 +62,23 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--eice-id", help="use this endpoint instead of discovering one")
     _add_lookup(r)
     _add_common(r)
+
+    g = sub.add_parser("ssh-config", help="print (or --install) the ssh_config Host block",
+                       description="Print an ssh_config Host block that routes PATTERNs through eic-proxy; "
+                                   "--install puts it in ~/.ssh/eic-proxy.config and includes that from "
+                                   "~/.ssh/config.")
+    g.add_argument("patterns", metavar="PATTERN", nargs="*",
+                   help="ssh Host patterns to route through eic-proxy (default: i-*)")
+    g.add_argument("--user", help="set User in the block (the OS user; default: ssh's own default)")
+    g.add_argument("--name", help="block name in the managed file (default: PROFILE[@REGION] or 'default')")
+    g.add_argument("--install", action="store_true", help="write the block and add one Include to ~/.ssh/config")
+    _add_common(g)
+
+    ls = sub.add_parser("ls", help="list instances and whether their VPC has a usable endpoint",
+                        description="List instances in the region: name, ID, private IP, state, VPC, endpoint.")
+    ls.add_argument("--json", action="store_true", help="machine-readable output")
+    ls.add_argument("--all", action="store_true", help="include terminated instances")
+    _add_common(ls)
 
     cc = sub.add_parser("cache", help="manage the resolution cache", description="Manage the resolution cache.")
     cc.add_argument("action", choices=["clear"])
@@ -86,14 +108,25 @@ def program(args: argparse.Namespace) -> int:
     if args.command == "connect":
         from .connect import DEFAULT_OS_USER, ConnectOptions, run
 
+        host = args.host
+        if args.typed and args.typed.lower() == host.lower():
+            host = args.typed  # ssh lowercases %h; Name tags are case-sensitive
+        s = _settings(args, host, os_user=args.os_user or args.user)
         opts = ConnectOptions(
-            host=args.host, port=args.port, os_user=args.os_user or args.user or DEFAULT_OS_USER,
-            region=args.region, profile=args.profile, eice_id=args.eice_id,
-            max_tunnel_duration=args.max_tunnel_duration, push=args.push, use_cache=args.use_cache, pick=args.pick,
+            host=host, port=args.port, os_user=s.os_user or DEFAULT_OS_USER,
+            region=s.region, profile=s.profile, eice_id=s.eice_id,
+            max_tunnel_duration=s.max_tunnel_duration, push=args.push, use_cache=args.use_cache, pick=args.pick,
+            start=args.start, start_timeout=args.start_timeout, known_hosts_alias=args.host if args.typed else None,
         )
         return run(opts)
     if args.command == "resolve":
         return _resolve(args)
+    if args.command == "ssh-config":
+        return _ssh_config(args)
+    if args.command == "ls":
+        from .listing import run_ls
+
+        return run_ls(args.profile, args.region, args.json, args.all)
     if args.command == "cache":
         from .cache import Cache
 
@@ -107,6 +140,40 @@ def program(args: argparse.Namespace) -> int:
     raise AssertionError(args.command)
 
 
+def _settings(args: argparse.Namespace, host: str, os_user: Optional[str] = None):
+    """Flags, host suffix, environment and config file, layered as config.py documents."""
+    from .config import Settings, effective
+    from .resolve import parse_host
+
+    spec = parse_host(host)
+    flags = Settings(profile=args.profile, region=args.region, os_user=os_user, eice_id=getattr(args, "eice_id", None),
+                     max_tunnel_duration=getattr(args, "max_tunnel_duration", None))
+    return effective(spec.alias, flags, Settings(profile=spec.profile, region=spec.region))
+
+
+def _ssh_config(args: argparse.Namespace) -> int:
+    from .keys import ensure_key
+    from .sshconfig import DEFAULT_PATTERNS, BlockOptions, install, prepare_known_hosts, render
+
+    opts = BlockOptions(patterns=tuple(args.patterns) or DEFAULT_PATTERNS, profile=args.profile,
+                        region=args.region, user=args.user, name=args.name)
+    key = ensure_key()  # IdentityFile must exist before ssh starts
+    prepare_known_hosts()
+    block = render(opts, key.private_path)
+    if not args.install:
+        sys.stdout.write(block)
+        return 0
+    report = install(block, opts.block_name)
+    print(f"{'updated' if report.block_replaced else 'added'} block {opts.block_name!r} in {report.own_file}",
+          file=sys.stderr)
+    if report.include_added:
+        extra = f" (backup: {report.backup})" if report.backup else ""
+        print(f"added `Include {report.own_file}` at the top of {report.ssh_config}{extra}", file=sys.stderr)
+    else:
+        print(f"{report.ssh_config} already includes it", file=sys.stderr)
+    return 0
+
+
 def _resolve(args: argparse.Namespace) -> int:
     import json
 
@@ -116,14 +183,16 @@ def _resolve(args: argparse.Namespace) -> int:
     from .resolve import parse_host
 
     spec = parse_host(args.host)
-    aws = make_aws(spec.profile or args.profile, spec.region or args.region)
-    located = Locator(aws, Cache() if args.use_cache else None, args.pick, args.eice_id).locate(spec)
+    s = _settings(args, args.host)
+    aws = make_aws(s.profile, s.region)
+    located = Locator(aws, Cache() if args.use_cache else None, args.pick, s.eice_id,
+                      allow_stopped=True).locate(spec)
     t, e = located.target, located.endpoint
     doc = {
         "host": args.host, "kind": spec.kind, "instance_id": t.instance_id, "name": t.name, "ip": t.ip,
         "state": t.state, "vpc_id": t.vpc_id, "subnet_id": t.subnet_id, "endpoint_id": e.endpoint_id,
         "endpoint_dns_name": e.fips_dns_name if aws.use_fips else e.dns_name, "endpoint_state": e.state,
-        "region": aws.region, "profile": aws.profile,
+        "region": aws.region, "profile": aws.profile, "os_user": s.os_user or "ec2-user",
         "target_cache_age": located.target_age, "endpoint_cache_age": located.endpoint_age,
     }
     if args.json:

@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional
 
 from .errors import UsageError
 
@@ -25,6 +26,9 @@ class ConnectOptions:
     push: bool = True
     use_cache: bool = True
     pick: Optional[str] = None
+    start: bool = False
+    start_timeout: float = 300.0
+    known_hosts_alias: Optional[str] = None  # ssh's %h: the name the generated block keys known_hosts on
 
 
 def validate(opts: ConnectOptions) -> None:
@@ -33,55 +37,176 @@ def validate(opts: ConnectOptions) -> None:
     if opts.max_tunnel_duration is not None and not 1 <= opts.max_tunnel_duration <= 3600:
         raise UsageError(f"--max-tunnel-duration {opts.max_tunnel_duration} is out of range 1..3600 seconds",
                          hint="the endpoint allows at most 3600 s per connection")
+    if opts.start_timeout <= 0:
+        raise UsageError("--start-timeout must be positive")
+
+
+class _Session:
+    """One connect: the located target, and how to open (and re-open) its tunnel."""
+
+    def __init__(self, opts: ConnectOptions) -> None:
+        from .aws import make_aws
+        from .cache import Cache
+        from .locate import Locator
+        from .resolve import parse_host
+
+        self.opts = opts
+        self.spec = parse_host(opts.host)
+        self.aws = make_aws(self.spec.profile or opts.profile, self.spec.region or opts.region)
+        self.locator = Locator(self.aws, Cache() if opts.use_cache else None, opts.pick, opts.eice_id,
+                               allow_stopped=opts.start)
+        self.located = self.locator.locate(self.spec)
+        self.pushed_at: Optional[float] = None
+
+    @property
+    def cached(self) -> bool:
+        return self.located.target_age is not None or self.located.endpoint_age is not None
+
+    def open(self, push: bool = True) -> Any:
+        from .endpoint import dns_name_for
+        from .signer import presign_url
+        from .tunnel import open_websocket
+
+        opts, aws, located = self.opts, self.aws, self.located
+        if opts.push and push:
+            _push(aws, located.target.instance_id, opts.os_user)
+            self.pushed_at = time.monotonic()
+        dns = dns_name_for(located.endpoint, aws.use_fips)
+        url = presign_url(aws.frozen_credentials(), aws.region, dns, located.endpoint.endpoint_id, opts.port,
+                          located.target.ip, opts.max_tunnel_duration)
+        return open_websocket(url, aws.ca_bundle, max_duration_sent=opts.max_tunnel_duration is not None)
+
+    def open_healing(self) -> Any:
+        """open(), re-locating once when a cached location proves stale (instance or endpoint gone)."""
+        from .errors import HandshakeError, HostNotFound, InstanceStateError
+
+        try:
+            return self.open()
+        except (HostNotFound, InstanceStateError, HandshakeError) as exc:
+            # Every handshake message names "endpoint"; only one naming our cached endpoint ID says it is gone.
+            stale = not isinstance(exc, HandshakeError) or self.located.endpoint.endpoint_id in exc.message
+            if not self.cached or not stale:
+                raise
+            self.relocate()
+            return self.open()
+
+    def relocate(self) -> bool:
+        """Drop the cached location and look it up again; False when nothing changed."""
+        old = self.located
+        self.locator.forget(self.spec, old)
+        self.located = self.locator.locate(self.spec)
+        return (self.located.target.ip, self.located.endpoint.endpoint_id) != (old.target.ip,
+                                                                              old.endpoint.endpoint_id)
+
+    def reconnect(self) -> Optional[Any]:
+        """Called by the pump when the endpoint cannot reach a target we took from the cache."""
+        if not self.relocate():
+            return None
+        log.info("instance %s moved to %s; reconnecting", self.located.target.instance_id, self.located.target.ip)
+        self.link_known_hosts()
+        return self.open()
+
+    def link_known_hosts(self) -> None:
+        if self.opts.known_hosts_alias:
+            from .sshconfig import link_known_hosts
+
+            link_known_hosts(self.opts.known_hosts_alias, self.located.target.instance_id)
+
+    def start_and_probe(self) -> tuple[Any, bytes]:
+        """--start: start the instance, then open tunnels until its server answers (or the deadline)."""
+        from .locate import Located
+        from .start import Progress, start_and_wait
+
+        progress = Progress()
+        deadline = time.monotonic() + self.opts.start_timeout
+        try:
+            target = start_and_wait(self.aws, self.locator.ec2, self.located.target, deadline, progress)
+            self.locator.remember(self.spec, target)
+            self.located = Located(target, self.located.endpoint)
+            while True:
+                fresh = self.pushed_at is not None and time.monotonic() - self.pushed_at < PROBE_PUSH_REUSE
+                ws = self.open(push=not fresh)
+                first = _first_bytes(ws)
+                if first is not None:
+                    progress.say(f"port {self.opts.port} on {target.instance_id} answers")
+                    return ws, first
+                if time.monotonic() >= deadline:
+                    from .errors import ExitCode, TunnelClosed
+
+                    raise TunnelClosed(f"{target.instance_id} is running but nothing answers on port {self.opts.port}",
+                                       hint="raise --start-timeout, or check that sshd starts on boot",
+                                       exit_code=ExitCode.TIMEOUT)
+                progress.say(f"waiting for port {self.opts.port} on {target.instance_id} to answer")
+                time.sleep(PROBE_INTERVAL)
+        finally:
+            progress.done()
+
+
+# --start: how often to try the port, and how long one push serves the probes (the key lives 60 s).
+PROBE_INTERVAL = 2.0
+PROBE_WAIT = 10.0
+PROBE_PUSH_REUSE = 40.0
+
+
+def _first_bytes(ws: Any) -> Optional[bytes]:
+    """The first data through a new tunnel, b"" when the server waits for us, None when unreachable."""
+    import websocket
+
+    from .errors import ExitCode, ProtocolError
+    from .protocol import close_outcome, parse_close_payload
+
+    ws.settimeout(PROBE_WAIT)
+    try:
+        opcode, data = ws.recv_data(control_frame=True)
+    except (websocket.WebSocketTimeoutException, TimeoutError):
+        ws.settimeout(None)
+        return b""  # connected, and the server speaks second (not ssh)
+    if opcode in (websocket.ABNF.OPCODE_BINARY, websocket.ABNF.OPCODE_CONT):
+        ws.settimeout(None)
+        return data
+    if opcode == websocket.ABNF.OPCODE_CLOSE:
+        code, reason = parse_close_payload(data or b"")
+        err = close_outcome(code, reason, 0.0, None)
+        try:
+            ws.shutdown()
+        except Exception:
+            pass
+        if err is None or err.exit_code == ExitCode.TARGET_UNREACHABLE:
+            return None
+        raise err
+    raise ProtocolError("the endpoint sent a non-binary frame", hint="this is not an EC2 Instance Connect Endpoint")
 
 
 def run(opts: ConnectOptions, in_fd: int = 0, out_fd: int = 1) -> int:
     """Locate, push, presign, open and pump. Returns the exit code; raises EicProxyError on failure.
 
-    A cached location that proves stale (instance gone, endpoint gone) is dropped and looked up
-    again once, automatically.
+    A cached location that proves stale (instance gone, endpoint gone, "Unable to connect to
+    target" before the first byte) is dropped and looked up again once, automatically.
     """
     validate(opts)
-    from .aws import make_aws
-    from .cache import Cache
-    from .endpoint import dns_name_for
-    from .errors import HandshakeError, HostNotFound, InstanceStateError
-    from .locate import Locator
-    from .resolve import parse_host
-    from .signer import presign_url
-    from .tunnel import open_websocket, pump
+    from .tunnel import _write_all, pump
 
-    spec = parse_host(opts.host)
-    aws = make_aws(spec.profile or opts.profile, spec.region or opts.region)
-    locator = Locator(aws, Cache() if opts.use_cache else None, opts.pick, opts.eice_id)
-    located = locator.locate(spec)
-    for attempt in (1, 2):
-        cached = located.target_age is not None or located.endpoint_age is not None
-        try:
-            if opts.push:
-                _push(aws, located.target.instance_id, opts.os_user)
-            dns = dns_name_for(located.endpoint, aws.use_fips)
-            url = presign_url(aws.frozen_credentials(), aws.region, dns, located.endpoint.endpoint_id, opts.port,
-                              located.target.ip, opts.max_tunnel_duration)
-            ws = open_websocket(url, aws.ca_bundle, max_duration_sent=opts.max_tunnel_duration is not None)
-            break
-        except (HostNotFound, InstanceStateError, HandshakeError) as exc:
-            # Every handshake message names "endpoint"; only one naming our cached endpoint ID says it is gone.
-            stale = not isinstance(exc, HandshakeError) or located.endpoint.endpoint_id in exc.message
-            if attempt == 2 or not cached or not stale:
-                raise
-            locator.forget(spec, located)
-            located = locator.locate(spec)
+    session = _Session(opts)
+    first = b""
+    if session.located.target.state != "running":
+        ws, first = session.start_and_probe()
+    else:
+        ws = session.open_healing()
+    session.link_known_hosts()
+    located = session.located
     log.debug("= tunnel open to %s (%s:%d) via %s", located.target.instance_id, located.target.ip, opts.port,
               located.endpoint.endpoint_id)
+    if first:
+        _write_all(out_fd, first)
     result = pump(ws, in_fd, out_fd, float(opts.max_tunnel_duration or 3600),
-                  on_close_out=lambda: _close_quietly(out_fd))
+                  on_close_out=lambda: _close_quietly(out_fd),
+                  reconnect=session.reconnect if session.cached and not first else None)
     if result.error is not None:
         raise result.error
     return exit_code_for(result.reason)
 
 
-def _push(aws, instance_id: str, os_user: str) -> None:
+def _push(aws: Any, instance_id: str, os_user: str) -> None:
     from .keys import ensure_key
     from .push import send_public_key
 

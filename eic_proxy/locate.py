@@ -26,8 +26,9 @@ class Located:
 
 class Locator:
     def __init__(self, aws: Aws, cache: Optional[Cache], pick: Optional[str] = None,
-                 eice_id: Optional[str] = None) -> None:
+                 eice_id: Optional[str] = None, allow_stopped: bool = False) -> None:
         self.aws = aws
+        self.allow_stopped = allow_stopped
         self.cache = cache
         self.pick = pick
         self.eice_id = eice_id
@@ -58,8 +59,8 @@ class Locator:
             if hit:
                 target, t_age = Target(**hit[0]), hit[1]
         if target is None:
-            target = resolve(self.aws, self.ec2, spec, self.pick)
-            if self.cache is not None:
+            target = resolve(self.aws, self.ec2, spec, self.pick, self.allow_stopped)
+            if self.cache is not None and target.state == "running":
                 self.cache.put(self._target_key(spec), target.to_dict())
         if self.cache is not None:
             hit = self.cache.get(self._endpoint_key(target), ENDPOINT_TTL)
@@ -71,6 +72,11 @@ class Locator:
             if self.cache is not None:
                 self.cache.put(self._endpoint_key(target), endpoint.to_dict())
         return Located(target, endpoint, t_age, e_age)
+
+    def remember(self, spec: HostSpec, target: Target) -> None:
+        """Cache a target found outside locate() (after --start made it run)."""
+        if self.cache is not None:
+            self.cache.put(self._target_key(spec), target.to_dict())
 
     def forget(self, spec: HostSpec, located: Located) -> None:
         """Drop both cached entries after they proved stale; the next locate() asks AWS again."""

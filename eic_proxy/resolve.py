@@ -6,7 +6,7 @@ import ipaddress
 import logging
 import re
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 from .aws import Aws, translate
 from .errors import ExitCode, HostNotFound, InstanceStateError, UsageError
@@ -33,9 +33,20 @@ class HostSpec:
     tag_key: Optional[str] = None
     region: Optional[str] = None
     profile: Optional[str] = None
+    alias: str = ""  # the host as typed, without the region/profile suffix (config patterns match it)
 
 
 def parse_host(text: str) -> HostSpec:
+    from dataclasses import replace
+
+    spec = _parse(text)
+    host = text.strip()
+    if spec.region:
+        host = host[: -len(SEPARATOR + spec.region + (SEPARATOR + spec.profile if spec.profile else ""))]
+    return replace(spec, alias=host)
+
+
+def _parse(text: str) -> HostSpec:
     host = text.strip()
     if not host:
         raise UsageError("empty host name")
@@ -112,10 +123,14 @@ def _keep(spec: HostSpec, inst: dict[str, Any]) -> bool:
     return True
 
 
-def find_instances(aws: Aws, ec2: Any, spec: HostSpec) -> list[Target]:
-    """Every instance the alias matches (names: running ones only)."""
+def find_instances(aws: Aws, ec2: Any, spec: HostSpec, states: Optional[Sequence[str]] = None) -> list[Target]:
+    """Every instance the alias matches (names: running ones only, unless ``states`` says otherwise)."""
+    query = _query(spec)
+    if states is not None and "Filters" in query:
+        query["Filters"] = [f for f in query["Filters"] if f["Name"] != "instance-state-name"]
+        query["Filters"].append({"Name": "instance-state-name", "Values": list(states)})
     try:
-        found = _describe_all(ec2, **_query(spec))
+        found = _describe_all(ec2, **query)
     except Exception as exc:
         err = translate(exc, f"looking up {spec.value}", aws.profile)
         if isinstance(err, HostNotFound):
@@ -143,10 +158,22 @@ def pick(spec: HostSpec, matches: list[Target], how: Optional[str], where: str) 
                         hint="use an instance ID, a narrower name, or --pick newest / --pick oldest")
 
 
-def resolve(aws: Aws, ec2: Any, spec: HostSpec, how: Optional[str] = None) -> Target:
+STARTABLE = ("pending", "stopping", "stopped")
+
+
+def resolve(aws: Aws, ec2: Any, spec: HostSpec, how: Optional[str] = None, allow_stopped: bool = False) -> Target:
+    """The one instance ``spec`` names, running (or startable, with ``allow_stopped``).
+
+    Names match running instances only; when none runs, a second lookup finds a stopped one so the
+    error can say "stopped, use --start" instead of "not found".
+    """
     where = aws.region + (f" (profile {aws.profile})" if aws.profile else "")
-    target = pick(spec, find_instances(aws, ec2, spec), how, where)
-    check_usable(target)
+    matches = find_instances(aws, ec2, spec)
+    if not matches and spec.kind in ("name", "glob", "tag"):
+        matches = [t for t in find_instances(aws, ec2, spec, states=STARTABLE)]
+    target = pick(spec, matches, how, where)
+    if not (allow_stopped and target.state in STARTABLE):
+        check_usable(target)
     return target
 
 
@@ -183,7 +210,8 @@ def _first_ipv6(inst: dict[str, Any]) -> Optional[str]:
 
 def check_usable(target: Target) -> None:
     if target.state != "running":
-        hint = "start it first: `aws ec2 start-instances --instance-ids {0}`".format(target.instance_id)
+        hint = (f"add --start to `eic-proxy connect` to start it on demand, "
+                f"or run `aws ec2 start-instances --instance-ids {target.instance_id}`")
         if target.state in ("terminated", "shutting-down"):
             hint = "the instance is gone; pick another one"
         raise InstanceStateError(f"instance {target.instance_id} is {target.state}, not running", hint=hint)

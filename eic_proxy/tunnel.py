@@ -111,17 +111,77 @@ def _write_all(fd: int, data: bytes) -> None:
         mv = mv[n:]
 
 
+class _Link:
+    """The current WebSocket, replaceable once while the endpoint has sent us nothing yet.
+
+    Until the first byte arrives from the instance, everything sent up is also kept (``preamble``):
+    if the endpoint then says it cannot reach the target (a stale cached IP), a new WebSocket to the
+    re-resolved target gets the same bytes and ssh never notices. Appending and sending happen under
+    one lock, and the swap replays and switches under it too, so no byte is lost or sent twice.
+    """
+
+    def __init__(self, ws: Any, can_retry: bool) -> None:
+        self.ws = ws
+        self.lock = threading.Lock()
+        self.swapped = threading.Condition(self.lock)
+        self.preamble: Optional[bytearray] = bytearray() if can_retry else None
+
+    def send(self, data: bytes) -> None:
+        with self.lock:
+            if self.preamble is not None:
+                if len(self.preamble) + len(data) > PREAMBLE_LIMIT:
+                    self.preamble = None
+                else:
+                    self.preamble += data
+            ws = self.ws
+            try:
+                ws.send_binary(data)
+            except Exception:
+                if self.preamble is None:
+                    raise
+                # The old socket died before any reply: wait for the swap (or the end), the bytes are kept.
+                self.swapped.wait(RECONNECT_WAIT)
+                if self.ws is ws:
+                    raise
+
+    def got_data(self) -> None:
+        if self.preamble is not None:
+            with self.lock:
+                self.preamble = None
+
+    def swap(self, new_ws: Any) -> None:
+        with self.lock:
+            if self.preamble:
+                new_ws.send_binary(bytes(self.preamble))
+            old, self.ws = self.ws, new_ws
+            self.swapped.notify_all()
+        try:
+            old.shutdown()
+        except Exception:
+            pass
+
+
+# Bytes kept for a replay; ssh sends only its version banner before the server answers.
+PREAMBLE_LIMIT = 256 * 1024
+RECONNECT_WAIT = 60.0
+
+
 def pump(ws: Any, in_fd: int, out_fd: int, max_duration: Optional[float] = None,
-         on_close_out: Optional[Callable[[], None]] = None) -> PumpResult:
+         on_close_out: Optional[Callable[[], None]] = None,
+         reconnect: Optional[Callable[[], Optional[Any]]] = None) -> PumpResult:
     """Move bytes both ways until either side ends; return how it ended.
 
     Local EOF → our CLOSE, a short wait for the endpoint's CLOSE, done. Endpoint CLOSE → the output
     is closed (ssh sees EOF at once) and the close code decides the outcome. Everything received
     before a close is written out before we return.
+
+    ``reconnect`` is called at most once, when the endpoint cannot reach the target before any byte
+    came back; it returns a new WebSocket (or None to give up), which continues the same stream.
     """
     state = _State()
     started = time.monotonic()
     debug = log.isEnabledFor(logging.DEBUG)
+    link = _Link(ws, reconnect is not None)
 
     def uplink() -> None:
         buf = bytearray(MAX_FRAME)
@@ -131,7 +191,7 @@ def pump(ws: Any, in_fd: int, out_fd: int, max_duration: Optional[float] = None,
                 n = os.readv(in_fd, [buf]) if hasattr(os, "readv") else _readinto(in_fd, buf)
                 if n == 0:
                     break
-                ws.send_binary(bytes(view[:n]))
+                link.send(bytes(view[:n]))
                 state.result.bytes_up += n
                 if debug:
                     log.debug("> binary %d bytes", n)
@@ -152,7 +212,7 @@ def pump(ws: Any, in_fd: int, out_fd: int, max_duration: Optional[float] = None,
         if debug:
             log.debug("= local EOF, closing")
         state.closing = True
-        _send_close(ws)
+        _send_close(link.ws)
         # Give the endpoint a moment to echo the CLOSE; the downlink delivers what precedes it.
         state.done.wait(CLOSE_WAIT)
         state.finish("eof")
@@ -160,11 +220,14 @@ def pump(ws: Any, in_fd: int, out_fd: int, max_duration: Optional[float] = None,
     def downlink() -> None:
         import websocket
 
+        nonlocal reconnect
+        ws = link.ws
         try:
             while True:
                 opcode, data = ws.recv_data(control_frame=True)
                 if opcode == websocket.ABNF.OPCODE_BINARY or opcode == websocket.ABNF.OPCODE_CONT:
                     if data:
+                        link.got_data()
                         try:
                             _write_all(out_fd, data)
                         except OSError:
@@ -188,6 +251,17 @@ def pump(ws: Any, in_fd: int, out_fd: int, max_duration: Optional[float] = None,
                     # After our own CLOSE the endpoint's is an echo, unless it carries an error of its own.
                     err = close_outcome(code, reason, time.monotonic() - started,
                                         None if state.closing else max_duration)
+                    if (err is not None and err.exit_code == ExitCode.TARGET_UNREACHABLE and reconnect is not None
+                            and link.preamble is not None and not state.closing):
+                        retry, reconnect = reconnect, None
+                        try:
+                            new_ws = retry()
+                        except EicProxyError as exc:
+                            new_ws, err = None, exc
+                        if new_ws is not None:
+                            link.swap(new_ws)
+                            ws = new_ws
+                            continue
                     state.finish(("eof" if state.closing else "closed") if err is None else "closed-error", err)
                     return
                 # PING/PONG: websocket-client already answered pings.
@@ -198,7 +272,7 @@ def pump(ws: Any, in_fd: int, out_fd: int, max_duration: Optional[float] = None,
                 return
             state.finish("endpoint-gone", _classify_recv_error(exc))
 
-    restore = _install_signal_handlers(lambda signum: (_send_close(ws), state.finish(f"signal:{signum}")))
+    restore = _install_signal_handlers(lambda signum: (_send_close(link.ws), state.finish(f"signal:{signum}")))
     up = threading.Thread(target=uplink, name="eic-uplink", daemon=True)
     down = threading.Thread(target=downlink, name="eic-downlink", daemon=True)
     up.start()
@@ -211,7 +285,7 @@ def pump(ws: Any, in_fd: int, out_fd: int, max_duration: Optional[float] = None,
     if on_close_out is not None:
         on_close_out()
     try:
-        ws.shutdown()
+        link.ws.shutdown()
     except Exception:
         pass
     state.result.duration = time.monotonic() - started

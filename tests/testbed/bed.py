@@ -146,6 +146,23 @@ class Testbed:
         self.instances[iid] = inst
         return inst
 
+    def move_instance(self, inst: Instance, host_octet: int) -> str:
+        """Give ``inst`` a new private IP in its subnet (as an ENI swap would) and move its sshd there."""
+        subnet = self.ec2.describe_subnets(SubnetIds=[inst.subnet_id])["Subnets"][0]
+        new_ip = str(ipaddress.ip_network(subnet["CidrBlock"]).network_address + host_octet)
+        moto_inst = self.aws.ec2_backend().get_instance(inst.instance_id)
+        nic = moto_inst.nics[0]
+        nic.private_ip_address = new_ip
+        for item in nic.private_ip_addresses:
+            if item.get("Primary"):
+                item["PrivateIpAddress"] = new_ip
+        inst.ip = new_ip
+        if inst.sshd:
+            inst.sshd.stop()
+            inst.sshd = Sshd(self.workdir, inst.instance_id, new_ip, self.aws.keys_root / inst.instance_id)
+            inst.sshd.start()  # same workdir: same host key, as the same machine would have
+        return new_ip
+
     def default_world(self) -> Instance:
         """One VPC, one subnet, one endpoint, one instance named web-1: the demo's world."""
         self.add_vpc("main")

@@ -1,0 +1,165 @@
+"""Per-host settings without a wrapper script: flags, environment, and an optional config file.
+
+The file is INI (stdlib ``configparser``, no extra dependency), at ``<platformdirs config dir>/config.ini``
+or ``$EIC_PROXY_CONFIG``::
+
+    [defaults]
+    region = eu-west-1
+
+    [host db-* tag:Role=db]
+    profile = prod
+    os-user = ubuntu
+    eice-id = eice-0123456789abcdef0
+    max-tunnel-duration = 3600
+
+Host sections match the alias as typed (without any ``--REGION--PROFILE`` suffix) with shell
+globs, several patterns per section, ``!pattern`` to exclude. As in ssh_config, the first section
+that matches and sets a key wins for that key.
+
+Precedence, highest first (each setting decided on its own):
+  1. ``ALIAS--REGION--PROFILE`` in the host name (region and profile only)
+  2. command-line flags; for the OS user, ``--os-user`` then ssh's ``%r``
+  3. environment: ``EIC_PROXY_PROFILE``, ``EIC_PROXY_REGION``, ``EIC_PROXY_OS_USER``,
+     ``EIC_PROXY_EICE_ID``, ``EIC_PROXY_MAX_TUNNEL_DURATION``
+  4. the first matching ``[host …]`` section of the config file
+  5. its ``[defaults]`` section
+  6. AWS's own chain (``AWS_PROFILE``, ``AWS_REGION``, the profile's region) and built-in defaults
+"""
+from __future__ import annotations
+
+import fnmatch
+import os
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Mapping, Optional
+
+from .errors import ExitCode, UsageError
+
+ENV_PREFIX = "EIC_PROXY_"
+
+
+class ConfigError(UsageError):
+    exit_code = ExitCode.CONFIG
+
+
+@dataclass(frozen=True)
+class Settings:
+    """One layer of settings; ``None`` means "not set here, ask the next layer"."""
+
+    profile: Optional[str] = None
+    region: Optional[str] = None
+    os_user: Optional[str] = None
+    eice_id: Optional[str] = None
+    max_tunnel_duration: Optional[int] = None
+
+    def over(self, lower: "Settings") -> "Settings":
+        """This layer on top of ``lower``: our values win, gaps are filled from below."""
+        return replace(lower, **{f.name: getattr(self, f.name) for f in fields(self)
+                                 if getattr(self, f.name) is not None})
+
+
+KEYS = {f.name.replace("_", "-"): f.name for f in fields(Settings)}
+
+
+def _coerce(key: str, value: str, where: str) -> object:
+    value = value.strip()
+    if KEYS[key] == "max_tunnel_duration":
+        try:
+            n = int(value)
+        except ValueError:
+            raise ConfigError(f"{where}: {key} must be a whole number of seconds, not {value!r}") from None
+        if not 1 <= n <= 3600:
+            raise ConfigError(f"{where}: {key} {n} is out of range 1..3600 seconds")
+        return n
+    if not value:
+        raise ConfigError(f"{where}: {key} is empty")
+    return value
+
+
+def _layer(pairs: Mapping[str, str], where: str) -> Settings:
+    values = {}
+    for key, value in pairs.items():
+        if key not in KEYS:
+            raise ConfigError(f"{where}: unknown setting {key!r}",
+                              hint=f"known settings: {', '.join(sorted(KEYS))}")
+        values[KEYS[key]] = _coerce(key, value, where)
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+def config_path() -> Path:
+    explicit = os.environ.get(ENV_PREFIX + "CONFIG")
+    if explicit:
+        return Path(explicit).expanduser()
+    from .files import config_dir
+
+    return config_dir() / "config.ini"
+
+
+def _matches(patterns: list[str], alias: str) -> bool:
+    hit = False
+    for pat in patterns:
+        if pat.startswith("!"):
+            if fnmatch.fnmatchcase(alias, pat[1:]):
+                return False
+        elif fnmatch.fnmatchcase(alias, pat):
+            hit = True
+    return hit
+
+
+@dataclass(frozen=True)
+class ConfigFile:
+    path: Optional[Path]
+    defaults: Settings
+    hosts: tuple[tuple[tuple[str, ...], Settings], ...]
+
+    def for_host(self, alias: str) -> Settings:
+        result = self.defaults
+        for patterns, layer in reversed(self.hosts):  # earlier sections go on top: first match wins
+            if _matches(list(patterns), alias):
+                result = layer.over(result)
+        return result
+
+
+def load(path: Optional[Path] = None) -> ConfigFile:
+    """Read the config file; a missing file is an empty config, a broken one a one-line error."""
+    import configparser
+
+    path = path or config_path()
+    parser = configparser.ConfigParser(interpolation=None, default_section="\x00none")
+    try:
+        with open(path, encoding="utf-8") as fh:
+            parser.read_file(fh)
+    except FileNotFoundError:
+        if os.environ.get(ENV_PREFIX + "CONFIG"):
+            raise ConfigError(f"config file {path} (from {ENV_PREFIX}CONFIG) does not exist") from None
+        return ConfigFile(None, Settings(), ())
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc}") from None
+    except configparser.Error as exc:
+        first = str(exc).splitlines()[0]
+        raise ConfigError(f"config file {path} is not valid INI: {first}",
+                          hint="sections are [defaults] and [host PATTERN …]; lines are key = value") from None
+    defaults = Settings()
+    hosts = []
+    for section in parser.sections():
+        where = f"{path} [{section}]"
+        if section == "defaults":
+            defaults = _layer(parser[section], where)
+        elif section.startswith("host ") and section[5:].split():
+            hosts.append((tuple(section[5:].split()), _layer(parser[section], where)))
+        else:
+            raise ConfigError(f"{where}: unknown section", hint="use [defaults] or [host PATTERN …]")
+    return ConfigFile(path, defaults, tuple(hosts))
+
+
+def from_env(environ: Optional[Mapping[str, str]] = None) -> Settings:
+    environ = os.environ if environ is None else environ
+    pairs = {key: environ[ENV_PREFIX + name.upper()] for key, name in KEYS.items()
+             if environ.get(ENV_PREFIX + name.upper())}
+    return _layer(pairs, "environment")
+
+
+def effective(alias: str, flags: Settings, suffix: Settings = Settings(),
+              environ: Optional[Mapping[str, str]] = None, path: Optional[Path] = None) -> Settings:
+    """The settings for one host, layered as the module docstring documents."""
+    return suffix.over(flags.over(from_env(environ).over(load(path).for_host(alias))))

@@ -1,0 +1,60 @@
+"""``eic-proxy ls``: the instances of a region and whether each can be reached through an endpoint.
+
+Two API calls in all (DescribeInstances and DescribeInstanceConnectEndpoints, both paginated),
+whatever the number of instances.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any, Optional
+
+from .aws import make_aws, translate
+from .endpoint import choose_endpoint, describe_endpoints
+from .resolve import target_from_instance
+
+
+def rows(aws: Any, ec2: Any, include_terminated: bool = False) -> list[dict[str, Any]]:
+    try:
+        instances = []
+        paginator_args: dict[str, Any] = {}
+        while True:
+            resp = ec2.describe_instances(**paginator_args)
+            instances.extend(i for r in resp.get("Reservations", []) for i in r.get("Instances", []))
+            if not resp.get("NextToken"):
+                break
+            paginator_args["NextToken"] = resp["NextToken"]
+    except Exception as exc:
+        raise translate(exc, "listing instances", aws.profile) from exc
+    endpoints = describe_endpoints(aws, ec2)
+    out = []
+    for inst in instances:
+        t = target_from_instance(inst)
+        if t.state == "terminated" and not include_terminated:
+            continue
+        chosen = choose_endpoint(endpoints, t) if t.vpc_id else None
+        out.append({
+            "name": t.name, "instance_id": t.instance_id, "ip": t.ip or None, "state": t.state,
+            "vpc_id": t.vpc_id or None, "subnet_id": t.subnet_id or None,
+            "endpoint_id": chosen.endpoint_id if chosen else None,
+            "reachable": bool(chosen and t.ip and t.state == "running"),
+        })
+    out.sort(key=lambda r: ((r["name"] or "~").lower(), r["instance_id"]))
+    return out
+
+
+def run_ls(profile: Optional[str], region: Optional[str], as_json: bool, include_terminated: bool) -> int:
+    aws = make_aws(profile, region)
+    table = rows(aws, aws.client("ec2"), include_terminated)
+    if as_json:
+        print(json.dumps(table, indent=2))
+        return 0
+    headers = ["NAME", "INSTANCE", "PRIVATE IP", "STATE", "VPC", "ENDPOINT"]
+    lines = [[r["name"] or "-", r["instance_id"], r["ip"] or "-", r["state"], r["vpc_id"] or "-",
+              r["endpoint_id"] or "none (create one)"] for r in table]
+    widths = [max(len(h), *(len(line[i]) for line in lines)) if lines else len(h) for i, h in enumerate(headers)]
+    for line in [headers, *lines]:
+        sys.stdout.write("  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip() + "\n")
+    if not table:
+        print(f"no instances in {aws.region}" + (f" (profile {aws.profile})" if aws.profile else ""), file=sys.stderr)
+    return 0

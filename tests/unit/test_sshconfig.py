@@ -1,0 +1,51 @@
+"""Installing the Host block: idempotent, never clobbering, permissions kept; known_hosts links."""
+import os
+
+from eic_proxy import sshconfig
+from eic_proxy.sshconfig import BlockOptions, install, link_known_hosts, prepare_known_hosts, render
+
+
+def test_install_replaces_only_its_own_block(tmp_path):
+    ssh = tmp_path / ".ssh"
+    ssh.mkdir()
+    (ssh / "config").write_text("Include other.conf\nHost x\n  User y\n")
+    os.chmod(ssh / "config", 0o644)
+    a = render(BlockOptions(patterns=("a-*",)), tmp_path / "key")
+    first = install(a, "default", ssh)
+    assert first.include_added and not first.block_replaced and first.backup is not None
+    (ssh / "eic-proxy.config").write_text((ssh / "eic-proxy.config").read_text() + "# user note\n")
+    b = render(BlockOptions(patterns=("b-*",)), tmp_path / "key")
+    second = install(b, "default", ssh)
+    assert second.block_replaced and not second.include_added and second.backup is None
+    own = (ssh / "eic-proxy.config").read_text()
+    assert "Host b-*" in own and "Host a-*" not in own and "# user note" in own
+    main = (ssh / "config").read_text()
+    assert main.endswith("Include other.conf\nHost x\n  User y\n")
+    assert (ssh / "config").stat().st_mode & 0o777 == 0o644
+
+
+def test_install_creates_missing_config_user_only(tmp_path):
+    ssh = tmp_path / ".ssh"
+    report = install(render(BlockOptions(), tmp_path / "k"), "default", ssh)
+    assert report.include_added and report.backup is None
+    assert (ssh / "config").stat().st_mode & 0o777 == 0o600
+    assert ssh.stat().st_mode & 0o777 == 0o700
+
+
+def test_quoting_of_paths_with_spaces(tmp_path):
+    text = render(BlockOptions(profile="p q"), tmp_path / "with space" / "id")
+    assert f'IdentityFile "{tmp_path}/with space/id"' in text
+    assert "--profile 'p q'" in text
+
+
+def test_known_hosts_links_follow_the_instance(isolated_env):
+    prepare_known_hosts()
+    link_known_hosts("web-1", "i-0aaaaaaaaaaaaaaaa")
+    base = sshconfig.known_hosts_dir()
+    assert os.readlink(base / "by-name/web-1") == "../by-instance/i-0aaaaaaaaaaaaaaaa"
+    link_known_hosts("web-1", "i-0bbbbbbbbbbbbbbbb")
+    assert os.readlink(base / "by-name/web-1") == "../by-instance/i-0bbbbbbbbbbbbbbbb"
+    assert (base / "by-instance/i-0aaaaaaaaaaaaaaaa").exists()
+    link_known_hosts("../evil", "i-0ccccccccccccccccc")  # not a plain file name: ignored
+    assert not (base.parent / "evil").exists()
+    assert sorted(p.name for p in (base / "by-name").iterdir()) == ["web-1"]
