@@ -131,6 +131,7 @@ def link_known_hosts(alias: str, instance_id: str) -> None:
         return
     target = f"../by-instance/{instance_id}"
     link = by_name / alias
+    _any_name(base / "by-instance" / instance_id)
     try:
         if os.readlink(link) == target:
             return
@@ -151,6 +152,26 @@ def link_known_hosts(alias: str, instance_id: str) -> None:
         log.debug("known_hosts for %s now kept with %s", alias, instance_id)
     except OSError as exc:
         log.debug("cannot link known_hosts for %s: %s", alias, exc)
+
+
+def _any_name(path: Path) -> None:
+    """Make every entry of a per-instance file match any name (``*``): the file *is* the instance.
+
+    ssh records a new key under the name it was asked for; without this, reaching the same instance
+    by ID after reaching it by Name would ask to trust the same key again.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError:
+        return
+    lines = text.splitlines()
+    fixed = [line if not line.strip() or line.startswith(("#", "@", "* ")) else "* " + line.split(None, 1)[-1]
+             for line in lines]
+    if fixed != lines:
+        try:
+            files.write_private_atomic(path, ("\n".join(fixed) + "\n").encode("utf-8"))
+        except OSError as exc:
+            log.debug("cannot rewrite %s: %s", path, exc)
 
 
 @dataclass

@@ -38,16 +38,23 @@ def demo(size_mib: int) -> int:
         ep = next(iter(bed.aws.endpoints.values()))
         home = Path(tempfile.mkdtemp(prefix="eic-demo-home-"))
         env = bed.env(home)
-        cfg = bed.ssh_config(home)
-        host = inst.instance_id
         print("eic-proxy demo on the local test bed")
         print(f"  fake AWS API   {bed.aws.url}  (moto + EICE actions)")
         print(f"  fake endpoint  {ep['InstanceConnectEndpointId']}  wss://{ep['DnsName']}:443  (TLS, test CA)")
-        print(f"  instance       {host}  Name=web-1  {inst.ip}:22  (real sshd, pushed keys valid 60 s)")
-        print(f"  ssh config     {cfg}")
-        print("".join(f"    {l}\n" for l in cfg.read_text().splitlines()[:4]))
+        print(f"  instance       {inst.instance_id}  Name=web-1  {inst.ip}:22  (real sshd, pushed keys valid 60 s)")
+        failures += _step("ssh-config --install writes the Host block (the only ssh set-up there is)",
+                          [bed.eic_proxy_path(), "ssh-config", "--install", "web-*", "i-*", "--user", "ec2-user"],
+                          env).returncode != 0
+        cfg = home / ".ssh" / "config"
+        own = home / ".ssh" / "eic-proxy.config"
+        print(f"  ssh config     {cfg} -> {own}")
+        print("".join(f"    {line}\n" for line in own.read_text().splitlines() if not line.startswith("#")))
+        host = "web-1"
         ssh = ["ssh", "-F", str(cfg)]
-        failures += _step("ssh runs a remote command", ssh + [host, "uname -sr; id -un"], env).returncode != 0
+        failures += _step("ssh web-1 runs a remote command (by Name tag)", ssh + [host, "uname -sr; id -un"],
+                          env).returncode != 0
+        failures += _step("ssh by instance ID, second connection: cached lookup, no Describe calls",
+                          ssh + [inst.instance_id, "hostname"], env).returncode != 0
         data = os.urandom(size_mib * 1024 * 1024)
         src = home / "payload.bin"
         src.write_bytes(data)
@@ -66,7 +73,7 @@ def demo(size_mib: int) -> int:
         (tree / "hello.txt").write_text("hello from rsync\n")
         (tree / "sub" / "data.bin").write_bytes(os.urandom(100_000))
         failures += _step("rsync -e ssh copies a tree", ["rsync", "-a", "--stats", "-e", f"ssh -F {cfg}",
-                                                          f"{tree}/", f"{host}:/tmp/tree/"], env).returncode != 0
+                                                          f"{tree}/", f"{inst.instance_id}:/tmp/tree/"], env).returncode != 0
         batch = home / "sftp.batch"
         batch.write_text("ls -l /tmp/tree\nget /tmp/tree/hello.txt " + str(home / "hello.back") + "\n")
         failures += _step("sftp -b lists and fetches", ["sftp", "-F", str(cfg), "-b", str(batch), host],

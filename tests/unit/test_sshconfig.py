@@ -49,3 +49,12 @@ def test_known_hosts_links_follow_the_instance(isolated_env):
     link_known_hosts("../evil", "i-0ccccccccccccccccc")  # not a plain file name: ignored
     assert not (base.parent / "evil").exists()
     assert sorted(p.name for p in (base / "by-name").iterdir()) == ["web-1"]
+
+
+def test_entries_of_an_instance_file_match_every_name(isolated_env):
+    prepare_known_hosts()
+    base = sshconfig.known_hosts_dir()
+    f = base / "by-instance/i-0aaaaaaaaaaaaaaaa"
+    f.write_text("web-1 ssh-ed25519 AAAAC3Nza\n|1|salt|hash ecdsa-sha2-nistp256 AAAAE2\n@revoked * ssh-rsa AAAAB3\n")
+    link_known_hosts("i-0aaaaaaaaaaaaaaaa", "i-0aaaaaaaaaaaaaaaa")
+    assert f.read_text() == "* ssh-ed25519 AAAAC3Nza\n* ecdsa-sha2-nistp256 AAAAE2\n@revoked * ssh-rsa AAAAB3\n"
