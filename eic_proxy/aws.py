@@ -49,13 +49,14 @@ class Aws:
         """``AWS_CA_BUNDLE`` or the profile's ``ca_bundle``; used for the WebSocket TLS as well."""
         return self.session.get_config_variable("ca_bundle")
 
-    def client(self, service: str) -> Any:
+    def client(self, service: str, max_attempts: int = 3) -> Any:
+        """A botocore client; ``max_attempts=1`` when the caller runs its own retry loop."""
         from botocore.config import Config
 
         cfg = Config(
             connect_timeout=self.connect_timeout,
             read_timeout=self.read_timeout,
-            retries={"mode": "standard", "max_attempts": 3},
+            retries={"mode": "standard", "max_attempts": max_attempts},
             user_agent_extra="eic-proxy",
         )
         try:

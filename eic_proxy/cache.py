@@ -39,7 +39,7 @@ class Cache:
     def put(self, key: str, value: Any) -> None:
         data = json.dumps({"key": key, "at": time.time(), "value": value}).encode()
         try:
-            files.write_private_atomic(self._path(key), data)
+            files.write_private_atomic(self._path(key), data, durable=False)
         except OSError:
             pass  # a cache that cannot be written only costs speed
 

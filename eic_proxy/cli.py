@@ -18,6 +18,13 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("-v", "--verbose", action="count", default=0, help="more output on stderr (-vv: debug)")
 
 
+def _add_key_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--agent", action="store_const", const=True, default=None,
+                   help="add the key to your ssh-agent (lifetime: the key's remaining life)")
+    p.add_argument("--key-type", choices=["ed25519", "rsa-2048", "rsa-4096"], help="managed key type (default ed25519)")
+    p.add_argument("--key-lifetime", metavar="DURATION", help="rotate the managed key after this long (default 4h)")
+
+
 def _add_lookup(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-cache", dest="use_cache", action="store_false",
                    help="ignore and do not write the resolution cache")
@@ -52,6 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--start-timeout", type=float, default=300.0, metavar="SECONDS",
                    help="how long --start waits for the instance and its port (default 300)")
     c.add_argument("--typed", metavar="NAME", help=argparse.SUPPRESS)  # ssh's %n: the host with its original case
+    c.add_argument("--identity", metavar="PATH", help="push the public half of this key of yours instead of ours")
+    _add_key_options(c)
     _add_lookup(c)
     _add_common(c)
 
@@ -72,7 +81,17 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--user", help="set User in the block (the OS user; default: ssh's own default)")
     g.add_argument("--name", help="block name in the managed file (default: PROFILE[@REGION] or 'default')")
     g.add_argument("--install", action="store_true", help="write the block and add one Include to ~/.ssh/config")
+    _add_key_options(g)
     _add_common(g)
+
+    ks = sub.add_parser("keys", help="show, rotate or clear the managed key",
+                        description="Show the managed key (type, fingerprint, age, where it lives, recent pushes); "
+                                    "`rotate` replaces it, `clear` removes it from disk, keyring and agent.")
+    ks.add_argument("action", nargs="?", choices=["show", "rotate", "clear"], default="show")
+    ks.add_argument("--force", action="store_true", help="rotate even if the key was used in the last minute")
+    ks.add_argument("--json", action="store_true", help="machine-readable output (show)")
+    _add_key_options(ks)
+    _add_common(ks)
 
     ls = sub.add_parser("ls", help="list instances and whether their VPC has a usable endpoint",
                         description="List instances in the region: name, ID, private IP, state, VPC, endpoint.")
@@ -113,6 +132,8 @@ def program(args: argparse.Namespace) -> int:
             host = args.typed  # ssh lowercases %h; Name tags are case-sensitive
         s = _settings(args, host, os_user=args.os_user or args.user)
         opts = ConnectOptions(
+            key_type=s.key_type or "ed25519", key_lifetime=s.key_lifetime, key_store=s.key_store,
+            agent=bool(s.agent), identity=s.identity,
             host=host, port=args.port, os_user=s.os_user or DEFAULT_OS_USER,
             region=s.region, profile=s.profile, eice_id=s.eice_id,
             max_tunnel_duration=s.max_tunnel_duration, push=args.push, use_cache=args.use_cache, pick=args.pick,
@@ -123,6 +144,10 @@ def program(args: argparse.Namespace) -> int:
         return _resolve(args)
     if args.command == "ssh-config":
         return _ssh_config(args)
+    if args.command == "keys":
+        from .keycmd import run_keys
+
+        return run_keys(args, _settings(args, ""))
     if args.command == "ls":
         from .listing import run_ls
 
@@ -133,9 +158,11 @@ def program(args: argparse.Namespace) -> int:
         print(f"removed {Cache().clear()} cached entries", file=sys.stderr)
         return 0
     if args.command == "key-path":
-        from .keys import ensure_key
+        from .connect import make_key_manager
 
-        print(ensure_key().private_path)
+        s = _settings(args, "")
+        key = make_key_manager(_key_opts(s)).ensure()
+        print(key.private_path or key.public_path)
         return 0
     raise AssertionError(args.command)
 
@@ -145,21 +172,42 @@ def _settings(args: argparse.Namespace, host: str, os_user: Optional[str] = None
     from .config import Settings, effective
     from .resolve import parse_host
 
-    spec = parse_host(host)
+    lifetime = getattr(args, "key_lifetime", None)
+    if lifetime is not None:
+        from .config import _coerce
+
+        lifetime = _coerce("key-lifetime", lifetime, "--key-lifetime")
     flags = Settings(profile=args.profile, region=args.region, os_user=os_user, eice_id=getattr(args, "eice_id", None),
-                     max_tunnel_duration=getattr(args, "max_tunnel_duration", None))
+                     max_tunnel_duration=getattr(args, "max_tunnel_duration", None),
+                     key_type=getattr(args, "key_type", None), key_lifetime=lifetime,
+                     agent=getattr(args, "agent", None), identity=getattr(args, "identity", None))
+    if not host:
+        return effective("", flags)
+    spec = parse_host(host)
     return effective(spec.alias, flags, Settings(profile=spec.profile, region=spec.region))
 
 
+def _key_opts(s):
+    """The key-related part of the settings, in the shape connect's key manager takes."""
+    from types import SimpleNamespace
+
+    return SimpleNamespace(key_type=s.key_type or "ed25519", key_lifetime=s.key_lifetime, key_store=s.key_store,
+                           agent=bool(s.agent))
+
+
 def _ssh_config(args: argparse.Namespace) -> int:
-    from .keys import ensure_key
     from .sshconfig import DEFAULT_PATTERNS, BlockOptions, install, prepare_known_hosts, render
 
+    from .connect import make_key_manager
+
+    s = _settings(args, "")
     opts = BlockOptions(patterns=tuple(args.patterns) or DEFAULT_PATTERNS, profile=args.profile,
-                        region=args.region, user=args.user, name=args.name)
-    key = ensure_key()  # IdentityFile must exist before ssh starts
+                        region=args.region, user=args.user, name=args.name, agent=bool(s.agent),
+                        key_type=args.key_type, key_lifetime=args.key_lifetime)
+    key = make_key_manager(_key_opts(s)).ensure()  # IdentityFile must exist before ssh starts
     prepare_known_hosts()
-    block = render(opts, key.private_path)
+    # With the agent, ssh must be pointed at the public half, which exists before it starts (§4).
+    block = render(opts, key.public_path if s.agent else key.private_path)
     if not args.install:
         sys.stdout.write(block)
         return 0

@@ -51,6 +51,11 @@ class Settings:
     os_user: Optional[str] = None
     eice_id: Optional[str] = None
     max_tunnel_duration: Optional[int] = None
+    key_type: Optional[str] = None        # ed25519 | rsa-2048 | rsa-4096
+    key_lifetime: Optional[int] = None    # seconds before the managed key is rotated
+    key_store: Optional[str] = None       # file | keyring (keyring needs agent)
+    agent: Optional[bool] = None          # add the key to the ssh-agent
+    identity: Optional[str] = None        # bring-your-own key to push instead
 
     def over(self, lower: "Settings") -> "Settings":
         """This layer on top of ``lower``: our values win, gaps are filled from below."""
@@ -61,9 +66,33 @@ class Settings:
 KEYS = {f.name.replace("_", "-"): f.name for f in fields(Settings)}
 
 
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
 def _coerce(key: str, value: str, where: str) -> object:
     value = value.strip()
-    if KEYS[key] == "max_tunnel_duration":
+    name = KEYS[key]
+    if name == "agent":
+        lowered = value.lower()
+        if lowered in ("1", "yes", "true", "on"):
+            return True
+        if lowered in ("0", "no", "false", "off"):
+            return False
+        raise ConfigError(f"{where}: {key} must be yes or no, not {value!r}")
+    if name == "key_lifetime":
+        unit = _DURATION_UNITS.get(value[-1:].lower(), 0)
+        try:
+            n = int(float(value[:-1] if unit else value) * (unit or 1))
+        except ValueError:
+            raise ConfigError(f"{where}: {key} must be a duration like 3600, 90m or 4h, not {value!r}") from None
+        if n < 300:
+            raise ConfigError(f"{where}: {key} {value} is too short; use at least 5 minutes")
+        return n
+    if name == "key_type" and value not in ("ed25519", "rsa-2048", "rsa-4096"):
+        raise ConfigError(f"{where}: {key} must be ed25519, rsa-2048 or rsa-4096, not {value!r}")
+    if name == "key_store" and value not in ("file", "keyring"):
+        raise ConfigError(f"{where}: {key} must be file or keyring, not {value!r}")
+    if name == "max_tunnel_duration":
         try:
             n = int(value)
         except ValueError:

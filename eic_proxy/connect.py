@@ -29,6 +29,11 @@ class ConnectOptions:
     start: bool = False
     start_timeout: float = 300.0
     known_hosts_alias: Optional[str] = None  # ssh's %h: the name the generated block keys known_hosts on
+    key_type: str = "ed25519"
+    key_lifetime: Optional[float] = None
+    key_store: Optional[str] = None  # file | keyring; default: keyring in agent mode when a backend exists
+    agent: bool = False
+    identity: Optional[str] = None
 
 
 def validate(opts: ConnectOptions) -> None:
@@ -57,6 +62,7 @@ class _Session:
                                allow_stopped=opts.start)
         self.located = self.locator.locate(self.spec)
         self.pushed_at: Optional[float] = None
+        self._key_manager: Any = None
 
     @property
     def cached(self) -> bool:
@@ -69,12 +75,38 @@ class _Session:
 
         opts, aws, located = self.opts, self.aws, self.located
         if opts.push and push:
-            _push(aws, located.target.instance_id, opts.os_user)
+            self.push_key()
             self.pushed_at = time.monotonic()
         dns = dns_name_for(located.endpoint, aws.use_fips)
         url = presign_url(aws.frozen_credentials(), aws.region, dns, located.endpoint.endpoint_id, opts.port,
                           located.target.ip, opts.max_tunnel_duration)
         return open_websocket(url, aws.ca_bundle, max_duration_sent=opts.max_tunnel_duration is not None)
+
+    def push_key(self) -> None:
+        """Make sure a fresh push of our key exists for (instance, user), and the agent holds the key."""
+        from .push import ensure_pushed
+
+        opts, iid = self.opts, self.located.target.instance_id
+        if opts.identity:
+            from pathlib import Path
+
+            from .keys import identity_key
+
+            ensure_pushed(self.aws, identity_key(Path(opts.identity)), iid, opts.os_user, opts.use_cache)
+            return
+        manager = self.key_manager()
+        with manager.using() as key:
+            ensure_pushed(self.aws, key, iid, opts.os_user, opts.use_cache)
+            manager.note_use()
+            if opts.agent:
+                from .agent import load_key
+
+                load_key(manager, key)
+
+    def key_manager(self) -> Any:
+        if self._key_manager is None:
+            self._key_manager = make_key_manager(self.opts)
+        return self._key_manager
 
     def open_healing(self) -> Any:
         """open(), re-locating once when a cached location proves stale (instance or endpoint gone)."""
@@ -198,19 +230,27 @@ def run(opts: ConnectOptions, in_fd: int = 0, out_fd: int = 1) -> int:
               located.endpoint.endpoint_id)
     if first:
         _write_all(out_fd, first)
-    result = pump(ws, in_fd, out_fd, float(opts.max_tunnel_duration or 3600),
-                  on_close_out=lambda: _close_quietly(out_fd),
-                  reconnect=session.reconnect if session.cached and not first else None)
+    try:
+        result = pump(ws, in_fd, out_fd, float(opts.max_tunnel_duration or 3600),
+                      on_close_out=lambda: _close_quietly(out_fd),
+                      reconnect=session.reconnect if session.cached and not first else None)
+    finally:
+        if session._key_manager is not None:
+            session._key_manager.rotate_if_due()  # our ssh is done with the key: the one safe moment
     if result.error is not None:
         raise result.error
     return exit_code_for(result.reason)
 
 
-def _push(aws: Any, instance_id: str, os_user: str) -> None:
-    from .keys import ensure_key
-    from .push import send_public_key
+def make_key_manager(opts: Any) -> Any:
+    """The managed key for these options: type, lifetime, and keyring storage in agent mode."""
+    from .keys import DEFAULT_LIFETIME, KeyManager, keyring_usable
 
-    send_public_key(aws, aws.client("ec2-instance-connect"), instance_id, os_user, ensure_key().public_line)
+    store = opts.key_store or ("keyring" if opts.agent and keyring_usable() else "file")
+    if store == "keyring" and not opts.agent:
+        raise UsageError("key-store = keyring needs the ssh-agent (--agent / agent = yes)",
+                         hint="ssh can only use a key that is not on disk through the agent")
+    return KeyManager(opts.key_type, float(opts.key_lifetime or DEFAULT_LIFETIME), store)
 
 
 def exit_code_for(reason: str) -> int:

@@ -24,6 +24,13 @@ def cache_dir() -> Path:
     return Path(platformdirs.user_cache_dir(APP, appauthor=False))
 
 
+def state_dir() -> Path:
+    """Per-user state that is worth keeping but not configuration: the audit log."""
+    import platformdirs
+
+    return Path(platformdirs.user_state_dir(APP, appauthor=False))
+
+
 def config_dir() -> Path:
     import platformdirs
 
@@ -40,7 +47,7 @@ def ensure_private_dir(path: Path) -> Path:
     return path
 
 
-def write_private_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
+def write_private_atomic(path: Path, data: bytes, mode: int = 0o600, durable: bool = True) -> None:
     """Write ``data`` to ``path`` so readers see either the old or the new file, never half of one.
 
     The temporary file is created with ``mode`` from the start (mkstemp gives 0600), so a secret is
@@ -52,7 +59,8 @@ def write_private_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
-            os.fsync(fh.fileno())
+            if durable:  # stamps and caches may lose the last write in a crash; keys may not
+                os.fsync(fh.fileno())
         if os.name == "posix" and mode != 0o600:
             os.chmod(tmp, mode)
         os.replace(tmp, path)
@@ -71,16 +79,17 @@ class FileLock:
     so a crashed process never leaves a stale lock behind).
     """
 
-    def __init__(self, path: Path, timeout: Optional[float] = None) -> None:
+    def __init__(self, path: Path, timeout: Optional[float] = None, shared: bool = False) -> None:
         self.path = path
         self.timeout = timeout
+        self.shared = shared  # many readers at once; Windows has no shared mode and falls back to exclusive
         self._fd: Optional[int] = None
 
     def __enter__(self) -> "FileLock":
         ensure_private_dir(self.path.parent)
         fd = os.open(str(self.path), os.O_RDWR | os.O_CREAT, 0o600)
         try:
-            _lock_fd(fd, self.timeout)
+            _lock_fd(fd, self.timeout, self.shared)
         except BaseException:
             os.close(fd)
             raise
@@ -98,7 +107,7 @@ if sys.platform == "win32":  # pragma: no cover - exercised on Windows only
     import msvcrt
     import time
 
-    def _lock_fd(fd: int, timeout: Optional[float]) -> None:
+    def _lock_fd(fd: int, timeout: Optional[float], shared: bool = False) -> None:
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             try:
@@ -116,9 +125,10 @@ if sys.platform == "win32":  # pragma: no cover - exercised on Windows only
 else:
     import fcntl
 
-    def _lock_fd(fd: int, timeout: Optional[float]) -> None:
+    def _lock_fd(fd: int, timeout: Optional[float], shared: bool = False) -> None:
+        mode = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
         if timeout is None:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            fcntl.flock(fd, mode)
             return
         import time
 
@@ -126,7 +136,7 @@ else:
         delay = 0.005
         while True:
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(fd, mode | fcntl.LOCK_NB)
                 return
             except BlockingIOError:
                 if time.monotonic() > deadline:

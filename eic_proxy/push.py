@@ -1,25 +1,134 @@
-"""SendSSHPublicKey: stage the public key on the instance for 60 s (eice-protocol.md §1)."""
+"""SendSSHPublicKey, once per burst: the cross-process push cache, retries, and the audit record.
+
+One push makes the key valid on the instance for 60 s (eice-protocol.md §1). Every connection to
+the same (instance, OS user, key) within ``keys.PUSH_REUSE`` of it reuses it: the record sits in
+the cache dir, and a per-target lock makes 50 concurrent processes wait for the one that pushes
+instead of pushing 50 times (the API throttles).
+"""
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
-from typing import Any
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional
 
+from . import audit, files
 from .aws import Aws, translate
-from .errors import AccessDenied
+from .errors import AccessDenied, AwsApiError, ExitCode
+from .keys import PUSH_REUSE, LocalKey
 
 log = logging.getLogger(__name__)
 
+# Throttling and server-side trouble are retried with exponential back-off and full jitter,
+# within RETRY_BUDGET seconds in all; everything else fails at once.
+RETRY_BUDGET = 30.0
+RETRY_BASE = 0.5
+RETRY_CAP = 8.0
+RETRYABLE_CODES = {
+    "ThrottlingException", "Throttling", "TooManyRequestsException", "RequestLimitExceeded",
+    "ServiceUnavailable", "ServiceUnavailableException", "InternalServerError", "InternalFailure",
+    "EC2InstanceUnavailableException",
+}
 
-def send_public_key(aws: Aws, eic: Any, instance_id: str, os_user: str, public_line: str) -> str:
-    """Push ``public_line`` for (instance, OS user); return the service's RequestId."""
+
+def _error_code(exc: BaseException) -> tuple[Optional[str], Optional[int]]:
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict):
+        return (response.get("Error") or {}).get("Code"), (response.get("ResponseMetadata") or {}).get("HTTPStatusCode")
+    return None, None
+
+
+def is_retryable(exc: BaseException) -> bool:
+    code, status = _error_code(exc)
+    if code in RETRYABLE_CODES or (status is not None and status >= 500):
+        return True
     try:
-        resp = eic.send_ssh_public_key(InstanceId=instance_id, InstanceOSUser=os_user, SSHPublicKey=public_line)
-    except Exception as exc:
-        err = translate(exc, f"pushing the SSH key to {instance_id} as {os_user}", aws.profile)
-        if isinstance(err, AccessDenied):
-            err.hint = ("your IAM identity needs ec2-instance-connect:SendSSHPublicKey on this instance; "
-                        f"a policy condition on ec2:osuser may exclude {os_user!r} (`eic-proxy policy` prints one)")
-        raise err from exc
+        from botocore.exceptions import ConnectionError as BotoConnectionError
+
+        return isinstance(exc, BotoConnectionError)
+    except ImportError:  # pragma: no cover
+        return False
+
+
+def send_public_key(aws: Aws, eic: Any, instance_id: str, os_user: str, public_line: str,
+                    budget: float = RETRY_BUDGET, sleep: Callable[[float], None] = time.sleep) -> str:
+    """Push ``public_line`` for (instance, OS user); return the service's RequestId."""
+    deadline = time.monotonic() + budget
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            resp = eic.send_ssh_public_key(InstanceId=instance_id, InstanceOSUser=os_user, SSHPublicKey=public_line)
+            break
+        except Exception as exc:
+            delay = random.uniform(0, min(RETRY_CAP, RETRY_BASE * 2 ** attempt))
+            if is_retryable(exc) and time.monotonic() + delay < deadline:
+                log.info("push to %s throttled or failed (%s); retrying in %.1f s", instance_id,
+                         _error_code(exc)[0] or exc.__class__.__name__, delay)
+                sleep(delay)
+                continue
+            err = translate(exc, f"pushing the SSH key to {instance_id} as {os_user}", aws.profile)
+            if isinstance(err, AccessDenied):
+                err.hint = ("your IAM identity needs ec2-instance-connect:SendSSHPublicKey on this instance; "
+                            f"a policy condition on ec2:osuser may exclude {os_user!r} (`eic-proxy policy` prints one)")
+            elif is_retryable(exc):
+                err = AwsApiError(f"{err.message} (still failing after {attempt} attempts in {budget:.0f} s)",
+                                  hint="the service is throttling or unavailable; wait a minute and retry",
+                                  exit_code=ExitCode.SERVICE_UNAVAILABLE)
+            raise err from exc
     request_id = resp.get("RequestId") or resp.get("ResponseMetadata", {}).get("RequestId", "")
     log.debug("= pushed key to %s as %s (request %s)", instance_id, os_user, request_id)
     return request_id
+
+
+@dataclass(frozen=True)
+class PushRecord:
+    at: float           # wall-clock time of the push
+    request_id: str
+
+    def fresh(self, now: Optional[float] = None) -> bool:
+        return 0 <= (now or time.time()) - self.at < PUSH_REUSE
+
+
+def _record_path(instance_id: str, os_user: str, fingerprint: str) -> Path:
+    digest = hashlib.sha256(f"{instance_id}|{os_user}|{fingerprint}".encode()).hexdigest()[:40]
+    return files.cache_dir() / "pushes" / f"{digest}.json"
+
+
+def read_record(instance_id: str, os_user: str, fingerprint: str) -> Optional[PushRecord]:
+    try:
+        doc = json.loads(_record_path(instance_id, os_user, fingerprint).read_text())
+        return PushRecord(float(doc["at"]), str(doc.get("request_id", "")))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def ensure_pushed(aws: Aws, key: LocalKey, instance_id: str, os_user: str, use_cache: bool = True) -> Optional[str]:
+    """Make sure a push of ``key`` for (instance, OS user) is fresh; the RequestId when we pushed now."""
+    path = _record_path(instance_id, os_user, key.fingerprint)
+    with files.FileLock(path.with_suffix(".lock")):
+        if use_cache:
+            rec = read_record(instance_id, os_user, key.fingerprint)
+            if rec is not None and rec.fresh():
+                log.debug("= push of %s for %s@%s is %.0f s old: reused", key.fingerprint, os_user, instance_id,
+                          time.time() - rec.at)
+                return None
+        at = time.time()
+        request_id = send_public_key(aws, aws.client("ec2-instance-connect", max_attempts=1), instance_id, os_user,
+                                     key.public_line)
+        files.write_private_atomic(path, json.dumps({"at": at, "request_id": request_id, "instance_id": instance_id,
+                                                     "os_user": os_user, "fingerprint": key.fingerprint}).encode(),
+                                   durable=False)
+    audit.append("push", instance_id=instance_id, os_user=os_user, fingerprint=key.fingerprint,
+                 request_id=request_id, profile=aws.profile, region=aws.region, key_storage=key.storage)
+    return request_id
+
+
+def recent_pushes(limit: int = 10) -> list[dict[str, Any]]:
+    """The newest push events from the audit log, newest first (for `eic-proxy keys`)."""
+    pushes = [e for e in audit.read() if e.get("event") == "push"]
+    return list(reversed(pushes[-limit:]))

@@ -43,6 +43,9 @@ class BlockOptions:
     region: Optional[str] = None
     user: Optional[str] = None
     name: Optional[str] = None
+    agent: bool = False
+    key_type: Optional[str] = None
+    key_lifetime: Optional[str] = None
 
     @property
     def block_name(self) -> str:
@@ -92,6 +95,12 @@ def render(opts: BlockOptions, identity_file: Path) -> str:
         cmd += ["--profile", opts.profile]
     if opts.region:
         cmd += ["--region", opts.region]
+    if opts.agent:
+        cmd += ["--agent"]
+    if opts.key_type:
+        cmd += ["--key-type", opts.key_type]
+    if opts.key_lifetime:
+        cmd += ["--key-lifetime", opts.key_lifetime]
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d")
     lines = [
         f"{_BEGIN}{opts.block_name}",
