@@ -7,6 +7,7 @@ Endpoint overrides (``AWS_ENDPOINT_URL``, ``AWS_ENDPOINT_URL_EC2``, …), ``AWS_
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -92,7 +93,8 @@ def make_aws(profile: Optional[str] = None, region: Optional[str] = None,
 
     try:
         session = botocore.session.Session(profile=profile)
-        resolved_region = region or session.get_config_variable("region")
+        # AWS_REGION is the SDK-wide standard (botocore itself reads only AWS_DEFAULT_REGION).
+        resolved_region = region or os.environ.get("AWS_REGION") or session.get_config_variable("region")
     except botocore.exceptions.ProfileNotFound as exc:
         raise UsageError(f"AWS profile {profile!r} does not exist",
                          hint="check ~/.aws/config, or run `aws configure --profile NAME`") from exc

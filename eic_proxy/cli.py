@@ -60,6 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how long --start waits for the instance and its port (default 300)")
     c.add_argument("--typed", metavar="NAME", help=argparse.SUPPRESS)  # ssh's %n: the host with its original case
     c.add_argument("--identity", metavar="PATH", help="push the public half of this key of yours instead of ours")
+    c.add_argument("--max-connections", type=int, default=20, metavar="N",
+                   help="concurrent tunnels per endpoint before new ones queue (service limit: 20)")
+    c.add_argument("--queue-timeout", type=float, default=300.0, metavar="SECONDS",
+                   help="how long a queued tunnel waits for a free slot (default 300)")
     _add_key_options(c)
     _add_lookup(c)
     _add_common(c)
@@ -104,7 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(cc)
 
     k = sub.add_parser("key-path", help="print the private key path for IdentityFile",
-                       description="Print the path of the local private key (created on first use).")
+                       description="Print the path of the local private key (created on first use; in "
+                                   "keyring mode, the public key, which is what IdentityFile then names).")
+    _add_key_options(k)
     _add_common(k)
     return parser
 
@@ -133,7 +139,8 @@ def program(args: argparse.Namespace) -> int:
         s = _settings(args, host, os_user=args.os_user or args.user)
         opts = ConnectOptions(
             key_type=s.key_type or "ed25519", key_lifetime=s.key_lifetime, key_store=s.key_store,
-            agent=bool(s.agent), identity=s.identity,
+            agent=bool(s.agent), identity=s.identity, max_connections=args.max_connections,
+            queue_timeout=args.queue_timeout,
             host=host, port=args.port, os_user=s.os_user or DEFAULT_OS_USER,
             region=s.region, profile=s.profile, eice_id=s.eice_id,
             max_tunnel_duration=s.max_tunnel_duration, push=args.push, use_cache=args.use_cache, pick=args.pick,

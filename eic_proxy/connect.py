@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import time
 from dataclasses import dataclass
 from typing import Any, Optional
@@ -34,6 +35,8 @@ class ConnectOptions:
     key_store: Optional[str] = None  # file | keyring; default: keyring in agent mode when a backend exists
     agent: bool = False
     identity: Optional[str] = None
+    max_connections: int = 20
+    queue_timeout: float = 300.0
 
 
 def validate(opts: ConnectOptions) -> None:
@@ -63,6 +66,8 @@ class _Session:
         self.located = self.locator.locate(self.spec)
         self.pushed_at: Optional[float] = None
         self._key_manager: Any = None
+        self.slot: Any = None
+        self.slot_endpoint: Optional[str] = None
 
     @property
     def cached(self) -> bool:
@@ -70,6 +75,7 @@ class _Session:
 
     def open(self, push: bool = True) -> Any:
         from .endpoint import dns_name_for
+        from .errors import HandshakeError
         from .signer import presign_url
         from .tunnel import open_websocket
 
@@ -78,9 +84,34 @@ class _Session:
             self.push_key()
             self.pushed_at = time.monotonic()
         dns = dns_name_for(located.endpoint, aws.use_fips)
-        url = presign_url(aws.frozen_credentials(), aws.region, dns, located.endpoint.endpoint_id, opts.port,
-                          located.target.ip, opts.max_tunnel_duration)
-        return open_websocket(url, aws.ca_bundle, max_duration_sent=opts.max_tunnel_duration is not None)
+        self.take_slot()
+        deadline = time.monotonic() + HANDSHAKE_RETRY_BUDGET
+        attempt = 0
+        while True:
+            attempt += 1
+            url = presign_url(aws.frozen_credentials(), aws.region, dns, located.endpoint.endpoint_id, opts.port,
+                              located.target.ip, opts.max_tunnel_duration)  # a fresh URL per attempt
+            try:
+                return open_websocket(url, aws.ca_bundle, max_duration_sent=opts.max_tunnel_duration is not None)
+            except HandshakeError as exc:
+                # 429/503: the endpoint is at its connection limit (other users or hosts) or busy.
+                delay = random.uniform(0, min(4.0, 0.25 * 2 ** attempt))
+                if exc.status not in (429, 503) or time.monotonic() + delay >= deadline:
+                    raise
+                log.info("endpoint busy (HTTP %s); retrying in %.1f s", exc.status, delay)
+                time.sleep(delay)
+
+    def take_slot(self) -> None:
+        """One of the endpoint's connection slots for this process (queued when all are taken)."""
+        from .limiter import acquire
+
+        eid = self.located.endpoint.endpoint_id
+        if self.slot is not None and self.slot_endpoint == eid:
+            return
+        if self.slot is not None:
+            self.slot.release()
+        self.slot = acquire(eid, self.opts.max_connections, self.opts.queue_timeout)
+        self.slot_endpoint = eid
 
     def push_key(self) -> None:
         """Make sure a fresh push of our key exists for (instance, user), and the agent holds the key."""
@@ -173,6 +204,9 @@ class _Session:
         finally:
             progress.done()
 
+
+# A handshake refused for load (429/503) is retried within this many seconds.
+HANDSHAKE_RETRY_BUDGET = 20.0
 
 # --start: how often to try the port, and how long one push serves the probes (the key lives 60 s).
 PROBE_INTERVAL = 2.0

@@ -124,19 +124,47 @@ def test_max_tunnel_duration_is_sent_and_enforced(client, world):
 
 
 def test_twenty_connection_cap_per_endpoint(client, world):
+    """20 tunnels per endpoint: the 21st queues locally; past the local limit, a 429 is retried."""
     server = BlobServer(world.web.ip, echo=True)
     procs = []
+
+    def tunnel(*extra: str) -> subprocess.Popen:
+        return subprocess.Popen([client.bed.eic_proxy_path(), "connect", world.web.instance_id, str(server.port),
+                                 "--no-push", *extra], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, env=client.env)
+
+    def established(p: subprocess.Popen) -> None:
+        p.stdin.write(b"up\n")
+        p.stdin.flush()
+        assert p.stdout.read(3) == b"up\n"
+
     try:
         for _ in range(20):
-            p = subprocess.Popen([client.bed.eic_proxy_path(), "connect", world.web.instance_id, str(server.port),
-                                  "--no-push"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                 stderr=subprocess.PIPE, env=client.env)
-            p.stdin.write(b"up\n")
-            p.stdin.flush()
-            assert p.stdout.read(3) == b"up\n"  # this tunnel is established
-            procs.append(p)
-        r = client.proxy("connect", world.web.instance_id, str(server.port), "--no-push", input=b"", timeout=30)
-        _assert_one_line_error(r, ExitCode.SERVICE_UNAVAILABLE, "429", "20 concurrent")
+            procs.append(tunnel())
+            established(procs[-1])
+        queued = tunnel()
+        assert b"are in use" in queued.stderr.readline()  # it says it waits, and waits
+        r = client.proxy("connect", world.web.instance_id, str(server.port), "--no-push", "--queue-timeout", "0.5",
+                         input=b"", timeout=30)
+        # a progress line ("waiting"), then the one error line
+        assert r.returncode == ExitCode.SERVICE_UNAVAILABLE, r.stderr
+        lines = r.stderr.splitlines()
+        assert len(lines) == 2 and "waiting" in lines[0] and "Traceback" not in r.stderr
+        assert lines[1].startswith("eic-proxy: error: no free connection") and "ControlMaster" in lines[1]
+        procs[0].stdin.close()           # one tunnel ends: the queued one gets its slot
+        assert procs.pop(0).wait(10) == 0
+        established(queued)
+        procs.append(queued)
+        seen = len(client.bed.eice.handshakes)
+        over = tunnel("--max-connections", "40")  # past our own limit: the service answers 429
+        while not any(h.status == 429 for h in client.bed.eice.handshakes[seen:]):
+            time.sleep(0.05)
+        procs[0].stdin.close()
+        assert procs.pop(0).wait(10) == 0
+        established(over)                # the 429 was retried with back-off and then got through
+        procs.append(over)
+        statuses = [h.status for h in client.bed.eice.handshakes[seen:]]
+        assert statuses[0] == 429 and statuses[-1] == 101
     finally:
         for p in procs:
             p.stdin.close()

@@ -142,3 +142,14 @@ def wait_listening(address: str, port: int, proc: Optional[subprocess.Popen] = N
             time.sleep(0.02)
         finally:
             s.close()
+
+
+def wait_path(path: Path, proc: Optional[subprocess.Popen] = None, timeout: float = 10.0) -> None:
+    """Poll until a socket or file appears (e.g. ssh-agent's socket)."""
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process for {path} exited with {proc.returncode}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{path} did not appear after {timeout} s")
+        time.sleep(0.02)
