@@ -12,7 +12,8 @@ or ``$EIC_PROXY_CONFIG``::
     eice-id = eice-0123456789abcdef0
     max-tunnel-duration = 3600
 
-Host sections match the alias as typed (without any ``--REGION--PROFILE`` suffix) with shell
+Keys: profile, region, os-user, eice-id, max-tunnel-duration, agent, identity, key-type,
+key-lifetime, key-store. Host sections match the alias as typed (without any ``--REGION--PROFILE`` suffix) with shell
 globs, several patterns per section, ``!pattern`` to exclude. As in ssh_config, the first section
 that matches and sets a key wins for that key.
 
@@ -20,7 +21,7 @@ Precedence, highest first (each setting decided on its own):
   1. ``ALIAS--REGION--PROFILE`` in the host name (region and profile only)
   2. command-line flags; for the OS user, ``--os-user`` then ssh's ``%r``
   3. environment: ``EIC_PROXY_PROFILE``, ``EIC_PROXY_REGION``, ``EIC_PROXY_OS_USER``,
-     ``EIC_PROXY_EICE_ID``, ``EIC_PROXY_MAX_TUNNEL_DURATION``
+     ``EIC_PROXY_EICE_ID``, ``EIC_PROXY_MAX_TUNNEL_DURATION`` (and ``EIC_PROXY_<KEY>`` for the rest)
   4. the first matching ``[host …]`` section of the config file
   5. its ``[defaults]`` section
   6. AWS's own chain (``AWS_PROFILE``, ``AWS_REGION``, the profile's region) and built-in defaults
