@@ -64,6 +64,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="concurrent tunnels per endpoint before new ones queue (service limit: 20)")
     c.add_argument("--queue-timeout", type=float, default=300.0, metavar="SECONDS",
                    help="how long a queued tunnel waits for a free slot (default 300)")
+    c.add_argument("--timeout", type=float, metavar="SECONDS",
+                   help="timeout for AWS API calls and the WebSocket handshake (default 10 / 15)")
+    c.add_argument("--keepalive", type=float, default=30.0, metavar="SECONDS",
+                   help="WebSocket ping interval; 3 unanswered pings end the tunnel (0: off; default 30)")
+    c.add_argument("--expiry-warning", type=float, default=60.0, metavar="SECONDS",
+                   help="warn this long before the maximum tunnel duration is reached (default 60; 0: off)")
     _add_key_options(c)
     _add_lookup(c)
     _add_common(c)
@@ -140,7 +146,8 @@ def program(args: argparse.Namespace) -> int:
         opts = ConnectOptions(
             key_type=s.key_type or "ed25519", key_lifetime=s.key_lifetime, key_store=s.key_store,
             agent=bool(s.agent), identity=s.identity, max_connections=args.max_connections,
-            queue_timeout=args.queue_timeout,
+            queue_timeout=args.queue_timeout, timeout=args.timeout, keepalive=args.keepalive,
+            expiry_warning=args.expiry_warning,
             host=host, port=args.port, os_user=s.os_user or DEFAULT_OS_USER,
             region=s.region, profile=s.profile, eice_id=s.eice_id,
             max_tunnel_duration=s.max_tunnel_duration, push=args.push, use_cache=args.use_cache, pick=args.pick,

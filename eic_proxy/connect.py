@@ -37,6 +37,9 @@ class ConnectOptions:
     identity: Optional[str] = None
     max_connections: int = 20
     queue_timeout: float = 300.0
+    timeout: Optional[float] = None  # API connect/read and WebSocket handshake, seconds
+    keepalive: float = 30.0
+    expiry_warning: float = 60.0
 
 
 def validate(opts: ConnectOptions) -> None:
@@ -47,6 +50,12 @@ def validate(opts: ConnectOptions) -> None:
                          hint="the endpoint allows at most 3600 s per connection")
     if opts.start_timeout <= 0:
         raise UsageError("--start-timeout must be positive")
+    if opts.max_connections < 1:
+        raise UsageError("--max-connections must be at least 1")
+    if opts.timeout is not None and opts.timeout <= 0:
+        raise UsageError("--timeout must be positive")
+    if opts.keepalive < 0 or opts.expiry_warning < 0:
+        raise UsageError("--keepalive and --expiry-warning must not be negative")
 
 
 class _Session:
@@ -60,7 +69,8 @@ class _Session:
 
         self.opts = opts
         self.spec = parse_host(opts.host)
-        self.aws = make_aws(self.spec.profile or opts.profile, self.spec.region or opts.region)
+        timeouts = {} if opts.timeout is None else {"connect_timeout": opts.timeout, "read_timeout": opts.timeout}
+        self.aws = make_aws(self.spec.profile or opts.profile, self.spec.region or opts.region, **timeouts)
         self.locator = Locator(self.aws, Cache() if opts.use_cache else None, opts.pick, opts.eice_id,
                                allow_stopped=opts.start)
         self.located = self.locator.locate(self.spec)
@@ -85,14 +95,15 @@ class _Session:
             self.pushed_at = time.monotonic()
         dns = dns_name_for(located.endpoint, aws.use_fips)
         self.take_slot()
-        deadline = time.monotonic() + HANDSHAKE_RETRY_BUDGET
+        deadline = time.monotonic() + min(HANDSHAKE_RETRY_BUDGET, opts.queue_timeout)
         attempt = 0
         while True:
             attempt += 1
             url = presign_url(aws.frozen_credentials(), aws.region, dns, located.endpoint.endpoint_id, opts.port,
                               located.target.ip, opts.max_tunnel_duration)  # a fresh URL per attempt
             try:
-                return open_websocket(url, aws.ca_bundle, max_duration_sent=opts.max_tunnel_duration is not None)
+                return open_websocket(url, aws.ca_bundle, max_duration_sent=opts.max_tunnel_duration is not None,
+                                      **({} if opts.timeout is None else {"timeout": opts.timeout}))
             except HandshakeError as exc:
                 # 429/503: the endpoint is at its connection limit (other users or hosts) or busy.
                 delay = random.uniform(0, min(4.0, 0.25 * 2 ** attempt))
@@ -267,7 +278,8 @@ def run(opts: ConnectOptions, in_fd: int = 0, out_fd: int = 1) -> int:
     try:
         result = pump(ws, in_fd, out_fd, float(opts.max_tunnel_duration or 3600),
                       on_close_out=lambda: _close_quietly(out_fd),
-                      reconnect=session.reconnect if session.cached and not first else None)
+                      reconnect=session.reconnect if session.cached and not first else None,
+                      keepalive=opts.keepalive, warn_before=opts.expiry_warning)
     finally:
         if session._key_manager is not None:
             session._key_manager.rotate_if_due()  # our ssh is done with the key: the one safe moment

@@ -22,6 +22,10 @@ from .protocol import MAX_FRAME, close_outcome, handshake_error, parse_close_pay
 
 log = logging.getLogger(__name__)
 
+DEFAULT_KEEPALIVE = 30.0
+KEEPALIVE_MISSES = 3
+DEFAULT_EXPIRY_WARNING = 60.0
+
 # After our CLOSE, how long to wait for the endpoint's CLOSE (and the data queued before it).
 CLOSE_WAIT = 0.5
 DEFAULT_HANDSHAKE_TIMEOUT = 15.0
@@ -72,7 +76,30 @@ def open_websocket(url: str, ca_bundle: Optional[str] = None, timeout: float = D
         raise ProtocolError(f"bad WebSocket handshake from the endpoint {host}: {exc}",
                             hint="a proxy may be interfering; retry with -v") from exc
     ws.settimeout(None)
+    _guard_frame_size(ws)
     return ws
+
+
+# Frames from the endpoint are at most 65 000 bytes in practice (§4.2); no limit is documented, so
+# be generous, but never let a garbage length header make us buffer gigabytes.
+MAX_INCOMING_FRAME = 16 * 1024 * 1024
+
+
+def _guard_frame_size(ws: Any) -> None:
+    import websocket
+
+    fb = getattr(ws, "frame_buffer", None)
+    if fb is None or not hasattr(fb, "recv_length"):
+        return
+    original = fb.recv_length
+
+    def recv_length() -> None:
+        original()
+        if fb.length is not None and fb.length > MAX_INCOMING_FRAME:
+            raise websocket.WebSocketPayloadException(
+                f"frame of {fb.length} bytes is over the {MAX_INCOMING_FRAME}-byte limit")
+
+    fb.recv_length = recv_length
 
 
 @dataclass
@@ -93,6 +120,8 @@ class _State:
     lock: threading.Lock = field(default_factory=threading.Lock)
     finished: bool = False
     closing: bool = False  # we sent CLOSE first: the endpoint's CLOSE is just its echo
+    last_pong: Optional[float] = None
+    unanswered_since: Optional[float] = None  # when the oldest PING not yet answered went out
 
     def finish(self, reason: str, error: Optional[EicProxyError] = None) -> None:
         with self.lock:
@@ -168,7 +197,8 @@ RECONNECT_WAIT = 60.0
 
 def pump(ws: Any, in_fd: int, out_fd: int, max_duration: Optional[float] = None,
          on_close_out: Optional[Callable[[], None]] = None,
-         reconnect: Optional[Callable[[], Optional[Any]]] = None) -> PumpResult:
+         reconnect: Optional[Callable[[], Optional[Any]]] = None,
+         keepalive: float = DEFAULT_KEEPALIVE, warn_before: Optional[float] = DEFAULT_EXPIRY_WARNING) -> PumpResult:
     """Move bytes both ways until either side ends; return how it ended.
 
     Local EOF → our CLOSE, a short wait for the endpoint's CLOSE, done. Endpoint CLOSE → the output
@@ -177,6 +207,11 @@ def pump(ws: Any, in_fd: int, out_fd: int, max_duration: Optional[float] = None,
 
     ``reconnect`` is called at most once, when the endpoint cannot reach the target before any byte
     came back; it returns a new WebSocket (or None to give up), which continues the same stream.
+
+    ``keepalive``: seconds between WebSocket PINGs (0: none). An endpoint that answered PINGs and
+    then misses ``KEEPALIVE_MISSES`` in a row is declared dead; one that never answers is assumed
+    not to support them and is left to ssh's own ServerAliveInterval. ``warn_before``: one stderr
+    line this many seconds before ``max_duration`` runs out.
     """
     state = _State()
     started = time.monotonic()
@@ -264,7 +299,10 @@ def pump(ws: Any, in_fd: int, out_fd: int, max_duration: Optional[float] = None,
                             continue
                     state.finish(("eof" if state.closing else "closed") if err is None else "closed-error", err)
                     return
-                # PING/PONG: websocket-client already answered pings.
+                elif opcode == websocket.ABNF.OPCODE_PONG:
+                    state.last_pong = time.monotonic()
+                    state.unanswered_since = None
+                # PING: websocket-client already answered it.
         except EicProxyError as exc:
             state.finish("protocol", exc)
         except Exception as exc:
@@ -272,11 +310,56 @@ def pump(ws: Any, in_fd: int, out_fd: int, max_duration: Optional[float] = None,
                 return
             state.finish("endpoint-gone", _classify_recv_error(exc))
 
+    def monitor() -> None:
+        """PINGs for liveness, and the one warning before the endpoint's maxTunnelDuration cut."""
+        warn_at = None
+        if max_duration and warn_before:
+            warn_at = started + max(max_duration - min(warn_before, max_duration / 2), 0)
+        next_ping = started + keepalive if keepalive > 0 else None
+        first_ping_at: Optional[float] = None
+        while True:
+            now = time.monotonic()
+            deadlines = [t for t in (warn_at, next_ping) if t is not None]
+            if not deadlines:
+                return
+            if state.done.wait(max(min(deadlines) - now, 0)):
+                return
+            now = time.monotonic()
+            if warn_at is not None and now >= warn_at:
+                log.warning("the endpoint will close this tunnel in %.0f s (maximum duration %d s); "
+                            "reconnect then, or see the README on long sessions", started + max_duration - now,
+                            int(max_duration))
+                warn_at = None
+            if next_ping is not None and now >= next_ping:
+                if state.last_pong is None and first_ping_at is not None \
+                        and now - first_ping_at > keepalive * KEEPALIVE_MISSES:
+                    log.debug("endpoint does not answer PINGs; leaving liveness to ssh")
+                    next_ping = None
+                    continue
+                waiting = state.unanswered_since
+                if state.last_pong is not None and waiting is not None and now - waiting > keepalive * KEEPALIVE_MISSES:
+                    _send_close(link.ws, 1001)
+                    state.finish("keepalive", NetworkError(
+                        f"the endpoint stopped answering (no reply to {KEEPALIVE_MISSES} keep-alive pings)",
+                        hint="the network or the endpoint is down; reconnect", exit_code=ExitCode.TIMEOUT))
+                    return
+                try:
+                    link.ws.ping(b"eic")
+                except Exception:
+                    pass
+                if first_ping_at is None:
+                    first_ping_at = now
+                if state.unanswered_since is None:
+                    state.unanswered_since = now
+                next_ping = now + keepalive
+
     restore = _install_signal_handlers(lambda signum: (_send_close(link.ws), state.finish(f"signal:{signum}")))
     up = threading.Thread(target=uplink, name="eic-uplink", daemon=True)
     down = threading.Thread(target=downlink, name="eic-downlink", daemon=True)
+    mon = threading.Thread(target=monitor, name="eic-monitor", daemon=True)
     up.start()
     down.start()
+    mon.start()
     try:
         state.done.wait()
     finally:

@@ -69,7 +69,10 @@ class FakeEice:
             for s in self.servers.values():
                 await s.wait_closed()
 
-        asyncio.run_coroutine_threadsafe(_close(), self.loop).result(10)
+        try:
+            asyncio.run_coroutine_threadsafe(asyncio.wait_for(_close(), 5), self.loop).result(10)
+        except (asyncio.TimeoutError, TimeoutError):
+            pass  # a connection parked by a fault (stalled handshake): the loop stops regardless
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(5)
 
@@ -89,7 +92,13 @@ class FakeEice:
                            server_header="eice-fake", write_limit=2 ** 20)
 
     def inject(self, fault: str) -> None:
-        """Queue a fault for the next accepted connection (see ``_handler``)."""
+        """Queue a fault for the next connection.
+
+        Handshake: ``status:N:Code`` (refuse with a JSON body), ``stall-handshake`` (never answer).
+        Tunnel: ``text-frame``, ``invalid-frame`` (reserved opcode), ``oversized-frame`` (1 TiB length
+        header), ``close:CODE:REASON``, ``drop`` (abort at once), ``drop-after:N`` (abort after N bytes
+        down), ``stall-after:S`` (stop reading and answering PINGs after S seconds), ``slow-read``.
+        """
         with self.lock:
             self.faults.append(fault)
 
@@ -102,7 +111,16 @@ class FakeEice:
         response.headers["Content-Type"] = "application/json"
         return response
 
-    def _process_request(self, connection: Any, request: Any) -> Any:
+    async def _process_request(self, connection: Any, request: Any) -> Any:
+        with self.lock:
+            stall = bool(self.faults) and self.faults[0] == "stall-handshake"
+            if stall:
+                self.faults.popleft()
+        if stall:  # accept TCP and TLS, never answer the upgrade (the client's timeout must fire)
+            await asyncio.sleep(30)
+        return self._check_request(connection, request)
+
+    def _check_request(self, connection: Any, request: Any) -> Any:
         parts = urlsplit(request.path)
         pairs = parse_qsl(parts.query, keep_blank_values=True)
         params = dict(pairs)
@@ -176,6 +194,15 @@ class FakeEice:
         if fault == "drop":
             ws.transport.abort()
             return
+        if fault in ("invalid-frame", "oversized-frame"):
+            # Raw bytes under the WebSocket layer: a reserved opcode, or a length header of 1 TiB.
+            raw = b"\x83\x00" if fault == "invalid-frame" else b"\x82\x7f" + (1 << 40).to_bytes(8, "big") + b"x" * 64
+            ws.transport.write(raw)
+            await ws.wait_closed()
+            return
+        drop_after = int(fault.split(":", 1)[1]) if fault.startswith("drop-after:") else None
+        stall_after = float(fault.split(":", 1)[1]) if fault.startswith("stall-after:") else None
+        slow_read = fault == "slow-read"
         try:
             reader, writer = await asyncio.wait_for(asyncio.open_connection(info["ip"], info["port"]), 10)
         except (OSError, asyncio.TimeoutError):
@@ -192,21 +219,40 @@ class FakeEice:
                         return
                     writer.write(message)
                     await writer.drain()
+                    if slow_read:  # a slow endpoint: the client must wait, not lose or pile up data
+                        await asyncio.sleep(0.005)
             except (ConnectionClosed, OSError):
                 pass
 
         async def down() -> None:
+            sent = 0
             try:
                 while True:
                     data = await reader.read(65536)
                     if not data:
                         return
+                    if drop_after is not None and sent + len(data) > drop_after:
+                        await ws.send(data[: drop_after - sent])
+                        ws.transport.abort()  # the connection dies mid-stream, no CLOSE
+                        return
                     await ws.send(data)
+                    sent += len(data)
             except (ConnectionClosed, OSError):
                 pass
 
+        async def stall() -> None:
+            await asyncio.sleep(stall_after or 0)
+            ws.transport.pause_reading()  # no more reading, so no more PONGs: a dead path
+            for t in (up_task, down_task):
+                t.cancel()
+            await ws.wait_closed()
+
         up_task = asyncio.ensure_future(up())
         down_task = asyncio.ensure_future(down())
+        if stall_after is not None:
+            await stall()
+            writer.close()
+            return
         done, pending = await asyncio.wait({up_task, down_task}, timeout=info["duration"],
                                            return_when=asyncio.FIRST_COMPLETED)
         for t in pending:
