@@ -61,7 +61,20 @@ class Aws:
             user_agent_extra="eic-proxy",
         )
         try:
-            return self.session.create_client(service, region_name=self.region, config=cfg)
+            client = self.session.create_client(service, region_name=self.region, config=cfg)
+            if not _proxy_env():
+                return client
+            # Only with proxy settings: apply our NO_PROXY reading (CIDR, *.suffix, :port) over urllib's.
+            from botocore.utils import get_environ_proxies
+
+            from .proxy import botocore_proxies
+
+            url = client.meta.endpoint_url
+            ours = botocore_proxies(url)
+            theirs = {k: v for k, v in get_environ_proxies(url).items() if k == url.split(":", 1)[0]}
+            if ours == theirs:
+                return client
+            return self.session.create_client(service, region_name=self.region, config=cfg.merge(Config(proxies=ours)))
         except Exception as exc:  # botocore raises a zoo here (bad endpoint URL, bad profile config)
             raise translate(exc, f"creating the {service} client") from exc
 
@@ -84,6 +97,10 @@ class Aws:
     def _login_hint(self) -> str:
         p = f" --profile {self.profile}" if self.profile else ""
         return f"run `aws configure{p}` or `aws sso login{p}`, or set AWS_PROFILE / AWS_ACCESS_KEY_ID"
+
+
+def _proxy_env() -> bool:
+    return any(os.environ.get(k) for k in ("https_proxy", "HTTPS_PROXY", "http_proxy", "HTTP_PROXY"))
 
 
 def make_aws(profile: Optional[str] = None, region: Optional[str] = None,

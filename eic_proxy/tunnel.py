@@ -43,16 +43,29 @@ def open_websocket(url: str, ca_bundle: Optional[str] = None, timeout: float = D
     if ca_bundle:
         sslopt["ca_certs"] = ca_bundle
     host = url.split("/", 3)[2].split("?")[0]
+    from .proxy import proxy_for
+
+    proxy = proxy_for(url)
+    proxy_opts: dict[str, Any] = {"http_no_proxy": ["*"]}  # never let the library read the env on its own
+    if proxy is not None:
+        proxy_opts = {"http_proxy_host": proxy.host, "http_proxy_port": proxy.port, "proxy_type": "http",
+                      "http_proxy_auth": proxy.auth}
+        log.debug("= via proxy %s:%d", proxy.host, proxy.port)
     try:
         ws = websocket.create_connection(
             url,
             timeout=timeout,
             sslopt=sslopt,
+            **proxy_opts,
             enable_multithread=True,
             skip_utf8_validation=True,
             suppress_origin=True,
             header=[f"User-Agent: eic-proxy/{__version__}"],
         )
+    except websocket.WebSocketProxyException as exc:
+        where = f"{proxy.host}:{proxy.port}" if proxy else "the proxy"
+        raise NetworkError(f"the proxy {where} refused the tunnel to {host}: {exc}",
+                           hint="check HTTPS_PROXY (and its user:password) and NO_PROXY") from exc
     except websocket.WebSocketBadStatusException as exc:
         # Never show str(exc): it carries the response headers. The JSON body has the Message.
         raise handshake_error(exc.status_code, exc.resp_body or b"", max_duration_sent) from exc
@@ -70,6 +83,9 @@ def open_websocket(url: str, ca_bundle: Optional[str] = None, timeout: float = D
         raise NetworkError(f"timed out connecting to the endpoint {host}", hint="check the network and proxies",
                            exit_code=ExitCode.TIMEOUT) from exc
     except (ConnectionError, OSError) as exc:
+        if proxy is not None:
+            raise NetworkError(f"cannot connect to the proxy {proxy.host}:{proxy.port}: {exc.strerror or exc}",
+                               hint="check HTTPS_PROXY, or add the endpoint to NO_PROXY") from exc
         raise NetworkError(f"cannot connect to the endpoint {host}: {exc.strerror or exc}",
                            hint="check the network, proxies and firewall for outbound HTTPS (443)") from exc
     except websocket.WebSocketException as exc:

@@ -1,0 +1,78 @@
+"""HTTPS_PROXY / HTTP_PROXY / NO_PROXY through a real CONNECT proxy (tinyproxy) on loopback (issue 6)."""
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from eic_proxy.errors import ExitCode
+from tests.e2e.test_connect import _assert_one_line_error
+from tests.testbed.sshd import wait_listening
+
+pytestmark = pytest.mark.e2e
+TINYPROXY = shutil.which("tinyproxy") or "/usr/bin/tinyproxy"
+
+
+@pytest.fixture(scope="module")
+def tinyproxy(tmp_path_factory):
+    if not Path(TINYPROXY).exists():
+        import os
+
+        if os.environ.get("CI"):
+            pytest.fail("tinyproxy is not installed (scripts/bootstrap.sh installs it)")
+        pytest.skip("tinyproxy is not installed")
+    d = tmp_path_factory.mktemp("tinyproxy")
+    d.chmod(0o777)  # tinyproxy may drop privileges before it opens its log
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    log = d / "log"
+    (d / "conf").write_text(f"Port {port}\nListen 127.0.0.1\nTimeout 60\nLogFile \"{log}\"\nLogLevel Connect\n"
+                            "MaxClients 100\nAllow 127.0.0.1\nConnectPort 443\nBasicAuth proxyuser s3cret\n")
+    proc = subprocess.Popen([TINYPROXY, "-d", "-c", str(d / "conf")], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    wait_listening("127.0.0.1", port, proc)
+    yield port, log
+    proc.terminate()
+    proc.wait(5)
+
+
+def _log_text(log: Path) -> str:
+    try:
+        return log.read_text(errors="replace")
+    except FileNotFoundError:
+        return ""
+
+
+def test_api_calls_and_websocket_go_through_the_proxy_with_basic_auth(client, world, tinyproxy):
+    port, log = tinyproxy
+    before = len(_log_text(log))
+    url = f"http://proxyuser:s3cret@127.0.0.1:{port}"
+    env = dict(client.env, HTTPS_PROXY=url, HTTP_PROXY=url)
+    r = client.run(["ssh", "-F", str(client.config), "web-1", "echo proxied"], env=env)
+    assert r.returncode == 0 and r.stdout == b"proxied\n", r.stderr
+    seen = _log_text(log)[before:]
+    endpoint = next(iter(client.bed.aws.endpoints.values()))["DnsName"]
+    assert f"CONNECT {endpoint}:443" in seen            # the WebSocket, tunnelled by HTTP CONNECT
+    assert f"{client.bed.aws.url}/" in seen              # the AWS API calls (plain http on the bed)
+
+
+def test_no_proxy_cidr_bypasses_both(client, world, tinyproxy):
+    port, log = tinyproxy
+    url = f"http://proxyuser:s3cret@127.0.0.1:{port}"
+    before = len(_log_text(log))
+    env = dict(client.env, HTTPS_PROXY=url, HTTP_PROXY=url, NO_PROXY="example.com,127.0.0.0/8")
+    r = client.run(["ssh", "-F", str(client.config), "web-1", "true"], env=env)
+    assert r.returncode == 0, r.stderr
+    assert "Request" not in _log_text(log)[before:] and "CONNECT 127" not in _log_text(log)[before:]
+
+
+def test_wrong_proxy_password_is_a_clear_error(client, world, tinyproxy):
+    port, _ = tinyproxy
+    env = dict(client.env, HTTPS_PROXY=f"http://proxyuser:wrong@127.0.0.1:{port}", NO_PROXY="127.0.0.1")
+    r = client.run([client.bed.eic_proxy_path(), "connect", "web-1"], env=env, timeout=60)
+    _assert_one_line_error(r, ExitCode.NETWORK, "proxy", "refused", "user:password")
