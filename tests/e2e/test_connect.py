@@ -191,7 +191,7 @@ def test_idle_tunnel_uses_no_cpu_and_exits_promptly_on_eof(client, world):
         start = time.monotonic()
         proc.stdin.close()
         assert proc.wait(2) == 0
-        assert time.monotonic() - start < 2
+        assert time.monotonic() - start < 1.0  # CLOSE sent, echo awaited at most CLOSE_WAIT, gone
     finally:
         if proc.poll() is None:
             proc.kill()

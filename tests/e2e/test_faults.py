@@ -210,3 +210,9 @@ def test_proxy_unreachable_is_a_network_error(client, world, echo):
     r = client.run([client.bed.eic_proxy_path(), "connect", world.web.instance_id, str(echo.port), "--no-push"],
                    env=env, timeout=60)
     _assert_one_line_error(r, ExitCode.NETWORK, "proxy")
+
+
+def test_expired_credentials_say_how_to_refresh(client, world):
+    client.bed.aws.inject("DescribeInstances", "ExpiredToken", status=400, message="The security token expired")
+    r = client.proxy("connect", "web-1", "--no-cache", input=b"", timeout=60)
+    _assert_one_line_error(r, ExitCode.CREDENTIALS, "expired", "aws sso login")
