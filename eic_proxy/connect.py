@@ -261,9 +261,18 @@ def run(opts: ConnectOptions, in_fd: int = 0, out_fd: int = 1) -> int:
     target" before the first byte) is dropped and looked up again once, automatically.
     """
     validate(opts)
-    from .tunnel import _write_all, pump
 
     session = _Session(opts)
+    try:
+        return _run(session, opts, in_fd, out_fd)
+    finally:
+        if session.slot is not None:
+            session.slot.release()  # in a long-lived caller too, not only at process exit
+
+
+def _run(session: "_Session", opts: ConnectOptions, in_fd: int, out_fd: int) -> int:
+    from .tunnel import _write_all, pump
+
     first = b""
     if session.located.target.state != "running":
         ws, first = session.start_and_probe()

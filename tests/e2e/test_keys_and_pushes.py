@@ -67,7 +67,9 @@ def test_30_connections_over_70_seconds_make_exactly_two_pushes(client, fleet):
         r = client.ssh(host, "true", timeout=60)
         assert r.returncode == 0, (i, r.stderr)
     assert time.monotonic() - start >= 70
-    assert client.bed.aws.count("SendSSHPublicKey") == 2
+    t0 = client.bed.aws.pushes[0]["at"] if client.bed.aws.pushes else 0
+    detail = [(round(p["at"] - t0, 2), p["instance_id"], p["key"][-12:]) for p in client.bed.aws.pushes]
+    assert client.bed.aws.count("SendSSHPublicKey") == 2, detail
 
 
 def test_throttling_is_retried_and_access_denied_is_not(client, fleet):
