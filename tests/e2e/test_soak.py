@@ -46,6 +46,7 @@ def test_500_cycles_leak_nothing(client, world, monkeypatch):
         try:
             assert run(opts, in_r, out_w) == 0  # the instance side sends the blob and closes
         finally:
+            os.close(out_w)  # run() parked /dev/null on it (the pipe's end is already closed)
             os.close(in_w)   # ssh goes away: the uplink's blocking read ends
             reader.join(10)
             os.close(in_r)

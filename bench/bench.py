@@ -1,0 +1,254 @@
+"""eic-proxy benchmarks on the local test bed: throughput, CPU, memory, connect latency, API calls, fan-out.
+
+    sudo .venv/bin/python bench/bench.py [--size-mib 512] [--runs 20] [--skip-throughput]
+
+Every figure is measured beside its baseline in the same run: (b) ssh with ``ProxyCommand nc %h %p``
+straight to the same sshd, and (c) a minimal reference relay (bench/ref_relay.py) through the same
+fake EICE. Ratios are the figures of merit; absolute numbers depend on the machine. Prints a
+Markdown table (paste into bench/RESULTS.md).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import socket
+import ssl
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from tests.testbed.bed import ACCESS_KEY, SECRET_KEY, Testbed  # noqa: E402
+
+MIB = 1024 * 1024
+
+
+class Bench:
+    def __init__(self, size_mib: int, runs: int) -> None:
+        self.size_mib = size_mib
+        self.runs = runs
+        self.bed = Testbed().start()
+        self.inst = self.bed.default_world()
+        self.fleet = [self.bed.add_instance(f"fan-{i}", "main-a", 100 + i) for i in range(10)]
+        self.home = Path(tempfile.mkdtemp(prefix="eic-bench-"))
+        self.env = self.bed.env(self.home)
+        self.stats = self.home / "rusage"
+        self.ref_url = self.home / "ref-url"
+        self.configs = {
+            "eic-proxy": self._config("eic", f"{sys.executable} {REPO}/bench/rusage.py {self.stats} "
+                                             f"{self.bed.eic_proxy_path()} connect %h %p %r"),
+            "nc baseline": self._config("nc", f"nc {self.inst.ip} %p"),
+            "eic-proxy direct": self._config("eicd", f"{self.bed.eic_proxy_path()} connect %h %p %r"),
+            "reference relay": self._config("ref", f"{sys.executable} {REPO}/bench/rusage.py {self.stats} "
+                                                   f"{sys.executable} {REPO}/bench/ref_relay.py"),
+        }
+        self.rows: list[tuple[str, str, str]] = []
+
+    def _config(self, name: str, proxy: str) -> Path:
+        base = self.bed.ssh_config(self.home).read_text()
+        lines = [line for line in base.splitlines() if "ProxyCommand" not in line]
+        lines.insert(2, f"    ProxyCommand {proxy}")
+        path = self.home / f"ssh_config_{name}"
+        path.write_text("\n".join(lines) + "\n")
+        return path
+
+    def close(self) -> None:
+        self.bed.stop()
+        self.bed.cleanup()
+
+    # ---- helpers ---------------------------------------------------------------------------------
+    def presign(self) -> None:
+        """A fresh URL for the reference relay (the relay itself does no AWS work)."""
+        from botocore.credentials import ReadOnlyCredentials
+
+        from eic_proxy.signer import presign_url
+
+        ep = next(iter(self.bed.aws.endpoints.values()))
+        url = presign_url(ReadOnlyCredentials(ACCESS_KEY, SECRET_KEY, None), self.bed.region, ep["DnsName"],
+                          ep["InstanceConnectEndpointId"], 22, self.inst.ip, None)
+        self.ref_url.write_text(url)
+
+    def run(self, which: str, argv: list[str], stdin=None, stdout=subprocess.DEVNULL) -> float:
+        if which == "reference relay":
+            self.presign()
+        env = dict(self.env, REF_URL_FILE=str(self.ref_url))
+        try:
+            self.stats.unlink()
+        except FileNotFoundError:
+            pass
+        t0 = time.perf_counter()
+        p = subprocess.run(argv, stdin=stdin if stdin is not None else subprocess.DEVNULL, stdout=stdout,
+                           stderr=subprocess.PIPE, env=env, timeout=900)
+        dt = time.perf_counter() - t0
+        if p.returncode != 0:
+            raise RuntimeError(f"{which}: {' '.join(argv[:6])} failed: {p.stderr.decode()[-400:]}")
+        return dt
+
+    def rusage(self) -> tuple[float, int]:
+        """CPU seconds and peak RSS (KiB) of the last wrapped ProxyCommand."""
+        try:
+            cpu, rss = self.stats.read_text().split()
+            return float(cpu), int(rss)
+        except (OSError, ValueError):
+            return float("nan"), 0
+
+    # ---- measurements ----------------------------------------------------------------------------
+    def throughput(self) -> None:
+        src = self.home / "payload.bin"
+        with open(src, "wb") as fh:
+            for _ in range(self.size_mib):
+                fh.write(os.urandom(MIB))
+        ssh_remote = "/tmp/eic-bench-payload.bin"
+        results: dict[tuple[str, str], tuple[float, float, int]] = {}
+        for which, cfg in self.configs.items():
+            if which == "eic-proxy direct":
+                continue
+            ssh = ["ssh", "-F", str(cfg), "web-1"]
+            cases = {
+                "ssh up (cat >/dev/null)": lambda: self.run(which, ssh + ["cat > /dev/null"], stdin=open(src, "rb")),
+                "ssh down (cat f)": lambda: self.run(which, ssh + [f"cat {ssh_remote}"]),
+                "scp up": lambda: self.run(which, ["scp", "-F", str(cfg), str(src), f"web-1:{ssh_remote}"]),
+                "scp down": lambda: self.run(which, ["scp", "-F", str(cfg), f"web-1:{ssh_remote}",
+                                                     str(self.home / "back.bin")]),
+                "rsync up": lambda: self.run(which, ["rsync", "-e", f"ssh -F {cfg}", "--whole-file", str(src),
+                                                     f"web-1:/tmp/eic-bench-rsync-{which[:3]}.bin"]),
+            }
+            if which == "eic-proxy":  # the file the "down" cases read must exist first
+                cases = dict([("scp up", cases.pop("scp up"))] + list(cases.items()))
+            else:
+                self.run(which, ["scp", "-F", str(cfg), str(src), f"web-1:{ssh_remote}"])
+            for case, fn in cases.items():
+                dt = fn()
+                cpu, rss = self.rusage()
+                results[(which, case)] = (self.size_mib / dt, cpu, rss)
+        for case in ["ssh up (cat >/dev/null)", "ssh down (cat f)", "scp up", "scp down", "rsync up"]:
+            e, n, r = (results[(w, case)] for w in ("eic-proxy", "nc baseline", "reference relay"))
+            self.rows.append((f"throughput {case}, MiB/s",
+                              f"{e[0]:.0f} (nc {n[0]:.0f}, ref {r[0]:.0f})",
+                              f"{e[0] / r[0]:.2f}x ref, {e[0] / n[0]:.2f}x nc"))
+        for case in ["ssh up (cat >/dev/null)", "ssh down (cat f)"]:
+            e, r = results[("eic-proxy", case)], results[("reference relay", case)]
+            gib = self.size_mib / 1024
+            self.rows.append((f"CPU s/GiB, {case}", f"{e[1] / gib:.2f} (ref {r[1] / gib:.2f})",
+                              f"{(e[1] / r[1]) if r[1] else float('nan'):.2f}x ref"))
+            self.rows.append((f"peak RSS MiB, {case}", f"{e[2] / 1024:.1f} (ref {r[2] / 1024:.1f})",
+                              "target <= 60"))
+
+    def latency(self) -> None:
+        cfg = self.configs["eic-proxy direct"]  # no rusage wrapper: it would add a Python start-up
+        nc = self.configs["nc baseline"]
+        ssh_true = ["ssh", "-F", str(cfg), "web-1", "true"]
+
+        def cold() -> float:
+            subprocess.run([self.bed.eic_proxy_path(), "cache", "clear"], env=self.env, capture_output=True)
+            for d in ("pushes",):
+                subprocess.run(["rm", "-rf", str(self.home / ".cache/eic-proxy" / d)])
+            return self.run("eic-proxy", ssh_true)
+
+        cold_t = [cold() for _ in range(self.runs)]
+        self.bed.aws.reset()
+        warm_t = [self.run("eic-proxy", ssh_true) for _ in range(self.runs)]
+        warm_calls = self.bed.aws.describe_calls() / self.runs
+        warm_push = self.bed.aws.count("SendSSHPublicKey")
+        nc_t = [self.run("nc baseline", ["ssh", "-F", str(nc), "web-1", "true"]) for _ in range(self.runs)]
+
+        def fmt(xs: list[float]) -> str:
+            qs = statistics.quantiles(xs, n=10)
+            return f"{statistics.median(xs) * 1000:.0f} ms (p10 {qs[0] * 1000:.0f}, p90 {qs[-1] * 1000:.0f})"
+
+        self.rows.append(("ssh host true, nc baseline", fmt(nc_t), "1.00x"))
+        self.rows.append(("ssh host true, eic-proxy warm", fmt(warm_t),
+                          f"{statistics.median(warm_t) / statistics.median(nc_t):.2f}x nc (target <= 1.3)"))
+        self.rows.append(("ssh host true, eic-proxy cold", fmt(cold_t),
+                          f"{statistics.median(cold_t) / statistics.median(nc_t):.2f}x nc"))
+        self.rows.append(("warm: Describe calls / connection", f"{warm_calls:.2f}", "target 0"))
+        self.rows.append((f"warm: pushes in {self.runs} connections", str(warm_push), "<= 1 per 45 s window"))
+
+    def handshake(self) -> None:
+        """Process start → WebSocket handshake at the endpoint, vs python -c pass + one TLS handshake."""
+        ep = next(iter(self.bed.aws.endpoints.values()))
+        addr = ep["DnsName"]
+        base, ours = [], []
+        ctx = ssl.create_default_context(cafile=str(self.bed.ca.pem_path))
+        for _ in range(self.runs):
+            t0 = time.time()
+            subprocess.run([sys.executable, "-c", "pass"])
+            with socket.create_connection((addr, 443)) as s, ctx.wrap_socket(s, server_hostname=addr):
+                pass
+            base.append(time.time() - t0)
+            seen = len(self.bed.eice.handshakes)
+            t0 = time.time()
+            p = subprocess.Popen([self.bed.eic_proxy_path(), "connect", "web-1"], stdin=subprocess.PIPE,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=self.env)
+            while len(self.bed.eice.handshakes) == seen and p.poll() is None:
+                time.sleep(0.001)
+            ours.append(self.bed.eice.handshakes[-1].at - t0)
+            p.stdin.close()
+            p.wait(10)
+        m_base, m_ours = statistics.median(base), statistics.median(ours)
+        self.rows.append(("start → handshake, warm", f"{m_ours * 1000:.0f} ms (python -c pass + TLS "
+                                                     f"{m_base * 1000:.0f} ms)",
+                          f"{m_ours / m_base:.2f}x (target <= 1.25)"))
+
+    def fanout(self) -> None:
+        hosts = [f"fan-{i}" for i in range(10)] * 5
+        cfg = self.configs["eic-proxy direct"]
+        self.bed.aws.reset()
+        t0 = time.perf_counter()
+        with ThreadPoolExecutor(50) as pool:
+            list(pool.map(lambda h: self.run("eic-proxy", ["ssh", "-F", str(cfg), h, "true"]), hosts))
+        wall = time.perf_counter() - t0
+        pushes = self.bed.aws.count("SendSSHPublicKey")
+        nc_cfg = self.home / "ssh_config_nc_fan"
+        nc_cfg.write_text(self.configs["nc baseline"].read_text().replace(f"nc {self.inst.ip} %p", "nc %h %p"))
+        ips = [inst.ip for inst in self.fleet] * 5
+        t0 = time.perf_counter()
+        with ThreadPoolExecutor(50) as pool:
+            list(pool.map(lambda ip: self.run("nc", ["ssh", "-F", str(nc_cfg), ip, "true"]), ips))
+        nc_wall = time.perf_counter() - t0
+        self.rows.append(("fan-out 10 hosts x 5, wall", f"{wall:.2f} s (nc {nc_wall:.2f} s, {pushes} pushes)",
+                          f"{wall / nc_wall:.2f}x nc"))
+
+    def table(self) -> str:
+        out = ["| measurement | eic-proxy (baselines) | ratio |", "|---|---|---|"]
+        out += [f"| {a} | {b} | {c} |" for a, b, c in self.rows]
+        return "\n".join(out)
+
+
+def machine() -> str:
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
+               platform.processor())
+    ssh = subprocess.run(["ssh", "-V"], capture_output=True, text=True).stderr.strip()
+    return (f"{platform.node()}: {os.cpu_count()} CPU ({cpu}), Python {platform.python_version()}, {ssh}, "
+            f"kernel {platform.release()}")
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--size-mib", type=int, default=512)
+    p.add_argument("--runs", type=int, default=20)
+    p.add_argument("--skip-throughput", action="store_true")
+    args = p.parse_args()
+    b = Bench(args.size_mib, args.runs)
+    try:
+        b.latency()
+        b.handshake()
+        b.fanout()
+        if not args.skip_throughput:
+            b.throughput()
+    finally:
+        b.close()
+    print(f"machine: {machine()}\nsize: {args.size_mib} MiB, runs: {args.runs}\n")
+    print(b.table())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
