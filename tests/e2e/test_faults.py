@@ -216,3 +216,26 @@ def test_expired_credentials_say_how_to_refresh(client, world):
     client.bed.aws.inject("DescribeInstances", "ExpiredToken", status=400, message="The security token expired")
     r = client.proxy("connect", "web-1", "--no-cache", input=b"", timeout=60)
     _assert_one_line_error(r, ExitCode.CREDENTIALS, "expired", "aws sso login")
+
+
+@pytest.mark.parametrize("sig, code", [("SIGTERM", 143), ("SIGINT", 130), ("SIGHUP", 0)])
+def test_signals_close_cleanly_and_promptly(client, world, echo, sig, code):
+    import signal
+
+    seen = len(client.bed.eice.handshakes)
+    proc = subprocess.Popen([client.bed.eic_proxy_path(), "connect", world.web.instance_id, str(echo.port),
+                             "--no-push"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=client.env)
+    try:
+        proc.stdin.write(b"up\n")
+        proc.stdin.flush()
+        assert proc.stdout.read(3) == b"up\n"
+        start = time.monotonic()
+        proc.send_signal(getattr(signal, sig))
+        assert proc.wait(5) == code
+        assert time.monotonic() - start < 1.5
+        assert b"Traceback" not in proc.stderr.read()
+        assert len(client.bed.eice.handshakes) == seen + 1
+    finally:
+        if proc.poll() is None:
+            proc.kill()
