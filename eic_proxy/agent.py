@@ -166,13 +166,10 @@ class Agent:
 
 def load_key(manager: Any, key: Any) -> bool:
     """Put the managed key into the agent, with a lifetime equal to its remaining life; False if present."""
-    import base64
-
     from .keys import remaining_life
 
-    blob = base64.b64decode(key.public_line.split()[1])
     with Agent() as agent:
-        if agent.has(blob):
+        if agent.has(key.blob):
             return False
         agent.add(manager.private_key(key), f"eic-proxy {key.fingerprint}",
                   int(remaining_life(key, manager.lifetime)))

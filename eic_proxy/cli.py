@@ -175,7 +175,7 @@ def program(args: argparse.Namespace) -> int:
         from .connect import make_key_manager
 
         s = _settings(args, "")
-        key = make_key_manager(_key_opts(s)).ensure()
+        key = make_key_manager(s).ensure()
         print(key.private_path or key.public_path)
         return 0
     raise AssertionError(args.command)
@@ -201,14 +201,6 @@ def _settings(args: argparse.Namespace, host: str, os_user: Optional[str] = None
     return effective(spec.alias, flags, Settings(profile=spec.profile, region=spec.region))
 
 
-def _key_opts(s):
-    """The key-related part of the settings, in the shape connect's key manager takes."""
-    from types import SimpleNamespace
-
-    return SimpleNamespace(key_type=s.key_type or "ed25519", key_lifetime=s.key_lifetime, key_store=s.key_store,
-                           agent=bool(s.agent))
-
-
 def _ssh_config(args: argparse.Namespace) -> int:
     from .sshconfig import DEFAULT_PATTERNS, BlockOptions, install, prepare_known_hosts, render
 
@@ -218,7 +210,7 @@ def _ssh_config(args: argparse.Namespace) -> int:
     opts = BlockOptions(patterns=tuple(args.patterns) or DEFAULT_PATTERNS, profile=args.profile,
                         region=args.region, user=args.user, name=args.name, agent=bool(s.agent),
                         key_type=args.key_type, key_lifetime=args.key_lifetime)
-    key = make_key_manager(_key_opts(s)).ensure()  # IdentityFile must exist before ssh starts
+    key = make_key_manager(s).ensure()  # IdentityFile must exist before ssh starts
     prepare_known_hosts()
     # With the agent, ssh must be pointed at the public half, which exists before it starts (§4).
     block = render(opts, key.public_path if s.agent else key.private_path)

@@ -298,14 +298,18 @@ def _run(session: "_Session", opts: ConnectOptions, in_fd: int, out_fd: int) -> 
 
 
 def make_key_manager(opts: Any) -> Any:
-    """The managed key for these options: type, lifetime, and keyring storage in agent mode."""
+    """The managed key for these settings: type, lifetime, and keyring storage in agent mode.
+
+    ``opts`` is a ConnectOptions or a config.Settings: both carry key_type, key_lifetime, key_store
+    and agent (unset values in Settings are None and mean the defaults).
+    """
     from .keys import DEFAULT_LIFETIME, KeyManager, keyring_usable
 
     store = opts.key_store or ("keyring" if opts.agent and keyring_usable() else "file")
     if store == "keyring" and not opts.agent:
         raise UsageError("key-store = keyring needs the ssh-agent (--agent / agent = yes)",
                          hint="ssh can only use a key that is not on disk through the agent")
-    return KeyManager(opts.key_type, float(opts.key_lifetime or DEFAULT_LIFETIME), store)
+    return KeyManager(opts.key_type or "ed25519", float(opts.key_lifetime or DEFAULT_LIFETIME), store)
 
 
 def exit_code_for(reason: str) -> int:

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import base64
 import json
 import shutil
 import sys
@@ -46,22 +45,21 @@ def _human(seconds: float) -> str:
 
 
 def run_keys(args: argparse.Namespace, settings: Any) -> int:
-    from .cli import _key_opts
     from .connect import make_key_manager
     from .push import recent_pushes
 
-    manager = make_key_manager(_key_opts(settings))
+    manager = make_key_manager(settings)
     if args.action == "rotate":
         old = manager.current()
         key = manager.rotate(force=args.force)
         if old is not None:
-            _drop_from_agent(base64.b64decode(old.public_line.split()[1]))
+            _drop_from_agent(old.blob)
         print(f"new key {key.fingerprint} ({key.key_type}); the old one is no longer pushed", file=sys.stderr)
         return 0
     if args.action == "clear":
         old = manager.current()
         removed = manager.clear()
-        if old is not None and _drop_from_agent(base64.b64decode(old.public_line.split()[1])):
+        if old is not None and _drop_from_agent(old.blob):
             removed.append("ssh-agent identity")
         pushes = files.cache_dir() / "pushes"
         if pushes.is_dir():
@@ -86,7 +84,7 @@ def run_keys(args: argparse.Namespace, settings: Any) -> int:
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(key.created)),
             "age_seconds": round(key.age(now)), "rotation_due": manager.due(key, now),
             "last_used_seconds_ago": round(now - last_use) if last_use else None,
-            "agent": _agent_state(base64.b64decode(key.public_line.split()[1])),
+            "agent": _agent_state(key.blob),
         })
     doc["recent_pushes"] = recent_pushes(10)
     doc["notes"] = notes

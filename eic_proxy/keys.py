@@ -66,6 +66,11 @@ class LocalKey:
     def key_type(self) -> str:
         return self.public_line.split()[0]
 
+    @property
+    def blob(self) -> bytes:
+        """The public key in wire format, as the ssh-agent lists and removes it."""
+        return base64.b64decode(self.public_line.split()[1])
+
     def age(self, now: Optional[float] = None) -> float:
         return (now or time.time()) - self.created
 
@@ -98,10 +103,6 @@ def generate(key_type: str = "ed25519") -> tuple[bytes, str]:
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
                             serialization.NoEncryption())
     return pem, format_public_line(key)
-
-
-def generate_ed25519() -> tuple[bytes, str]:
-    return generate("ed25519")
 
 
 def check_pushable(public_line: str, where: str) -> None:

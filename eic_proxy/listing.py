@@ -11,19 +11,12 @@ from typing import Any, Optional
 
 from .aws import make_aws, translate
 from .endpoint import choose_endpoint, describe_endpoints
-from .resolve import target_from_instance
+from .resolve import describe_all, target_from_instance
 
 
 def rows(aws: Any, ec2: Any, include_terminated: bool = False) -> list[dict[str, Any]]:
     try:
-        instances = []
-        paginator_args: dict[str, Any] = {}
-        while True:
-            resp = ec2.describe_instances(**paginator_args)
-            instances.extend(i for r in resp.get("Reservations", []) for i in r.get("Instances", []))
-            if not resp.get("NextToken"):
-                break
-            paginator_args["NextToken"] = resp["NextToken"]
+        instances = describe_all(ec2)
     except Exception as exc:
         raise translate(exc, "listing instances", aws.profile) from exc
     endpoints = describe_endpoints(aws, ec2)

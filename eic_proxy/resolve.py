@@ -82,7 +82,8 @@ class AmbiguousHost(HostNotFound):
     exit_code = ExitCode.AMBIGUOUS_HOST
 
 
-def _describe_all(ec2: Any, **kwargs: Any) -> list[dict[str, Any]]:
+def describe_all(ec2: Any, **kwargs: Any) -> list[dict[str, Any]]:
+    """Every instance record DescribeInstances returns for ``kwargs``, across all pages."""
     out: list[dict[str, Any]] = []
     while True:
         resp = ec2.describe_instances(**kwargs)
@@ -130,7 +131,7 @@ def find_instances(aws: Aws, ec2: Any, spec: HostSpec, states: Optional[Sequence
         query["Filters"] = [f for f in query["Filters"] if f["Name"] != "instance-state-name"]
         query["Filters"].append({"Name": "instance-state-name", "Values": list(states)})
     try:
-        found = _describe_all(ec2, **query)
+        found = describe_all(ec2, **query)
     except Exception as exc:
         err = translate(exc, f"looking up {spec.value}", aws.profile)
         if isinstance(err, HostNotFound):

@@ -11,7 +11,7 @@ from typing import Any, Callable, Optional
 
 from .aws import Aws, translate
 from .errors import ExitCode, InstanceStateError
-from .resolve import target_from_instance
+from .resolve import describe_all, target_from_instance
 from .target import Target
 
 POLL_INTERVAL = 2.0
@@ -87,8 +87,7 @@ def _wait_for(aws: Aws, ec2: Any, target: Target, states: set[str], deadline: fl
 
 def describe(aws: Aws, ec2: Any, instance_id: str) -> Optional[Target]:
     try:
-        resp = ec2.describe_instances(InstanceIds=[instance_id])
+        found = describe_all(ec2, InstanceIds=[instance_id])
     except Exception as exc:
         raise translate(exc, f"looking up {instance_id}", aws.profile) from exc
-    found = [i for r in resp.get("Reservations", []) for i in r.get("Instances", [])]
     return target_from_instance(found[0]) if found else None

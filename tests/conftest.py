@@ -31,6 +31,24 @@ def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return home
 
 
+@pytest.fixture
+def ssh_agent(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A real ssh-agent of this test's own; SSH_AUTH_SOCK points at it. Yields the socket path."""
+    if not shutil.which("ssh-agent"):
+        pytest.skip("needs ssh-agent")
+    from tests.testbed.sshd import wait_path
+
+    sock = tmp_path / "agent.sock"
+    proc = subprocess.Popen(["ssh-agent", "-D", "-a", str(sock)], stdout=subprocess.DEVNULL)
+    try:
+        wait_path(sock, proc)
+        monkeypatch.setenv("SSH_AUTH_SOCK", str(sock))
+        yield sock
+    finally:
+        proc.terminate()
+        proc.wait(5)
+
+
 def _bed_unavailable() -> Optional[str]:
     if os.geteuid() != 0:
         return "the test bed needs root"

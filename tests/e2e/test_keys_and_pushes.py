@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -144,55 +143,36 @@ def test_bring_your_own_key(client, fleet, tmp_path):
     _assert_one_line_error(r, ExitCode.KEY, "ECDSA", "Ed25519")
 
 
-@pytest.mark.skipif(not shutil.which("ssh-agent"), reason="needs ssh-agent")
-def test_agent_with_keyring_keeps_the_private_key_off_disk(client, fleet, tmp_path):
-    sock = tmp_path / "agent.sock"
-    agent = subprocess.Popen(["ssh-agent", "-D", "-a", str(sock)], stdout=subprocess.DEVNULL)
-    try:
-        from tests.testbed.sshd import wait_path
-
-        wait_path(sock, agent)
-        env = dict(client.env, SSH_AUTH_SOCK=str(sock), PYTHONPATH=str(REPO),
-                   PYTHON_KEYRING_BACKEND="tests.testbed.keyring_backend.FileKeyring",
-                   EIC_TEST_KEYRING_FILE=str(tmp_path / "keyring.json"))
-        r = client.run([client.bed.eic_proxy_path(), "ssh-config", "--install", "--agent", "fan-*",
-                        "--user", "ec2-user"], env=env)
-        assert r.returncode == 0, r.stderr
-        own = (client.home / ".ssh/eic-proxy.config").read_text()
-        identity = next(line.split(None, 1)[1] for line in own.splitlines() if "IdentityFile" in line)
-        assert identity.endswith("id_ed25519.pub") and "--agent" in own
-        r = client.run(["ssh", "-F", str(client.home / ".ssh/config"), "-o", "BatchMode=yes", fleet[7].name,
-                        "echo via-agent"], env=env)
-        assert r.returncode == 0 and r.stdout == b"via-agent\n", r.stderr
-        keys_dir = client.home / ".local/share/eic-proxy/keys"
-        assert not (keys_dir / "id_ed25519").exists()  # private half: keyring + agent only
-        assert "OPENSSH PRIVATE KEY" in (tmp_path / "keyring.json").read_text()
-        listed = subprocess.run(["ssh-add", "-l"], capture_output=True, text=True, env=env).stdout
-        assert "eic-proxy SHA256:" in listed
-        shown = json.loads(client.run([client.bed.eic_proxy_path(), "keys", "--json", "--agent"], env=env).stdout)
-        assert shown["storage"] == "keyring" and shown["agent"] == "loaded"
-    finally:
-        agent.terminate()
-        agent.wait(5)
+def test_agent_with_keyring_keeps_the_private_key_off_disk(client, fleet, tmp_path, ssh_agent):
+    env = dict(client.env, SSH_AUTH_SOCK=str(ssh_agent), PYTHONPATH=str(REPO),
+               PYTHON_KEYRING_BACKEND="tests.testbed.keyring_backend.FileKeyring",
+               EIC_TEST_KEYRING_FILE=str(tmp_path / "keyring.json"))
+    r = client.run([client.bed.eic_proxy_path(), "ssh-config", "--install", "--agent", "fan-*",
+                    "--user", "ec2-user"], env=env)
+    assert r.returncode == 0, r.stderr
+    own = (client.home / ".ssh/eic-proxy.config").read_text()
+    identity = next(line.split(None, 1)[1] for line in own.splitlines() if "IdentityFile" in line)
+    assert identity.endswith("id_ed25519.pub") and "--agent" in own
+    r = client.run(["ssh", "-F", str(client.home / ".ssh/config"), "-o", "BatchMode=yes", fleet[7].name,
+                    "echo via-agent"], env=env)
+    assert r.returncode == 0 and r.stdout == b"via-agent\n", r.stderr
+    keys_dir = client.home / ".local/share/eic-proxy/keys"
+    assert not (keys_dir / "id_ed25519").exists()  # private half: keyring + agent only
+    assert "OPENSSH PRIVATE KEY" in (tmp_path / "keyring.json").read_text()
+    listed = subprocess.run(["ssh-add", "-l"], capture_output=True, text=True, env=env).stdout
+    assert "eic-proxy SHA256:" in listed
+    shown = json.loads(client.run([client.bed.eic_proxy_path(), "keys", "--json", "--agent"], env=env).stdout)
+    assert shown["storage"] == "keyring" and shown["agent"] == "loaded"
 
 
-def test_agent_without_keyring_backend_falls_back_to_file_and_says_so(client, fleet, tmp_path):
-    sock = tmp_path / "agent.sock"
-    agent = subprocess.Popen(["ssh-agent", "-D", "-a", str(sock)], stdout=subprocess.DEVNULL)
-    try:
-        from tests.testbed.sshd import wait_path
-
-        wait_path(sock, agent)
-        env = dict(client.env, SSH_AUTH_SOCK=str(sock))
-        # the .pub that IdentityFile names must exist before ssh starts (testbed-notes §4)
-        assert client.run([client.bed.eic_proxy_path(), "key-path", "--agent"], env=env).returncode == 0
-        cfg = client.bed.ssh_config(client.home, "--agent")
-        cfg.write_text(cfg.read_text().replace("keys/id_ed25519\n", "keys/id_ed25519.pub\n"))
-        r = client.run(["ssh", "-F", str(cfg), fleet[8].name, "true"], env=env)
-        assert r.returncode == 0, r.stderr
-        assert (client.home / ".local/share/eic-proxy/keys/id_ed25519").exists()
-        text = client.run([client.bed.eic_proxy_path(), "keys", "--agent"], env=env).stdout.decode()
-        assert "no usable OS keyring backend" in text and "loaded" in text
-    finally:
-        agent.terminate()
-        agent.wait(5)
+def test_agent_without_keyring_backend_falls_back_to_file_and_says_so(client, fleet, ssh_agent):
+    env = dict(client.env, SSH_AUTH_SOCK=str(ssh_agent))
+    # the .pub that IdentityFile names must exist before ssh starts (testbed-notes §4)
+    assert client.run([client.bed.eic_proxy_path(), "key-path", "--agent"], env=env).returncode == 0
+    cfg = client.bed.ssh_config(client.home, "--agent")
+    cfg.write_text(cfg.read_text().replace("keys/id_ed25519\n", "keys/id_ed25519.pub\n"))
+    r = client.run(["ssh", "-F", str(cfg), fleet[8].name, "true"], env=env)
+    assert r.returncode == 0, r.stderr
+    assert (client.home / ".local/share/eic-proxy/keys/id_ed25519").exists()
+    text = client.run([client.bed.eic_proxy_path(), "keys", "--agent"], env=env).stdout.decode()
+    assert "no usable OS keyring backend" in text and "loaded" in text

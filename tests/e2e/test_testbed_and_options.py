@@ -9,7 +9,7 @@ import botocore.exceptions
 import pytest
 
 from eic_proxy.errors import ExitCode
-from tests.e2e.test_connect import BlobServer, _assert_one_line_error
+from tests.e2e.test_connect import BlobServer
 
 pytestmark = pytest.mark.e2e
 

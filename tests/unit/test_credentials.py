@@ -2,7 +2,6 @@
 import subprocess
 import sys
 
-import pytest
 
 from eic_proxy.errors import ExitCode
 

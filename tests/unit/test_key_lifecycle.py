@@ -129,21 +129,6 @@ def test_without_keyring_backend_falls_back_to_file(isolated_env):
     assert m.store == "file" and m.keyring_missing
 
 
-@pytest.fixture
-def ssh_agent(tmp_path, monkeypatch):
-    if not shutil.which("ssh-agent"):
-        pytest.skip("needs ssh-agent")
-    sock = tmp_path / "agent.sock"
-    proc = subprocess.Popen(["ssh-agent", "-D", "-a", str(sock)], stdout=subprocess.DEVNULL)
-    from tests.testbed.sshd import wait_path
-
-    wait_path(sock, proc)
-    monkeypatch.setenv("SSH_AUTH_SOCK", str(sock))
-    yield sock
-    proc.terminate()
-    proc.wait(5)
-
-
 @pytest.mark.parametrize("kind", ["ed25519", "rsa-2048"])
 def test_agent_add_list_remove_with_lifetime(isolated_env, ssh_agent, kind):
     from eic_proxy.agent import Agent, load_key, public_blob
