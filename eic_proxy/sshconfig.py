@@ -131,8 +131,8 @@ def prepare_known_hosts() -> None:
 def link_known_hosts(alias: str, instance_id: str) -> None:
     """Point ``by-name/<alias>`` at ``by-instance/<instance_id>``, if the generated block uses them.
 
-    Cheap when nothing changed (one small read, one readlink). Names that are not a plain file name are skipped:
-    ssh would build a nested path from them.
+    Cheap when nothing changed (one small read, one readlink). Names that are not a plain file
+    name are skipped: ssh would build a nested path from them.
     """
     base = known_hosts_dir()
     by_name = base / "by-name"
