@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
 from typing import Any, Optional
 
 from .errors import (AccessDenied, AwsApiError, CredentialsError, EicProxyError, ExitCode, HostNotFound,
@@ -29,18 +28,44 @@ def _never_prompt(*_args: Any, **_kwargs: Any) -> str:
     )
 
 
-@dataclass
 class Aws:
-    """One botocore session plus the settings every step needs."""
+    """The AWS settings every step needs, and a botocore session made only when one is needed.
 
-    session: Any
-    region: str
-    profile: Optional[str]
-    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
-    read_timeout: float = DEFAULT_READ_TIMEOUT
+    A warm connection reads region, CA bundle, FIPS flag and credentials through
+    ``awsfiles.SharedSettings`` and never imports botocore; API calls, and profiles whose
+    credentials botocore has to resolve (roles, SSO, processes), create the session on first use.
+    """
+
+    def __init__(self, profile: Optional[str] = None, region: Optional[str] = None,
+                 connect_timeout: float = DEFAULT_CONNECT_TIMEOUT, read_timeout: float = DEFAULT_READ_TIMEOUT,
+                 use_cache: bool = True) -> None:
+        from .awsfiles import SharedSettings
+
+        self.profile = profile
+        self.connect_timeout = connect_timeout
+        self.read_timeout = read_timeout
+        self.use_cache = use_cache
+        self._session: Any = None
+        self.shared = SharedSettings(profile)
+        self.region = region or (self.shared.region if self.shared.ok else None) or self._session_region()
+
+    @property
+    def session(self) -> Any:
+        if self._session is None:
+            self._session = _make_session(self.profile)
+        return self._session
+
+    def _session_region(self) -> str:
+        region = os.environ.get("AWS_REGION") or self.session.get_config_variable("region")
+        if not region:
+            raise UsageError("no AWS region configured",
+                             hint="pass --region, set AWS_REGION, or set `region` in the profile")
+        return region
 
     @property
     def use_fips(self) -> bool:
+        if self.shared.ok:
+            return self.shared.use_fips
         from botocore.utils import ensure_boolean
 
         return ensure_boolean(self.session.get_config_variable("use_fips_endpoint") or False)
@@ -48,6 +73,8 @@ class Aws:
     @property
     def ca_bundle(self) -> Optional[str]:
         """``AWS_CA_BUNDLE`` or the profile's ``ca_bundle``; used for the WebSocket TLS as well."""
+        if self.shared.ok:
+            return self.shared.ca_bundle
         return self.session.get_config_variable("ca_bundle")
 
     def client(self, service: str, max_attempts: int = 3) -> Any:
@@ -75,11 +102,23 @@ class Aws:
             if ours == theirs:
                 return client
             return self.session.create_client(service, region_name=self.region, config=cfg.merge(Config(proxies=ours)))
+        except EicProxyError:
+            raise
         except Exception as exc:  # botocore raises a zoo here (bad endpoint URL, bad profile config)
             raise translate(exc, f"creating the {service} client") from exc
 
     def frozen_credentials(self) -> Any:
-        """Credentials for presigning; raises CredentialsError with the command that fixes it."""
+        """Credentials for presigning; raises CredentialsError with the command that fixes it.
+
+        Written-down credentials and cached temporary ones come without botocore; the rest from
+        botocore's chain (whose temporary results are then cached for the next process).
+        """
+        from .awsfiles import cached_credentials, remember_credentials
+
+        if self.shared.ok:
+            fast = self.shared.static_credentials() or (cached_credentials(self.shared) if self.use_cache else None)
+            if fast is not None:
+                return fast
         try:
             creds = self.session.get_credentials()
             frozen = creds.get_frozen_credentials() if creds is not None else None
@@ -92,6 +131,8 @@ class Aws:
                 "no AWS credentials found" + (f" for profile {self.profile!r}" if self.profile else ""),
                 hint=self._login_hint(),
             )
+        if self.shared.ok and self.use_cache:
+            remember_credentials(self.shared, creds)
         return frozen
 
     def _login_hint(self) -> str:
@@ -103,27 +144,28 @@ def _proxy_env() -> bool:
     return any(os.environ.get(k) for k in ("https_proxy", "HTTPS_PROXY", "http_proxy", "HTTP_PROXY"))
 
 
-def make_aws(profile: Optional[str] = None, region: Optional[str] = None,
-             connect_timeout: float = DEFAULT_CONNECT_TIMEOUT, read_timeout: float = DEFAULT_READ_TIMEOUT) -> Aws:
+def _make_session(profile: Optional[str]) -> Any:
     import botocore.exceptions
     import botocore.session
 
     try:
         session = botocore.session.Session(profile=profile)
-        # AWS_REGION is the SDK-wide standard (botocore itself reads only AWS_DEFAULT_REGION).
-        resolved_region = region or os.environ.get("AWS_REGION") or session.get_config_variable("region")
+        session.get_config_variable("region")  # reads the profile: a missing one fails here
     except botocore.exceptions.ProfileNotFound as exc:
-        raise UsageError(f"AWS profile {profile!r} does not exist",
+        raise UsageError(f"AWS profile {profile or exc.kwargs.get('profile')!r} does not exist",
                          hint="check ~/.aws/config, or run `aws configure --profile NAME`") from exc
-    if not resolved_region:
-        raise UsageError("no AWS region configured",
-                         hint="pass --region, set AWS_REGION, or set `region` in the profile")
     try:
         provider = session.get_component("credential_provider").get_provider("assume-role")
         provider._prompter = _never_prompt  # noqa: SLF001 - botocore offers no public hook for this
     except Exception:  # pragma: no cover - botocore layout changed; prompting is still guarded by no-tty
         log.debug("could not disable the MFA prompter")
-    return Aws(session, resolved_region, profile, connect_timeout, read_timeout)
+    return session
+
+
+def make_aws(profile: Optional[str] = None, region: Optional[str] = None,
+             connect_timeout: float = DEFAULT_CONNECT_TIMEOUT, read_timeout: float = DEFAULT_READ_TIMEOUT,
+             use_cache: bool = True) -> Aws:
+    return Aws(profile, region, connect_timeout, read_timeout, use_cache)
 
 
 _ACCESS_DENIED = {"AccessDenied", "AccessDeniedException", "UnauthorizedOperation", "AuthException",

@@ -109,7 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
     ls.add_argument("--all", action="store_true", help="include terminated instances")
     _add_common(ls)
 
-    cc = sub.add_parser("cache", help="manage the resolution cache", description="Manage the resolution cache.")
+    cc = sub.add_parser("cache", help="manage the resolution and credentials cache",
+                        description="Clear cached instance/endpoint locations and cached temporary AWS credentials.")
     cc.add_argument("action", choices=["clear"])
     _add_common(cc)
 
@@ -167,9 +168,11 @@ def program(args: argparse.Namespace) -> int:
 
         return run_ls(args.profile, args.region, args.json, args.all)
     if args.command == "cache":
+        from . import files
         from .cache import Cache
 
-        print(f"removed {Cache().clear()} cached entries", file=sys.stderr)
+        n = Cache().clear() + Cache(files.cache_dir() / "credentials").clear()
+        print(f"removed {n} cached entries (locations and temporary credentials)", file=sys.stderr)
         return 0
     if args.command == "key-path":
         from .connect import make_key_manager

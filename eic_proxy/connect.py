@@ -70,7 +70,8 @@ class _Session:
         self.opts = opts
         self.spec = parse_host(opts.host)
         timeouts = {} if opts.timeout is None else {"connect_timeout": opts.timeout, "read_timeout": opts.timeout}
-        self.aws = make_aws(self.spec.profile or opts.profile, self.spec.region or opts.region, **timeouts)
+        self.aws = make_aws(self.spec.profile or opts.profile, self.spec.region or opts.region, **timeouts,
+                            use_cache=opts.use_cache)
         self.locator = Locator(self.aws, Cache() if opts.use_cache else None, opts.pick, opts.eice_id,
                                allow_stopped=opts.start)
         self.located = self.locator.locate(self.spec)

@@ -4,16 +4,35 @@ from unittest import mock
 from urllib.parse import parse_qsl, urlsplit
 
 from botocore.credentials import Credentials
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from eic_proxy.signer import presign_url
+from eic_proxy.signer import format_host, presign_url
 
 HOST = "eice-123.ec2-instance-connect-endpoint.us-west-2.amazonaws.com"
 
 
+FROZEN = datetime.datetime(2020, 1, 1, 1, 1, 1)
+
+
 def _sign(creds, **kw):
-    frozen = datetime.datetime(2020, 1, 1, 1, 1, 1)
-    with mock.patch("botocore.auth.get_current_datetime", return_value=frozen):
-        return presign_url(creds, "us-west-2", HOST, "eice-123", 22, kw.pop("ip", "10.0.0.0"), **kw)
+    return presign_url(creds, "us-west-2", HOST, "eice-123", 22, kw.pop("ip", "10.0.0.0"), now=FROZEN, **kw)
+
+
+def _botocore_sign(creds, dns, endpoint_id, port, ip, duration):
+    """The same URL signed by botocore's SigV4QueryAuth, the oracle our hashlib signer must equal."""
+    from urllib.parse import urlencode
+
+    from botocore.auth import SigV4QueryAuth
+    from botocore.awsrequest import AWSRequest
+
+    params = [("instanceConnectEndpointId", endpoint_id), ("remotePort", str(port)), ("privateIpAddress", ip)]
+    if duration is not None:
+        params.append(("maxTunnelDuration", str(duration)))
+    request = AWSRequest(method="GET", url=f"https://{format_host(dns)}/openTunnel?{urlencode(params)}")
+    with mock.patch("botocore.auth.get_current_datetime", return_value=FROZEN):
+        SigV4QueryAuth(creds, "ec2-instance-connect", "eu-central-1", expires=60).add_auth(request)
+    return "wss://" + request.url[len("https://"):]
 
 
 def test_golden_signature_matches_aws_cli_vector():
@@ -46,3 +65,17 @@ def test_session_token_is_signed_in_the_query():
 def test_ipv6_target_is_encoded():
     url = _sign(Credentials("a", "b"), ip="2600:1f10::1")
     assert "privateIpAddress=2600%3A1f10%3A%3A1" in url
+
+
+_text = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), min_size=1, max_size=40)
+
+
+@settings(max_examples=200, deadline=None)
+@given(akid=_text, secret=_text, token=st.one_of(st.none(), _text), endpoint_id=_text,
+       port=st.integers(1, 65535), ip=st.one_of(st.ip_addresses().map(str), _text),
+       duration=st.one_of(st.none(), st.integers(1, 3600)),
+       dns=st.sampled_from([HOST, "eice-1.example.test", "127.0.0.1", "::1", "fd00::5"]))
+def test_equals_botocore_for_any_input(akid, secret, token, endpoint_id, port, ip, duration, dns):
+    ours = presign_url(Credentials(akid, secret, token), "eu-central-1", dns, endpoint_id, port, ip, duration,
+                       now=FROZEN)
+    assert ours == _botocore_sign(Credentials(akid, secret, token), dns, endpoint_id, port, ip, duration)

@@ -1,0 +1,78 @@
+"""The warm path (issue 7): a connection with a cached location and a fresh push imports no botocore,
+whatever kind of credentials the profile has, and SSO/role/process credentials are resolved once."""
+from __future__ import annotations
+
+import json
+import stat
+import sys
+
+import pytest
+
+from tests.testbed.bed import ACCESS_KEY, SECRET_KEY
+
+pytestmark = pytest.mark.e2e
+
+
+def _imports(result) -> set[str]:
+    """Module names from the proxy's PYTHONPROFILEIMPORTTIME lines (ssh passes its stderr through)."""
+    names = {line.rsplit("|", 1)[1].strip() for line in result.stderr.splitlines() if line.startswith("import time:")}
+    assert "eic_proxy.connect" in names, result.stderr[-2000:]  # the profile really ran
+    return names
+
+
+def _ssh_true(client, env):
+    r = client.run(["ssh", "-F", str(client.config), "web-1", "true"], env=env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    return r
+
+
+def test_warm_connection_with_environment_credentials_imports_no_botocore(client, world):
+    _ssh_true(client, client.env)  # cold: resolves, pushes
+    warm = _ssh_true(client, dict(client.env, PYTHONPROFILEIMPORTTIME="1"))
+    names = _imports(warm)
+    assert not any(n == "botocore" or n.startswith("botocore.") for n in names)
+    assert not any(n.startswith("cryptography") for n in names)
+
+
+def test_profile_with_keys_in_the_credentials_file(client, world):
+    aws = client.home / ".aws"
+    aws.mkdir(parents=True, exist_ok=True)
+    (aws / "credentials").write_text(f"[dev]\naws_access_key_id = {ACCESS_KEY}\naws_secret_access_key = {SECRET_KEY}\n")
+    (aws / "config").write_text(f"[profile dev]\nregion = {client.bed.region}\n")
+    env = {k: v for k, v in client.env.items()
+           if k not in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION", "AWS_DEFAULT_REGION")}
+    env["AWS_PROFILE"] = "dev"
+    _ssh_true(client, env)
+    names = _imports(_ssh_true(client, dict(env, PYTHONPROFILEIMPORTTIME="1")))
+    assert "botocore" not in names
+
+
+def test_process_credentials_are_resolved_once_then_cached(client, world):
+    """credential_process stands in for SSO and assumed roles: botocore resolves, we keep the result."""
+    aws = client.home / ".aws"
+    aws.mkdir(parents=True, exist_ok=True)
+    calls = client.home / "process-calls"
+    script = client.home / "creds.py"
+    script.write_text(
+        "import datetime, json\n"
+        f"open({str(calls)!r}, 'a').write('x')\n"
+        "exp = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(hours=1)\n"
+        f"print(json.dumps({{'Version': 1, 'AccessKeyId': {ACCESS_KEY!r}, 'SecretAccessKey': {SECRET_KEY!r},"
+        " 'SessionToken': 'session-token-from-process', 'Expiration': exp.strftime('%Y-%m-%dT%H:%M:%SZ')}))\n")
+    (aws / "config").write_text(f"[profile corp]\nregion = {client.bed.region}\n"
+                                f"credential_process = {sys.executable} {script}\n")
+    env = {k: v for k, v in client.env.items() if k not in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
+    env["AWS_PROFILE"] = "corp"
+    _ssh_true(client, env)
+    first = calls.read_text().count("x")
+    assert first >= 1
+    names = _imports(_ssh_true(client, dict(env, PYTHONPROFILEIMPORTTIME="1")))
+    assert "botocore" not in names
+    assert calls.read_text().count("x") == first  # served from our cache
+    cached = list((client.home / ".cache/eic-proxy/credentials").glob("*.json"))
+    assert len(cached) == 1 and stat.S_IMODE(cached[0].stat().st_mode) == 0o600
+    assert json.loads(cached[0].read_text())["value"]["token"] == "session-token-from-process"
+    assert client.bed.eice.handshakes[-1].params.get("X-Amz-Security-Token") == "session-token-from-process"
+    assert client.proxy("cache", "clear").returncode == 0
+    _ssh_true(client, env)
+    assert calls.read_text().count("x") == first + 1
