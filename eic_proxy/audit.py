@@ -6,10 +6,10 @@ under a lock once it passes ``MAX_BYTES``, so it stays bounded.
 """
 from __future__ import annotations
 
-import datetime as dt
 import json
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
@@ -26,7 +26,8 @@ def log_path() -> Path:
 
 
 def now_iso() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    now = time.time()  # not datetime: its import is a visible share of a warm connection's start-up
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now * 1000) % 1000:03d}Z"
 
 
 def append(event: str, path: Optional[Path] = None, **fields: Any) -> None:

@@ -25,6 +25,10 @@ class Cache:
     def _path(self, key: str) -> Path:
         return self.directory / (hashlib.sha256(key.encode()).hexdigest()[:40] + ".json")
 
+    def lock_path(self, key: str) -> Path:
+        """A lock file beside the entry, for one writer at a time."""
+        return self._path(key).with_suffix(".lock")
+
     def get(self, key: str, ttl: float) -> Optional[tuple[Any, float]]:
         """(value, age in seconds), or None when missing, expired or unreadable."""
         try:

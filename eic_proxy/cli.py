@@ -60,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how long --start waits for the instance and its port (default 300)")
     c.add_argument("--typed", metavar="NAME", help=argparse.SUPPRESS)  # ssh's %n: the host with its original case
     c.add_argument("--identity", metavar="PATH", help="push the public half of this key of yours instead of ours")
-    c.add_argument("--max-connections", type=int, default=20, metavar="N",
+    c.add_argument("--max-connections", dest="endpoint_connections", type=int, default=20, metavar="N",
                    help="concurrent tunnels per endpoint before new ones queue (service limit: 20)")
     c.add_argument("--queue-timeout", type=float, default=300.0, metavar="SECONDS",
                    help="how long a queued tunnel waits for a free slot (default 300)")
@@ -73,6 +73,28 @@ def build_parser() -> argparse.ArgumentParser:
     _add_key_options(c)
     _add_lookup(c)
     _add_common(c)
+
+    t = sub.add_parser("tunnel", help="listen on a local port and tunnel each connection to HOST (RDP, tools)",
+                       description="Listen on 127.0.0.1 and ::1 and tunnel every accepted connection to the "
+                                   "instance's --remote-port through its endpoint (one WebSocket each). For RDP "
+                                   "(3389), or port 22 for tools that cannot run a ProxyCommand. Ctrl-C stops it.")
+    t.add_argument("host", metavar="HOST", help="instance ID, Name tag, tag:KEY=VALUE, IP or DNS name")
+    t.add_argument("--local-port", type=int, required=True, metavar="N", help="local port (0: pick a free one)")
+    t.add_argument("--remote-port", type=int, default=22, metavar="P", help="instance port (default 22)")
+    t.add_argument("--os-user", help="OS user for the key push on port 22 (default ec2-user)")
+    t.add_argument("--max-connections", type=int, default=10, metavar="N",
+                   help="connections open at once through this listener (default 10; the endpoint allows 20)")
+    t.add_argument("--push", dest="push", action="store_true", default=None,
+                   help="push the managed key for every connection (default: only for port 22)")
+    t.add_argument("--no-push", dest="push", action="store_false", help="never push a key")
+    t.add_argument("--eice-id", help="use this endpoint instead of discovering one")
+    t.add_argument("--max-tunnel-duration", type=int, metavar="SECONDS", help="per-connection duration cap (1..3600)")
+    t.add_argument("--queue-timeout", type=float, default=300.0, metavar="SECONDS",
+                   help="how long a connection waits for a free slot (default 300)")
+    t.add_argument("--timeout", type=float, metavar="SECONDS", help="API and handshake timeout")
+    _add_key_options(t)
+    _add_lookup(t)
+    _add_common(t)
 
     r = sub.add_parser("resolve", help="show how HOST resolves (instance, IP, VPC, endpoint, cache age)",
                        description="Show the whole resolution of HOST without connecting.")
@@ -114,6 +136,42 @@ def build_parser() -> argparse.ArgumentParser:
     cc.add_argument("action", choices=["clear"])
     _add_common(cc)
 
+    po = sub.add_parser("policy", help="print the least-privilege IAM policy for connecting",
+                        description="Print the least-privilege IAM policy (JSON, or Terraform with --format "
+                                    "terraform) that lets an identity connect with eic-proxy: SendSSHPublicKey "
+                                    "for the given instances and OS users, OpenTunnel on the given endpoints, "
+                                    "ports, targets and duration, and the Describe calls eic-proxy makes.")
+    po.add_argument("--instance", action="append", default=[], metavar="ID|ARN", help="instance (repeatable)")
+    po.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE",
+                    help="instances carrying this tag (repeatable)")
+    po.add_argument("--os-user", action="append", default=[], metavar="USER", help="ec2:osuser (repeatable)")
+    po.add_argument("--endpoint", action="append", default=[], metavar="ID|ARN", help="endpoint (repeatable)")
+    po.add_argument("--port", action="append", type=int, default=[], metavar="PORT",
+                    help="remotePort allowed (repeatable; default 22)")
+    po.add_argument("--private-ip", action="append", default=[], metavar="IP|CIDR",
+                    help="privateIpAddress allowed (repeatable)")
+    po.add_argument("--max-tunnel-duration", type=int, metavar="SECONDS", help="maxTunnelDuration cap (1..3600)")
+    po.add_argument("--source-ip", action="append", default=[], metavar="CIDR",
+                    help="aws:SourceIp the calls must come from (repeatable)")
+    po.add_argument("--region", default="*", help="region in the ARNs (default *)")
+    po.add_argument("--account", default="*", help="account ID in the ARNs (default *)")
+    po.add_argument("--allow-start", action="store_true", help="also allow ec2:StartInstances (for --start)")
+    po.add_argument("--format", choices=["json", "terraform"], default="json")
+    po.add_argument("--name", default="eic_proxy", help="Terraform name of the policy document (default eic_proxy)")
+    po.add_argument("-v", "--verbose", action="count", default=0, help=argparse.SUPPRESS)
+
+    au = sub.add_parser("audit", help="show the local audit log (pushes, connections), optionally with CloudTrail",
+                        description="Show the local audit log: key pushes and connections (start, end, bytes each "
+                                    "way, duration, exit reason, RequestIds). --cloudtrail adds the matching "
+                                    "SendSSHPublicKey/OpenTunnel events from CloudTrail LookupEvents.")
+    au.add_argument("--host", metavar="PATTERN", help="only entries for this alias or instance ID (glob)")
+    au.add_argument("--since", metavar="WHEN", help="30m, 2h, 7d, or an ISO date/time")
+    au.add_argument("--limit", type=int, metavar="N", help="only the last N local entries")
+    au.add_argument("--cloudtrail", action="store_true", help="also look up CloudTrail events and line them up")
+    au.add_argument("--principal", metavar="ARN", help="with --cloudtrail: only events by this principal (substring)")
+    au.add_argument("--json", action="store_true", help="machine-readable output")
+    _add_common(au)
+
     k = sub.add_parser("key-path", help="print the private key path for IdentityFile",
                        description="Print the path of the local private key (created on first use; in "
                                    "keyring mode, the public key, which is what IdentityFile then names).")
@@ -138,23 +196,14 @@ def setup_logging(verbose: int) -> None:
 def program(args: argparse.Namespace) -> int:
     """Run the sub-command, without error handling."""
     if args.command == "connect":
-        from .connect import DEFAULT_OS_USER, ConnectOptions, run
+        from .connect import run
 
-        host = args.host
-        if args.typed and args.typed.lower() == host.lower():
-            host = args.typed  # ssh lowercases %h; Name tags are case-sensitive
-        s = _settings(args, host, os_user=args.os_user or args.user)
-        opts = ConnectOptions(
-            key_type=s.key_type or "ed25519", key_lifetime=s.key_lifetime, key_store=s.key_store,
-            agent=bool(s.agent), identity=s.identity, max_connections=args.max_connections,
-            queue_timeout=args.queue_timeout, timeout=args.timeout, keepalive=args.keepalive,
-            expiry_warning=args.expiry_warning,
-            host=host, port=args.port, os_user=s.os_user or DEFAULT_OS_USER,
-            region=s.region, profile=s.profile, eice_id=s.eice_id,
-            max_tunnel_duration=s.max_tunnel_duration, push=args.push, use_cache=args.use_cache, pick=args.pick,
-            start=args.start, start_timeout=args.start_timeout, known_hosts_alias=args.host if args.typed else None,
-        )
-        return run(opts)
+        return run(_connect_options(args, args.host, args.port, args.os_user or args.user))
+    if args.command == "tunnel":
+        from .listener import run_tunnel
+
+        opts = _connect_options(args, args.host, args.remote_port, args.os_user)
+        return run_tunnel(opts, args.local_port, args.max_connections, args.push)
     if args.command == "resolve":
         return _resolve(args)
     if args.command == "ssh-config":
@@ -174,6 +223,12 @@ def program(args: argparse.Namespace) -> int:
         n = Cache().clear() + Cache(files.cache_dir() / "credentials").clear()
         print(f"removed {n} cached entries (locations and temporary credentials)", file=sys.stderr)
         return 0
+    if args.command == "policy":
+        return _policy(args)
+    if args.command == "audit":
+        from .auditcmd import run_audit
+
+        return run_audit(args)
     if args.command == "key-path":
         from .connect import make_key_manager
 
@@ -182,6 +237,28 @@ def program(args: argparse.Namespace) -> int:
         print(key.private_path or key.public_path)
         return 0
     raise AssertionError(args.command)
+
+
+def _connect_options(args: argparse.Namespace, host: str, port: int, os_user: Optional[str]):
+    """ConnectOptions from the flags of connect / tunnel / doctor, layered with env and config."""
+    from .connect import DEFAULT_OS_USER, ConnectOptions
+
+    typed = getattr(args, "typed", None)
+    if typed and typed.lower() == host.lower():
+        host = typed  # ssh lowercases %h; Name tags are case-sensitive
+    s = _settings(args, host, os_user=os_user)
+    return ConnectOptions(
+        key_type=s.key_type or "ed25519", key_lifetime=s.key_lifetime, key_store=s.key_store,
+        agent=bool(s.agent), identity=s.identity, max_connections=getattr(args, "endpoint_connections", 20),
+        queue_timeout=getattr(args, "queue_timeout", 300.0), timeout=getattr(args, "timeout", None),
+        keepalive=getattr(args, "keepalive", 30.0), expiry_warning=getattr(args, "expiry_warning", 60.0),
+        host=host, port=port, os_user=s.os_user or DEFAULT_OS_USER,
+        region=s.region, profile=s.profile, eice_id=s.eice_id,
+        max_tunnel_duration=s.max_tunnel_duration, push=getattr(args, "push", True) is not False,
+        use_cache=getattr(args, "use_cache", True), pick=getattr(args, "pick", None),
+        start=getattr(args, "start", False), start_timeout=getattr(args, "start_timeout", 300.0),
+        known_hosts_alias=args.host if typed else None,
+    )
 
 
 def _settings(args: argparse.Namespace, host: str, os_user: Optional[str] = None):
@@ -228,6 +305,21 @@ def _ssh_config(args: argparse.Namespace) -> int:
         print(f"added `Include {report.own_file}` at the top of {report.ssh_config}{extra}", file=sys.stderr)
     else:
         print(f"{report.ssh_config} already includes it", file=sys.stderr)
+    return 0
+
+
+def _policy(args: argparse.Namespace) -> int:
+    from .policy import PolicySpec, build, notes, to_json, to_terraform
+
+    spec = PolicySpec(instances=tuple(args.instance), tags=tuple(args.tag), os_users=tuple(args.os_user),
+                      endpoints=tuple(args.endpoint), ports=tuple(args.port) or (22,),
+                      private_ips=tuple(args.private_ip), max_tunnel_duration=args.max_tunnel_duration,
+                      source_ips=tuple(args.source_ip), region=args.region, account=args.account,
+                      allow_start=args.allow_start)
+    doc = build(spec)
+    sys.stdout.write(to_terraform(doc, args.name) if args.format == "terraform" else to_json(doc))
+    for note in notes(spec):
+        print(f"eic-proxy: note: {note}", file=sys.stderr)
     return 0
 
 

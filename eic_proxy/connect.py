@@ -79,23 +79,30 @@ class _Session:
         self._key_manager: Any = None
         self.slot: Any = None
         self.slot_endpoint: Optional[str] = None
+        self.push_request_id: Optional[str] = None  # SendSSHPublicKey RequestId made (or reused) for this tunnel
+        self.opened = False  # the tunnel was up (its end is audited by _run)
 
     @property
     def cached(self) -> bool:
         return self.located.target_age is not None or self.located.endpoint_age is not None
 
     def open(self, push: bool = True) -> Any:
+        """Push (when due), take this process's slot, and open the WebSocket."""
+        if self.opts.push and push:
+            self.push_key()
+            self.pushed_at = time.monotonic()
+        self.take_slot()
+        return self.handshake()
+
+    def handshake(self) -> Any:
+        """A fresh presigned URL and WebSocket; 429/503 (endpoint full or busy) retried with back-off."""
         from .endpoint import dns_name_for
         from .errors import HandshakeError
         from .signer import presign_url
         from .tunnel import open_websocket
 
         opts, aws, located = self.opts, self.aws, self.located
-        if opts.push and push:
-            self.push_key()
-            self.pushed_at = time.monotonic()
         dns = dns_name_for(located.endpoint, aws.use_fips)
-        self.take_slot()
         deadline = time.monotonic() + min(HANDSHAKE_RETRY_BUDGET, opts.queue_timeout)
         attempt = 0
         while True:
@@ -106,7 +113,6 @@ class _Session:
                 return open_websocket(url, aws.ca_bundle, max_duration_sent=opts.max_tunnel_duration is not None,
                                       **({} if opts.timeout is None else {"timeout": opts.timeout}))
             except HandshakeError as exc:
-                # 429/503: the endpoint is at its connection limit (other users or hosts) or busy.
                 delay = random.uniform(0, min(4.0, 0.25 * 2 ** attempt))
                 if exc.status not in (429, 503) or time.monotonic() + delay >= deadline:
                     raise
@@ -135,11 +141,14 @@ class _Session:
 
             from .keys import identity_key
 
-            ensure_pushed(self.aws, identity_key(Path(opts.identity)), iid, opts.os_user, opts.use_cache)
+            key = identity_key(Path(opts.identity))
+            self.push_request_id = ensure_pushed(self.aws, key, iid, opts.os_user, opts.use_cache) \
+                or _reused_request_id(iid, opts.os_user, key.fingerprint)
             return
         manager = self.key_manager()
         with manager.using() as key:
-            ensure_pushed(self.aws, key, iid, opts.os_user, opts.use_cache)
+            self.push_request_id = ensure_pushed(self.aws, key, iid, opts.os_user, opts.use_cache) \
+                or _reused_request_id(iid, opts.os_user, key.fingerprint)
             manager.note_use()
             if opts.agent:
                 from .agent import load_key
@@ -226,6 +235,13 @@ PROBE_WAIT = 10.0
 PROBE_PUSH_REUSE = 40.0
 
 
+def _reused_request_id(instance_id: str, os_user: str, fingerprint: str) -> Optional[str]:
+    from .push import read_record
+
+    rec = read_record(instance_id, os_user, fingerprint)
+    return rec.request_id if rec is not None else None
+
+
 def _first_bytes(ws: Any) -> Optional[bytes]:
     """The first data through a new tunnel, b"" when the server waits for us, None when unreachable."""
     import websocket
@@ -263,39 +279,73 @@ def run(opts: ConnectOptions, in_fd: int = 0, out_fd: int = 1) -> int:
     """
     validate(opts)
 
-    session = _Session(opts)
+    from . import audit
+    from .errors import EicProxyError
+
+    try:
+        session = _Session(opts)
+    except EicProxyError as exc:
+        audit.append("connect-failed", host=opts.host, port=opts.port, error=exc.message, exit_code=int(exc.exit_code))
+        raise
     try:
         return _run(session, opts, in_fd, out_fd)
+    except EicProxyError as exc:
+        if not session.opened:
+            audit.append("connect-failed", host=opts.host, port=opts.port, instance_id=session.located.target.instance_id,
+                         error=exc.message, exit_code=int(exc.exit_code), push_request_id=session.push_request_id)
+        raise
     finally:
         if session.slot is not None:
             session.slot.release()  # in a long-lived caller too, not only at process exit
 
 
 def _run(session: "_Session", opts: ConnectOptions, in_fd: int, out_fd: int) -> int:
-    from .tunnel import _write_all, pump
-
     first = b""
     if session.located.target.state != "running":
         ws, first = session.start_and_probe()
     else:
         ws = session.open_healing()
     session.link_known_hosts()
-    located = session.located
-    log.debug("= tunnel open to %s (%s:%d) via %s", located.target.instance_id, located.target.ip, opts.port,
-              located.endpoint.endpoint_id)
-    if first:
-        _write_all(out_fd, first)
     try:
-        result = pump(ws, in_fd, out_fd, float(opts.max_tunnel_duration or 3600),
-                      on_close_out=lambda: _close_quietly(out_fd),
-                      reconnect=session.reconnect if session.cached and not first else None,
-                      keepalive=opts.keepalive, warn_before=opts.expiry_warning)
+        result = tunnel_audited(session, ws, in_fd, out_fd, first, on_close_out=lambda: _close_quietly(out_fd),
+                                reconnect=session.reconnect if session.cached and not first else None)
     finally:
         if session._key_manager is not None:
             session._key_manager.rotate_if_due()  # our ssh is done with the key: the one safe moment
     if result.error is not None:
         raise result.error
     return exit_code_for(result.reason)
+
+
+def tunnel_audited(session: "_Session", ws: Any, in_fd: int, out_fd: int, first: bytes = b"",
+                   on_close_out: Optional[Any] = None, reconnect: Optional[Any] = None) -> Any:
+    """Pump one open WebSocket, with a ``connect`` and a ``disconnect`` entry in the audit log."""
+    from . import audit
+    from .tunnel import PumpResult, _write_all, pump
+
+    opts, located = session.opts, session.located
+    log.debug("= tunnel open to %s (%s:%d) via %s", located.target.instance_id, located.target.ip, opts.port,
+              located.endpoint.endpoint_id)
+    conn_id = os.urandom(6).hex()
+    session.opened = True
+    audit.append("connect", id=conn_id, host=opts.host, instance_id=located.target.instance_id,
+                 os_user=opts.os_user if opts.push else None, port=opts.port, ip=located.target.ip,
+                 endpoint_id=located.endpoint.endpoint_id, push_request_id=session.push_request_id,
+                 profile=session.aws.profile, region=session.aws.region, pid=os.getpid())
+    result = PumpResult(reason="internal-error")
+    try:
+        if first:
+            _write_all(out_fd, first)
+        result = pump(ws, in_fd, out_fd, float(opts.max_tunnel_duration or 3600), on_close_out=on_close_out,
+                      reconnect=reconnect, keepalive=opts.keepalive, warn_before=opts.expiry_warning)
+        return result
+    finally:
+        err = result.error
+        audit.append("disconnect", id=conn_id, host=opts.host, instance_id=session.located.target.instance_id,
+                     bytes_up=result.bytes_up, bytes_down=result.bytes_down, duration=round(result.duration, 3),
+                     reason=result.reason,
+                     exit_code=int(err.exit_code) if err is not None else exit_code_for(result.reason),
+                     error=err.message if err is not None else None)
 
 
 def make_key_manager(opts: Any) -> Any:

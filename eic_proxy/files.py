@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Optional
 
@@ -50,11 +49,19 @@ def ensure_private_dir(path: Path) -> Path:
 def write_private_atomic(path: Path, data: bytes, mode: int = 0o600, durable: bool = True) -> None:
     """Write ``data`` to ``path`` so readers see either the old or the new file, never half of one.
 
-    The temporary file is created with ``mode`` from the start (mkstemp gives 0600), so a secret is
-    never world-readable, not even for an instant.
+    The temporary file is created 0600 with O_EXCL from the start, so a secret is never
+    world-readable, not even for an instant. (Not ``tempfile.mkstemp``: importing tempfile pulls in
+    shutil and three compression modules, a measurable share of a warm connection's start-up.)
     """
     ensure_private_dir(path.parent)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0) | getattr(os, "O_NOFOLLOW", 0)
+    while True:
+        tmp = str(path.parent / f".{path.name}.{os.urandom(6).hex()}.tmp")
+        try:
+            fd = os.open(tmp, flags, 0o600)
+            break
+        except FileExistsError:
+            continue
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)

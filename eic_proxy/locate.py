@@ -24,6 +24,31 @@ class Located:
     endpoint_age: Optional[float] = None
 
 
+LOOKUP_LOCK_WAIT = 30.0
+
+
+class _BestEffortLock:
+    """FileLock that gives up waiting after ``timeout`` and lets the caller proceed unlocked."""
+
+    def __init__(self, path: Any, timeout: float) -> None:
+        from .files import FileLock
+
+        self.lock = FileLock(path, timeout=timeout)
+        self.held = False
+
+    def __enter__(self) -> "_BestEffortLock":
+        try:
+            self.lock.__enter__()
+            self.held = True
+        except (TimeoutError, OSError):
+            log.debug("lookup lock busy; looking up without it")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.held:
+            self.lock.__exit__(*exc)
+
+
 class Locator:
     def __init__(self, aws: Aws, cache: Optional[Cache], pick: Optional[str] = None,
                  eice_id: Optional[str] = None, allow_stopped: bool = False) -> None:
@@ -49,29 +74,52 @@ class Locator:
                 f"|{self.eice_id or ''}")
 
     def locate(self, spec: HostSpec) -> Located:
+        """Cached when fresh; otherwise looked up by one process while the others wait for its result.
+
+        Fifty ssh processes started at once for one host (Ansible forks, parallel scp) would each
+        load botocore and make two Describe calls; with the lock one does, and the rest read the cache.
+        """
         from .endpoint import find_endpoint
         from .resolve import resolve
 
-        target = endpoint = None
-        t_age = e_age = None
-        if self.cache is not None:
-            hit = self.cache.get(self._target_key(spec), TARGET_TTL)
-            if hit:
-                target, t_age = Target(**hit[0]), hit[1]
+        t_key = self._target_key(spec)
+        target, t_age = self._cached_target(t_key)
         if target is None:
-            target = resolve(self.aws, self.ec2, spec, self.pick, self.allow_stopped)
-            if self.cache is not None and target.state == "running":
-                self.cache.put(self._target_key(spec), target.to_dict())
-        if self.cache is not None:
-            hit = self.cache.get(self._endpoint_key(target), ENDPOINT_TTL)
-            if hit:
-                d = dict(hit[0], security_group_ids=tuple(hit[0].get("security_group_ids") or ()))
-                endpoint, e_age = Endpoint(**d), hit[1]
+            with self._single_flight(t_key):
+                target, t_age = self._cached_target(t_key)
+                if target is None:
+                    target = resolve(self.aws, self.ec2, spec, self.pick, self.allow_stopped)
+                    if self.cache is not None and target.state == "running":
+                        self.cache.put(t_key, target.to_dict())
+        e_key = self._endpoint_key(target)
+        endpoint, e_age = self._cached_endpoint(e_key)
         if endpoint is None:
-            endpoint = find_endpoint(self.aws, self.ec2, target, self.eice_id)
-            if self.cache is not None:
-                self.cache.put(self._endpoint_key(target), endpoint.to_dict())
+            with self._single_flight(e_key):
+                endpoint, e_age = self._cached_endpoint(e_key)
+                if endpoint is None:
+                    endpoint = find_endpoint(self.aws, self.ec2, target, self.eice_id)
+                    if self.cache is not None:
+                        self.cache.put(e_key, endpoint.to_dict())
         return Located(target, endpoint, t_age, e_age)
+
+    def _cached_target(self, key: str) -> tuple[Optional[Target], Optional[float]]:
+        hit = self.cache.get(key, TARGET_TTL) if self.cache is not None else None
+        return (Target(**hit[0]), hit[1]) if hit else (None, None)
+
+    def _cached_endpoint(self, key: str) -> tuple[Optional[Endpoint], Optional[float]]:
+        hit = self.cache.get(key, ENDPOINT_TTL) if self.cache is not None else None
+        if not hit:
+            return None, None
+        d = dict(hit[0], security_group_ids=tuple(hit[0].get("security_group_ids") or ()))
+        return Endpoint(**d), hit[1]
+
+    def _single_flight(self, key: str) -> Any:
+        import contextlib
+
+        if self.cache is None:
+            return contextlib.nullcontext()
+        # Bounded: a stuck lookup elsewhere must not hold everyone; after the wait we just look up too.
+        return _BestEffortLock(self.cache.lock_path(key), LOOKUP_LOCK_WAIT)
 
     def remember(self, spec: HostSpec, target: Target) -> None:
         """Cache a target found outside locate() (after --start made it run)."""

@@ -6,7 +6,7 @@ test pins (tests/unit/test_signer.py) keeps this byte-for-byte equal to botocore
 """
 from __future__ import annotations
 
-import datetime as _dt
+import time
 import hashlib
 import hmac
 from typing import Any, Optional
@@ -33,7 +33,7 @@ def _hmac(key: bytes, msg: str) -> bytes:
 
 def presign_url(credentials: Any, region: str, dns_name: str, endpoint_id: str, remote_port: int,
                 private_ip: str, max_tunnel_duration: Optional[int] = None,
-                now: Optional[_dt.datetime] = None) -> str:
+                now: Optional[Any] = None) -> str:
     """Return a fresh presigned URL; one per WebSocket, never reused.
 
     ``credentials`` has ``access_key``, ``secret_key`` and ``token`` (botocore's frozen credentials
@@ -41,8 +41,8 @@ def presign_url(credentials: Any, region: str, dns_name: str, endpoint_id: str, 
     privateIpAddress, then maxTunnelDuration only when the user set it, then the X-Amz-* parameters
     (§3.1). Signed header: host only, port 443.
     """
-    now = now or _dt.datetime.now(_dt.timezone.utc)
-    stamp = now.strftime("%Y%m%dT%H%M%SZ")
+    # ``now``: a datetime, for tests; time.gmtime otherwise (datetime's import costs start-up time).
+    stamp = now.strftime("%Y%m%dT%H%M%SZ") if now is not None else time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     day = stamp[:8]
     scope = f"{day}/{region}/{SIGNING_NAME}/aws4_request"
     params: list[tuple[str, str]] = [

@@ -76,3 +76,15 @@ def test_process_credentials_are_resolved_once_then_cached(client, world):
     assert client.proxy("cache", "clear").returncode == 0
     _ssh_true(client, env)
     assert calls.read_text().count("x") == first + 1
+
+
+def test_parallel_cold_connections_look_up_once(client, world):
+    """Ten ssh processes at once with empty caches: one of them resolves, the rest wait and read the cache."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(10) as pool:
+        results = list(pool.map(lambda _: client.ssh("web-1", "true"), range(10)))
+    assert all(r.returncode == 0 for r in results), [r.stderr for r in results if r.returncode]
+    assert client.bed.aws.count("DescribeInstances") == 1
+    assert client.bed.aws.count("DescribeInstanceConnectEndpoints") == 1
+    assert client.bed.aws.count("SendSSHPublicKey") == 1
