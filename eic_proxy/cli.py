@@ -96,6 +96,26 @@ def build_parser() -> argparse.ArgumentParser:
     _add_lookup(t)
     _add_common(t)
 
+    d = sub.add_parser("doctor", help="check the whole chain to HOST and say how to fix what fails",
+                       description="Check credentials, instance, endpoint (state, PreserveClientIp, IP type), "
+                                   "security groups, IAM (simulated when allowed), key push, handshake, the SSH "
+                                   "banner and a real login, one line each; every failure names its fix. "
+                                   "Read-only. Exit 0 only when every check passes.")
+    d.add_argument("host", metavar="HOST", help="instance ID, Name tag, tag:KEY=VALUE, IP or DNS name")
+    d.add_argument("--port", type=int, default=22, help="remote port (default 22)")
+    d.add_argument("--os-user", help="OS user to check (default: config, else ec2-user)")
+    d.add_argument("--client-ip", metavar="ADDRESS",
+                   help="your public IP as AWS sees it (for endpoints that preserve client IPs; default: "
+                        "asked of checkip.amazonaws.com)")
+    d.add_argument("--eice-id", help="check this endpoint instead of discovering one")
+    d.add_argument("--max-tunnel-duration", type=int, metavar="SECONDS", help="as you pass it to connect")
+    d.add_argument("--no-push", dest="push", action="store_false", help="skip the push and login checks")
+    d.add_argument("--timeout", type=float, metavar="SECONDS", help="API and handshake timeout")
+    d.add_argument("--json", action="store_true", help="machine-readable output")
+    _add_key_options(d)
+    d.add_argument("--pick", choices=["newest", "oldest"], help="when the name matches several instances")
+    _add_common(d)
+
     r = sub.add_parser("resolve", help="show how HOST resolves (instance, IP, VPC, endpoint, cache age)",
                        description="Show the whole resolution of HOST without connecting.")
     r.add_argument("host", metavar="HOST")
@@ -204,6 +224,11 @@ def program(args: argparse.Namespace) -> int:
 
         opts = _connect_options(args, args.host, args.remote_port, args.os_user)
         return run_tunnel(opts, args.local_port, args.max_connections, args.push)
+    if args.command == "doctor":
+        from .doctor import run_doctor
+
+        args.use_cache = False  # fresh lookups: the doctor checks what AWS says now
+        return run_doctor(_connect_options(args, args.host, args.port, args.os_user), args.client_ip, args.json)
     if args.command == "resolve":
         return _resolve(args)
     if args.command == "ssh-config":

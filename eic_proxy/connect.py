@@ -61,7 +61,8 @@ def validate(opts: ConnectOptions) -> None:
 class _Session:
     """One connect: the located target, and how to open (and re-open) its tunnel."""
 
-    def __init__(self, opts: ConnectOptions) -> None:
+    def __init__(self, opts: ConnectOptions, aws: Any = None, located: Any = None) -> None:
+        """Locates the target now, unless ``aws`` and ``located`` come from the caller (doctor)."""
         from .aws import make_aws
         from .cache import Cache
         from .locate import Locator
@@ -70,11 +71,11 @@ class _Session:
         self.opts = opts
         self.spec = parse_host(opts.host)
         timeouts = {} if opts.timeout is None else {"connect_timeout": opts.timeout, "read_timeout": opts.timeout}
-        self.aws = make_aws(self.spec.profile or opts.profile, self.spec.region or opts.region, **timeouts,
-                            use_cache=opts.use_cache)
+        self.aws = aws or make_aws(self.spec.profile or opts.profile, self.spec.region or opts.region, **timeouts,
+                                   use_cache=opts.use_cache)
         self.locator = Locator(self.aws, Cache() if opts.use_cache else None, opts.pick, opts.eice_id,
                                allow_stopped=opts.start)
-        self.located = self.locator.locate(self.spec)
+        self.located = located or self.locator.locate(self.spec)
         self.pushed_at: Optional[float] = None
         self._key_manager: Any = None
         self.slot: Any = None
@@ -242,14 +243,14 @@ def _reused_request_id(instance_id: str, os_user: str, fingerprint: str) -> Opti
     return rec.request_id if rec is not None else None
 
 
-def _first_bytes(ws: Any) -> Optional[bytes]:
+def _first_bytes(ws: Any, wait: float = 0.0) -> Optional[bytes]:
     """The first data through a new tunnel, b"" when the server waits for us, None when unreachable."""
     import websocket
 
     from .errors import ExitCode, ProtocolError
     from .protocol import close_outcome, parse_close_payload
 
-    ws.settimeout(PROBE_WAIT)
+    ws.settimeout(wait or PROBE_WAIT)
     try:
         opcode, data = ws.recv_data(control_frame=True)
     except (websocket.WebSocketTimeoutException, TimeoutError):

@@ -49,6 +49,7 @@ class ExitCode(IntEnum):
     PROTOCOL = 20
     AWS_API = 21
     AMBIGUOUS_HOST = 22
+    CHECKS_FAILED = 23  # `doctor` found at least one problem
     INTERNAL = 70
     INTERRUPTED = 130
 

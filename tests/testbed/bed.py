@@ -110,7 +110,16 @@ class Testbed:
         octet = second_octet if second_octet is not None else self.octet
         vpc = self.ec2.create_vpc(CidrBlock=f"127.{octet}.0.0/16")["Vpc"]["VpcId"]
         self.vpcs[name] = vpc
+        # AWS gives a VPC's default group an inbound rule from itself; moto leaves it out.
+        default = self.default_group(vpc)
+        self.ec2.authorize_security_group_ingress(GroupId=default, IpPermissions=[
+            {"IpProtocol": "-1", "UserIdGroupPairs": [{"GroupId": default}]}])
         return vpc
+
+    def default_group(self, vpc: str) -> str:
+        groups = self.ec2.describe_security_groups(Filters=[
+            {"Name": "vpc-id", "Values": [self.vpcs.get(vpc, vpc)]}, {"Name": "group-name", "Values": ["default"]}])
+        return groups["SecurityGroups"][0]["GroupId"]
 
     def add_subnet(self, name: str, vpc: str, third_octet: int, second_octet: Optional[int] = None) -> str:
         octet = second_octet if second_octet is not None else self.octet
@@ -123,7 +132,8 @@ class Testbed:
         return self.aws.create_endpoint(self.subnets.get(subnet, subnet), **kw)
 
     def add_instance(self, name: Optional[str], subnet: str, host_octet: int, *, sshd: bool = True,
-                     tags: Optional[dict[str, str]] = None) -> Instance:
+                     tags: Optional[dict[str, str]] = None, eic_package: bool = True,
+                     security_group_ids: Optional[list[str]] = None) -> Instance:
         subnet_id = self.subnets.get(subnet, subnet)
         sub = self.ec2.describe_subnets(SubnetIds=[subnet_id])["Subnets"][0]
         net = ipaddress.ip_network(sub["CidrBlock"])
@@ -136,12 +146,14 @@ class Testbed:
             kw["TagSpecifications"] = [{"ResourceType": "instance",
                                         "Tags": [{"Key": k, "Value": v} for k, v in all_tags.items()]}]
         image = self.ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+        # As EC2 does: the VPC's default group when none is named (ingress from itself, egress all).
+        kw["SecurityGroupIds"] = security_group_ids or [self.default_group(sub["VpcId"])]
         resp = self.ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1, InstanceType="t3.micro",
                                       SubnetId=subnet_id, PrivateIpAddress=ip, **kw)
         iid = resp["Instances"][0]["InstanceId"]
         inst = Instance(iid, ip, name, subnet_id, sub["VpcId"])
         if sshd:
-            inst.sshd = Sshd(self.workdir, iid, ip, self.aws.keys_root / iid)
+            inst.sshd = Sshd(self.workdir, iid, ip, self.aws.keys_root / iid, eic_package=eic_package)
             inst.sshd.start()
         self.instances[iid] = inst
         return inst
@@ -194,6 +206,7 @@ class Testbed:
             "AWS_CONFIG_FILE": str(home / ".aws/config"),
             "AWS_SHARED_CREDENTIALS_FILE": str(home / ".aws/credentials"),
             "AWS_EC2_METADATA_DISABLED": "true",
+            "EIC_PROXY_CHECKIP_URL": self.aws.url + "/checkip",  # optional override; never the internet in tests
             "PATH": bindir + os.pathsep + env.get("PATH", "/usr/bin:/bin"),
         })
         env.update(extra)

@@ -49,6 +49,12 @@ class FakeAws:
         self.lock = threading.RLock()
         self.dns_allocator: Optional[Callable[[str], tuple[str, str]]] = None
         self.push_hooks: list[Callable[[dict], None]] = []
+        # What STS says the caller is, and the identity policies SimulatePrincipalPolicy evaluates
+        # (None: an administrator, everything allowed). CloudTrail events, newest last.
+        self.caller_arn = f"arn:aws:iam::{ACCOUNT}:user/eic-tester"
+        self.identity_policies: Optional[list[dict]] = None
+        self.trail: list[dict[str, Any]] = []
+        self.client_public_ip = "203.0.113.10"  # what the fake checkip service answers
         self._server: Any = None
         self._thread: Optional[threading.Thread] = None
         self.url = ""
@@ -79,11 +85,31 @@ class FakeAws:
             self._server = None
 
     def reset(self) -> None:
-        """Forget calls, pushes and faults (moto's resources stay)."""
+        """Forget calls, pushes, faults and trail; restore the default caller (moto's resources stay)."""
         with self.lock:
             self.calls.clear()
             self.pushes.clear()
             self.faults.clear()
+            self.trail.clear()
+            self.caller_arn = f"arn:aws:iam::{ACCOUNT}:user/eic-tester"
+            self.identity_policies = None
+
+    def record_event(self, name: str, request_id: str, params: dict[str, Any], error: Optional[str] = None,
+                     resources: Optional[list[dict[str, str]]] = None) -> None:
+        """A CloudTrail event of the EC2 Instance Connect event source, as LookupEvents returns it."""
+        now = dt.datetime.now(dt.timezone.utc)
+        detail = {"eventVersion": "1.08", "userIdentity": {"type": "IAMUser", "arn": self.caller_arn,
+                                                           "accountId": ACCOUNT},
+                  "eventTime": now.strftime("%Y-%m-%dT%H:%M:%SZ"), "eventSource": "ec2-instance-connect.amazonaws.com",
+                  "eventName": name, "awsRegion": self.region, "requestParameters": params,
+                  "requestID": request_id, "eventID": str(uuid.uuid4())}
+        if error:
+            detail["errorCode"] = error
+        with self.lock:
+            self.trail.append({"EventId": detail["eventID"], "EventName": name, "ReadOnly": "false",
+                               "EventTime": now.timestamp(), "EventSource": "ec2-instance-connect.amazonaws.com",
+                               "Username": self.caller_arn.rsplit("/", 1)[-1], "Resources": resources or [],
+                               "CloudTrailEvent": json.dumps(detail)})
 
     # ---- test helpers ----------------------------------------------------------------------------
     def count(self, action: Optional[str] = None, service: Optional[str] = None) -> int:
@@ -188,6 +214,10 @@ class _Recorder:
         environ["wsgi.input"] = io.BytesIO(body)
         if TESTBED_UA in environ.get("HTTP_USER_AGENT", ""):
             return self.app(environ, start_response)
+        if environ.get("PATH_INFO") == "/checkip":  # stands in for https://checkip.amazonaws.com
+            payload = (self.bed.client_public_ip + "\n").encode()
+            start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(payload)))])
+            return [payload]
         service, action, params = _classify(environ, body)
         with self.bed.lock:
             self.bed.calls.append(Call(service, action, time.time(), params))
@@ -240,7 +270,11 @@ def _install_moto_patches() -> None:
     from moto.core.responses import ActionResult
     from moto.ec2.exceptions import EC2ClientError
     from moto.ec2.responses import EC2Response
+    from moto.cloudtrail.responses import CloudTrailResponse
     from moto.ec2instanceconnect.responses import Ec2InstanceConnectResponse
+    from moto.iam.exceptions import NoSuchEntity as IamNoSuchEntity
+    from moto.iam.responses import IamResponse
+    from moto.sts.responses import TokenResponse as StsResponse
 
     def bed() -> FakeAws:
         assert _current is not None
@@ -311,13 +345,79 @@ def _install_moto_patches() -> None:
             raise JsonRESTError("InvalidArgsException", "Invalid request: SSH Public key is invalid")
         request_id = str(uuid.uuid4())
         bed().store_key(instance_id, os_user, " ".join(key.split()[:2]), request_id)
+        bed().record_event("SendSSHPublicKey", request_id, {"instanceId": instance_id, "instanceOSUser": os_user},
+                           resources=[{"ResourceType": "AWS::EC2::Instance", "ResourceName": instance_id}])
         return json.dumps({"RequestId": request_id, "Success": True})
+
+    def get_caller_identity(self: Any) -> Any:
+        arn = bed().caller_arn
+        return ActionResult({"UserId": "AIDATESTBEDCALLER0001", "Account": ACCOUNT, "Arn": arn})
+
+    def simulate_principal_policy(self: Any) -> Any:
+        from .iam_eval import evaluate
+
+        q = self.querystring
+        source = q.get("PolicySourceArn", [""])[0]
+        if source != _iam_arn(bed().caller_arn):
+            raise IamNoSuchEntity(f"PolicySourceArn {source} does not exist")
+        actions = [q[k][0] for k in sorted(q, key=_member_order) if k.startswith("ActionNames.member.")]
+        resources = [q[k][0] for k in sorted(q, key=_member_order) if k.startswith("ResourceArns.member.")] or ["*"]
+        context: dict[str, list[str]] = {}
+        n = 1
+        while f"ContextEntries.member.{n}.ContextKeyName" in q:
+            name = q[f"ContextEntries.member.{n}.ContextKeyName"][0]
+            values = [q[k][0] for k in sorted(q, key=_member_order)
+                      if k.startswith(f"ContextEntries.member.{n}.ContextKeyValues.member.")]
+            context[name] = values
+            n += 1
+        policies = bed().identity_policies
+        results = []
+        for action in actions:
+            for resource in resources:
+                decision = "allowed" if policies is None else evaluate(policies, action, resource, context)
+                results.append({"EvalActionName": action, "EvalResourceName": resource, "EvalDecision": decision,
+                                "MatchedStatements": [], "MissingContextValues": []})
+        return ActionResult({"EvaluationResults": results, "IsTruncated": False})
+
+    def lookup_events(self: Any) -> str:
+        req = json.loads(self.body or "{}")
+        start = float(req.get("StartTime") or 0)
+        end = float(req.get("EndTime") or 1e12)
+        attrs = {a.get("AttributeKey"): a.get("AttributeValue") for a in req.get("LookupAttributes") or []}
+        with bed().lock:
+            events = [e for e in bed().trail if start <= e["EventTime"] <= end]
+        if attrs.get("EventSource"):
+            events = [e for e in events if e["EventSource"] == attrs["EventSource"]]
+        if attrs.get("EventName"):
+            events = [e for e in events if e["EventName"] == attrs["EventName"]]
+        events.sort(key=lambda e: -e["EventTime"])  # newest first, as CloudTrail returns them
+        first = int(req.get("NextToken") or 0)
+        size = int(req.get("MaxResults") or 50)
+        out: dict[str, Any] = {"Events": events[first:first + size]}
+        if first + size < len(events):
+            out["NextToken"] = str(first + size)
+        return json.dumps(out)
 
     EC2Response.create_instance_connect_endpoint = create_instance_connect_endpoint
     EC2Response.describe_instance_connect_endpoints = describe_instance_connect_endpoints
     EC2Response.delete_instance_connect_endpoint = delete_instance_connect_endpoint
     Ec2InstanceConnectResponse.send_ssh_public_key = send_ssh_public_key
+    StsResponse.get_caller_identity = get_caller_identity
+    IamResponse.simulate_principal_policy = simulate_principal_policy
+    CloudTrailResponse.lookup_events = lookup_events
     _patched = True
+
+
+def _member_order(key: str) -> tuple:
+    return tuple(int(p) if p.isdigit() else 0 for p in key.split("."))
+
+
+def _iam_arn(caller: str) -> str:
+    """The IAM principal behind an STS caller ARN (assumed-role session → its role)."""
+    if ":assumed-role/" in caller:
+        head, _, rest = caller.partition(":assumed-role/")
+        return head.replace(":sts:", ":iam:") + ":role/" + rest.split("/")[0]
+    return caller
 
 
 def _matches(endpoint: dict[str, Any], filters: dict[str, list[str]]) -> bool:

@@ -16,10 +16,11 @@ import json
 import ssl
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 from urllib.parse import parse_qsl, urlsplit
 
 from .ca import TestCA
@@ -106,6 +107,7 @@ class FakeEice:
     def _refuse(self, connection: Any, status: int, code: str, message: str, host: str, eid: str,
                 params: dict) -> Any:
         self.handshakes.append(Handshake(host, eid, params, status, code))
+        self._trail(params, code)
         body = json.dumps({"ErrorCode": code, "Message": message})
         response = connection.respond(HTTPStatus(status), body)
         response.headers["Content-Type"] = "application/json"
@@ -169,7 +171,15 @@ class FakeEice:
             self.peak[eid] = max(self.peak[eid], self.active[eid])
         connection.eice = {"endpoint_id": eid, "ip": str(ip), "port": port, "duration": duration}
         self.handshakes.append(Handshake(host, eid, params, 101))
+        self._trail(params, None)
         return None
+
+    def _trail(self, params: dict, error: Optional[str]) -> None:
+        """OpenTunnel in the fake CloudTrail, with the request parameters the real event carries."""
+        keep = ("instanceConnectEndpointId", "remotePort", "privateIpAddress", "maxTunnelDuration")
+        self.aws.record_event("OpenTunnel", str(uuid.uuid4()), {k: params[k] for k in keep if k in params}, error,
+                              resources=[{"ResourceType": "AWS::EC2::InstanceConnectEndpoint",
+                                          "ResourceName": params.get("instanceConnectEndpointId", "")}])
 
     # ---- tunnel ----------------------------------------------------------------------------------
     async def _handler(self, ws: Any) -> None:

@@ -65,7 +65,9 @@ def ensure_users() -> None:
 class Sshd:
     """One sshd per fake instance, listening on the instance's private address."""
 
-    def __init__(self, workdir: Path, instance_id: str, address: str, keys_dir: Path, port: int = 22) -> None:
+    def __init__(self, workdir: Path, instance_id: str, address: str, keys_dir: Path, port: int = 22,
+                 eic_package: bool = True) -> None:
+        self.eic_package = eic_package  # False: an AMI without ec2-instance-connect (pushed keys are ignored)
         self.workdir = workdir / f"sshd-{instance_id}"
         self.instance_id = instance_id
         self.address = address
@@ -82,8 +84,8 @@ class Sshd:
             f"HostKey {self.host_key}",
             "PidFile none",
             "AuthorizedKeysFile none",
-            f"AuthorizedKeysCommand {SCRIPT} {self.keys_dir} %u",
-            "AuthorizedKeysCommandUser nobody",
+            *([f"AuthorizedKeysCommand {SCRIPT} {self.keys_dir} %u", "AuthorizedKeysCommandUser nobody"]
+              if self.eic_package else []),
             "PubkeyAuthentication yes",
             "PasswordAuthentication no",
             "KbdInteractiveAuthentication no",
