@@ -37,12 +37,19 @@ def _when(entry: dict[str, Any]) -> Optional[dt.datetime]:
 
 
 def local_entries(host: Optional[str], since: Optional[dt.datetime]) -> list[dict[str, Any]]:
+    """Entries since ``since`` about ``host``: matched by alias or instance ID, and pushes (which know
+    only the instance) by the instance IDs the matching aliases resolved to."""
+    entries = list(audit.read())
+    ids: set[str] = set()
+    if host:
+        ids = {str(e["instance_id"]) for e in entries if e.get("instance_id")
+               and any(fnmatch.fnmatchcase(str(e.get(k) or ""), host) for k in ("host", "instance_id"))}
     out = []
-    for entry in audit.read():
+    for entry in entries:
         when = _when(entry)
         if since is not None and (when is None or when < since):
             continue
-        if host and not any(fnmatch.fnmatchcase(str(entry.get(k) or ""), host) for k in ("host", "instance_id")):
+        if host and not (entry.get("instance_id") in ids or fnmatch.fnmatchcase(str(entry.get("host") or ""), host)):
             continue
         out.append(entry)
     return out

@@ -230,6 +230,10 @@ class _Recorder:
                        f'<Message>{message}</Message></Error></Errors><RequestID>{uuid.uuid4()}</RequestID>'
                        f'</Response>').encode()
             headers = [("Content-Type", "text/xml")]
+        elif service in ("iam", "sts"):  # the query protocol's other error shape
+            payload = (f'<ErrorResponse><Error><Type>Sender</Type><Code>{code}</Code><Message>{message}</Message>'
+                       f'</Error><RequestId>{uuid.uuid4()}</RequestId></ErrorResponse>').encode()
+            headers = [("Content-Type", "text/xml")]
         else:
             payload = json.dumps({"__type": code, "message": message}).encode()
             headers = [("Content-Type", "application/x-amz-json-1.1"), ("x-amzn-ErrorType", code)]
@@ -240,7 +244,7 @@ class _Recorder:
 def _classify(environ: dict, body: bytes) -> tuple[str, str, dict]:
     target = environ.get("HTTP_X_AMZ_TARGET", "")
     if target:
-        prefix, _, action = target.partition(".")
+        prefix, _, action = target.rpartition(".")
         service = "ec2-instance-connect" if prefix.startswith("AWSEC2InstanceConnect") else prefix
         try:
             params = json.loads(body or b"{}")
