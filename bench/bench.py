@@ -49,6 +49,7 @@ class Bench:
             "eic-proxy direct": self._config("eicd", f"{self.bed.eic_proxy_path()} connect %h %p %r"),
             "reference relay": self._config("ref", f"{sys.executable} {REPO}/bench/rusage.py {self.stats} "
                                                    f"{sys.executable} {REPO}/bench/ref_relay.py"),
+            "reference relay direct": self._config("refd", f"{sys.executable} {REPO}/bench/ref_relay.py"),
         }
         self.rows: list[tuple[str, str, str]] = []
 
@@ -77,7 +78,7 @@ class Bench:
         self.ref_url.write_text(url)
 
     def run(self, which: str, argv: list[str], stdin=None, stdout=subprocess.DEVNULL) -> float:
-        if which == "reference relay":
+        if which.startswith("reference relay"):
             self.presign()
         env = dict(self.env, REF_URL_FILE=str(self.ref_url))
         try:
@@ -171,6 +172,9 @@ class Bench:
         warm_calls = self.bed.aws.describe_calls() / self.runs
         warm_push = self.bed.aws.count("SendSSHPublicKey")
         nc_t = [self.run("nc baseline", ["ssh", "-F", str(nc), "web-1", "true"]) for _ in range(self.runs)]
+        refd = self.configs["reference relay direct"]
+        ref_t = [self.run("reference relay direct", ["ssh", "-F", str(refd), "web-1", "true"])
+                 for _ in range(self.runs)]
 
         def fmt(xs: list[float]) -> str:
             qs = statistics.quantiles(xs, n=10)
@@ -179,6 +183,9 @@ class Bench:
         self.rows.append(("ssh host true, nc baseline", fmt(nc_t), "1.00x"))
         self.rows.append(("ssh host true, eic-proxy warm", fmt(warm_t),
                           f"{statistics.median(warm_t) / statistics.median(nc_t):.2f}x nc (target <= 1.3)"))
+        self.rows.append(("ssh host true, reference relay (floor)", fmt(ref_t),
+                          f"{statistics.median(ref_t) / statistics.median(nc_t):.2f}x nc; eic-proxy warm is "
+                          f"{(statistics.median(warm_t) - statistics.median(ref_t)) * 1000:+.0f} ms from it"))
         self.rows.append(("ssh host true, eic-proxy cold", fmt(cold_t),
                           f"{statistics.median(cold_t) / statistics.median(nc_t):.2f}x nc"))
         self.rows.append(("warm: Describe calls / connection", f"{warm_calls:.2f}", "target 0"))

@@ -8,7 +8,6 @@ import pytest
 
 from eic_proxy.errors import ExitCode
 from eic_proxy.policy import PolicySpec, build
-from tests.testbed.bed import _free_octet
 
 pytestmark = pytest.mark.e2e
 
@@ -44,7 +43,7 @@ def _allow_in(bed, sg, *, from_group=None, cidr=None, port=22):
 def _vpc(bed):
     """A VPC of its own (one endpoint per VPC), in a loopback /16 nobody uses."""
     n = next(_names)
-    octet = _free_octet()
+    octet = bed.free_octet()
     vpc = bed.add_vpc(f"doc-vpc-{n}", octet)
     subnet = bed.add_subnet(f"doc-sub-{n}", f"doc-vpc-{n}", 1, second_octet=octet)
     return vpc, subnet

@@ -106,6 +106,18 @@ class Testbed:
                                      config=Config(user_agent_extra=TESTBED_UA))
         return self._ec2
 
+    def free_octet(self) -> int:
+        """A second octet for another VPC: free on this machine and not used by this bed yet."""
+        used = {int(c.split(".")[1]) for c in self._vpc_cidrs()}
+        for _ in range(50):
+            n = _free_octet()
+            if n not in used and n != self.octet:
+                return n
+        raise RuntimeError("no free loopback range for another VPC")
+
+    def _vpc_cidrs(self) -> list[str]:
+        return [v["CidrBlock"] for v in self.ec2.describe_vpcs()["Vpcs"] if v["CidrBlock"].startswith("127.")]
+
     def add_vpc(self, name: str, second_octet: Optional[int] = None) -> str:
         octet = second_octet if second_octet is not None else self.octet
         vpc = self.ec2.create_vpc(CidrBlock=f"127.{octet}.0.0/16")["Vpc"]["VpcId"]
