@@ -5,7 +5,7 @@ import argparse
 import logging
 import os
 import sys
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 from . import __version__
 
@@ -32,7 +32,20 @@ def _add_lookup(p: argparse.ArgumentParser) -> None:
                    help="when a name matches several instances, take the newest/oldest by launch time")
 
 
-def build_parser() -> argparse.ArgumentParser:
+class _Unused:
+    """Stands in for the sub-parsers a run does not need: argparse set-up of all of them costs ~5 ms,
+    a visible share of a ProxyCommand's start-up (bench/RESULTS.md)."""
+
+    def add_argument(self, *args: object, **kwargs: object) -> None:
+        return None
+
+
+COMMANDS = ("connect", "tunnel", "doctor", "resolve", "ssh-config", "keys", "ls", "cache", "policy", "audit",
+            "key-path")
+
+
+def build_parser(only: Optional[str] = None) -> argparse.ArgumentParser:
+    """The command line; with ``only``, just that sub-command is set up (the others are not needed)."""
     parser = argparse.ArgumentParser(
         prog="eic-proxy",
         description="OpenSSH ProxyCommand for private EC2 instances through EC2 Instance Connect Endpoints.",
@@ -41,7 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
-    c = sub.add_parser("connect", help="tunnel stdin/stdout to HOST:PORT (use as ssh ProxyCommand)",
+    def add(name: str, **kwargs: Any) -> Any:
+        return sub.add_parser(name, **kwargs) if only in (None, name) else _Unused()
+
+    c = add("connect", help="tunnel stdin/stdout to HOST:PORT (use as ssh ProxyCommand)",
                        description="Tunnel stdin/stdout to an instance through its VPC's EICE. "
                                    "Meant for `ProxyCommand eic-proxy connect %%h %%p %%r`.")
     c.add_argument("host", metavar="HOST", help="instance ID, Name tag (or glob), tag:KEY=VALUE, private IP or "
@@ -74,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_lookup(c)
     _add_common(c)
 
-    t = sub.add_parser("tunnel", help="listen on a local port and tunnel each connection to HOST (RDP, tools)",
+    t = add("tunnel", help="listen on a local port and tunnel each connection to HOST (RDP, tools)",
                        description="Listen on 127.0.0.1 and ::1 and tunnel every accepted connection to the "
                                    "instance's --remote-port through its endpoint (one WebSocket each). For RDP "
                                    "(3389), or port 22 for tools that cannot run a ProxyCommand. Ctrl-C stops it.")
@@ -96,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_lookup(t)
     _add_common(t)
 
-    d = sub.add_parser("doctor", help="check the whole chain to HOST and say how to fix what fails",
+    d = add("doctor", help="check the whole chain to HOST and say how to fix what fails",
                        description="Check credentials, instance, endpoint (state, PreserveClientIp, IP type), "
                                    "security groups, IAM (simulated when allowed), key push, handshake, the SSH "
                                    "banner and a real login, one line each; every failure names its fix. "
@@ -116,7 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--pick", choices=["newest", "oldest"], help="when the name matches several instances")
     _add_common(d)
 
-    r = sub.add_parser("resolve", help="show how HOST resolves (instance, IP, VPC, endpoint, cache age)",
+    r = add("resolve", help="show how HOST resolves (instance, IP, VPC, endpoint, cache age)",
                        description="Show the whole resolution of HOST without connecting.")
     r.add_argument("host", metavar="HOST")
     r.add_argument("--json", action="store_true", help="machine-readable output")
@@ -124,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_lookup(r)
     _add_common(r)
 
-    g = sub.add_parser("ssh-config", help="print (or --install) the ssh_config Host block",
+    g = add("ssh-config", help="print (or --install) the ssh_config Host block",
                        description="Print an ssh_config Host block that routes PATTERNs through eic-proxy; "
                                    "--install puts it in ~/.ssh/eic-proxy.config and includes that from "
                                    "~/.ssh/config.")
@@ -136,7 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_key_options(g)
     _add_common(g)
 
-    ks = sub.add_parser("keys", help="show, rotate or clear the managed key",
+    ks = add("keys", help="show, rotate or clear the managed key",
                         description="Show the managed key (type, fingerprint, age, where it lives, recent pushes); "
                                     "`rotate` replaces it, `clear` removes it from disk, keyring and agent.")
     ks.add_argument("action", nargs="?", choices=["show", "rotate", "clear"], default="show")
@@ -145,18 +161,18 @@ def build_parser() -> argparse.ArgumentParser:
     _add_key_options(ks)
     _add_common(ks)
 
-    ls = sub.add_parser("ls", help="list instances and whether their VPC has a usable endpoint",
+    ls = add("ls", help="list instances and whether their VPC has a usable endpoint",
                         description="List instances in the region: name, ID, private IP, state, VPC, endpoint.")
     ls.add_argument("--json", action="store_true", help="machine-readable output")
     ls.add_argument("--all", action="store_true", help="include terminated instances")
     _add_common(ls)
 
-    cc = sub.add_parser("cache", help="manage the resolution and credentials cache",
+    cc = add("cache", help="manage the resolution and credentials cache",
                         description="Clear cached instance/endpoint locations and cached temporary AWS credentials.")
     cc.add_argument("action", choices=["clear"])
     _add_common(cc)
 
-    po = sub.add_parser("policy", help="print the least-privilege IAM policy for connecting",
+    po = add("policy", help="print the least-privilege IAM policy for connecting",
                         description="Print the least-privilege IAM policy (JSON, or Terraform with --format "
                                     "terraform) that lets an identity connect with eic-proxy: SendSSHPublicKey "
                                     "for the given instances and OS users, OpenTunnel on the given endpoints, "
@@ -180,7 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     po.add_argument("--name", default="eic_proxy", help="Terraform name of the policy document (default eic_proxy)")
     po.add_argument("-v", "--verbose", action="count", default=0, help=argparse.SUPPRESS)
 
-    au = sub.add_parser("audit", help="show the local audit log (pushes, connections), optionally with CloudTrail",
+    au = add("audit", help="show the local audit log (pushes, connections), optionally with CloudTrail",
                         description="Show the local audit log: key pushes and connections (start, end, bytes each "
                                     "way, duration, exit reason, RequestIds). --cloudtrail adds the matching "
                                     "SendSSHPublicKey/OpenTunnel events from CloudTrail LookupEvents.")
@@ -192,7 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
     au.add_argument("--json", action="store_true", help="machine-readable output")
     _add_common(au)
 
-    k = sub.add_parser("key-path", help="print the private key path for IdentityFile",
+    k = add("key-path", help="print the private key path for IdentityFile",
                        description="Print the path of the local private key (created on first use; in "
                                    "keyring mode, the public key, which is what IdentityFile then names).")
     _add_key_options(k)
@@ -385,7 +401,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     args = None
     try:
-        args = build_parser().parse_args(argv)
+        argv = list(sys.argv[1:] if argv is None else argv)
+        args = build_parser(argv[0] if argv and argv[0] in COMMANDS else None).parse_args(argv)
         setup_logging(args.verbose)
         return program(args)
     except EicProxyError as exc:
