@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs what eic-proxy's test bed needs: OpenSSH client+server, rsync, nc, tinyproxy (apt, when
+# Installs what eic-proxy's test bed needs: OpenSSH client+server, rsync, nc, git, tinyproxy (apt, when
 # missing), and a virtualenv in .venv with eic-proxy and its test dependencies. Idempotent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,6 +9,7 @@ command -v ssh >/dev/null 2>&1 || need+=(openssh-client)
 [ -x /usr/sbin/sshd ] || need+=(openssh-server)
 command -v rsync >/dev/null 2>&1 || need+=(rsync)
 command -v nc >/dev/null 2>&1 || need+=(netcat-openbsd)
+command -v git >/dev/null 2>&1 || need+=(git)
 command -v tinyproxy >/dev/null 2>&1 || [ -x /usr/bin/tinyproxy ] || need+=(tinyproxy)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
@@ -27,4 +28,4 @@ fi
 if ! .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]' >.venv/pip.log 2>&1; then
   cat .venv/pip.log >&2; echo "bootstrap: pip install failed" >&2; exit 1
 fi
-.venv/bin/python -c "import eic_proxy, moto, websockets, wsaccel, hcl2" || { echo "bootstrap: install failed" >&2; exit 1; }
+.venv/bin/python -c "import eic_proxy, moto, websockets, wsaccel, hcl2, paramiko, ansible, build, pipx" || { echo "bootstrap: install failed" >&2; exit 1; }

@@ -170,6 +170,21 @@ class Testbed:
         self.instances[iid] = inst
         return inst
 
+    def add_ipv6_only_instance(self, name: str) -> Instance:
+        """An instance with only an IPv6 address (::1, the one IPv6 loopback address), in a VPC of its
+        own whose dual-stack endpoint is the only one that can reach it (eice-protocol.md §7)."""
+        octet = self.free_octet()
+        vpc = self.add_vpc(f"{name}-vpc", octet)
+        sub = self.ec2.create_subnet(VpcId=vpc, CidrBlock=f"127.{octet}.1.0/24", Ipv6CidrBlock="::/64")["Subnet"]
+        self.subnets[f"{name}-subnet"] = sub["SubnetId"]
+        self.add_endpoint(sub["SubnetId"], ip_address_type="dualstack")
+        inst = self.add_instance(name, sub["SubnetId"], 10, sshd=False)
+        self.aws.ipv6_only[inst.instance_id] = "::1"
+        inst.ip = "::1"
+        inst.sshd = Sshd(self.workdir, inst.instance_id, "::1", self.aws.keys_root / inst.instance_id)
+        inst.sshd.start()
+        return inst
+
     def move_instance(self, inst: Instance, host_octet: int) -> str:
         """Give ``inst`` a new private IP in its subnet (as an ENI swap would) and move its sshd there."""
         subnet = self.ec2.describe_subnets(SubnetIds=[inst.subnet_id])["Subnets"][0]

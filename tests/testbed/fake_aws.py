@@ -55,6 +55,8 @@ class FakeAws:
         self.identity_policies: Optional[list[dict]] = None
         self.trail: list[dict[str, Any]] = []
         self.client_public_ip = "203.0.113.10"  # what the fake checkip service answers
+        # Instances shown with only an IPv6 address (moto always gives one a private IPv4): id → address.
+        self.ipv6_only: dict[str, str] = {}
         self._server: Any = None
         self._thread: Optional[threading.Thread] = None
         self.url = ""
@@ -223,6 +225,8 @@ class _Recorder:
             self.bed.calls.append(Call(service, action, time.time(), params))
             fault = self.bed.faults[action].popleft() if self.bed.faults.get(action) else None
         if fault is None:
+            if action == "DescribeInstances" and self.bed.ipv6_only:
+                return self._rewritten(environ, start_response)
             return self.app(environ, start_response)
         code, status, message = fault
         if service == "ec2":
@@ -239,6 +243,38 @@ class _Recorder:
             headers = [("Content-Type", "application/x-amz-json-1.1"), ("x-amzn-ErrorType", code)]
         start_response(f"{status} Error", headers + [("Content-Length", str(len(payload)))])
         return [payload]
+
+
+    def _rewritten(self, environ: dict, start_response: Callable) -> Any:
+        captured: dict[str, Any] = {}
+
+        def capture(status: str, headers: list, exc_info: Any = None) -> None:
+            captured["status"], captured["headers"] = status, headers
+
+        body = _ipv6_only(b"".join(self.app(environ, capture)), dict(self.bed.ipv6_only))
+        headers = [(k, v) for k, v in captured["headers"] if k.lower() != "content-length"]
+        start_response(captured["status"], headers + [("Content-Length", str(len(body)))])
+        return [body]
+
+
+def _ipv6_only(body: bytes, addresses: dict[str, str]) -> bytes:
+    """DescribeInstances XML with the named instances' IPv4 fields removed and their IPv6 set."""
+    import xml.etree.ElementTree as ET
+
+    root = ET.fromstring(body)
+    ns = root.tag[1:].split("}", 1)[0] if root.tag.startswith("{") else ""
+    q = (lambda t: f"{{{ns}}}{t}") if ns else (lambda t: t)
+    ET.register_namespace("", ns)
+    for item in root.iter(q("item")):
+        iid = item.find(q("instanceId"))
+        if iid is None or iid.text not in addresses or item.find(q("instanceState")) is None:
+            continue
+        for tag in ("privateIpAddress", "privateDnsName", "ipAddress", "dnsName"):
+            el = item.find(q(tag))
+            if el is not None:
+                item.remove(el)
+        ET.SubElement(item, q("ipv6Address")).text = addresses[iid.text]
+    return ET.tostring(root, xml_declaration=True, encoding="UTF-8")
 
 
 def _classify(environ: dict, body: bytes) -> tuple[str, str, dict]:
