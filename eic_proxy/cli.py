@@ -41,7 +41,7 @@ class _Unused:
 
 
 COMMANDS = ("connect", "tunnel", "doctor", "resolve", "ssh-config", "keys", "ls", "cache", "policy", "audit",
-            "key-path")
+            "key-path", "completion")
 
 
 def build_parser(only: Optional[str] = None) -> argparse.ArgumentParser:
@@ -208,6 +208,12 @@ def build_parser(only: Optional[str] = None) -> argparse.ArgumentParser:
     au.add_argument("--json", action="store_true", help="machine-readable output")
     _add_common(au)
 
+    co = add("completion", help="print shell completion for bash or zsh",
+             description="Print a completion script: `eval \"$(eic-proxy completion bash)\"` in ~/.bashrc, or "
+                         "`eic-proxy completion zsh > \"${fpath[1]}/_eic-proxy\"`.")
+    co.add_argument("shell", choices=["bash", "zsh"])
+    co.add_argument("-v", "--verbose", action="count", default=0, help=argparse.SUPPRESS)
+
     k = add("key-path", help="print the private key path for IdentityFile",
                        description="Print the path of the local private key (created on first use; in "
                                    "keyring mode, the public key, which is what IdentityFile then names).")
@@ -266,6 +272,11 @@ def program(args: argparse.Namespace) -> int:
         return 0
     if args.command == "policy":
         return _policy(args)
+    if args.command == "completion":
+        from .completion import script
+
+        sys.stdout.write(script(args.shell, build_parser()))
+        return 0
     if args.command == "audit":
         from .auditcmd import run_audit
 

@@ -73,9 +73,12 @@ def executable_argv() -> list[str]:
     return [str(Path(sys.executable).absolute()), "-m", "eic_proxy"]
 
 
+WINDOWS = os.name == "nt"
+
+
 def _quote_command(argv: Sequence[str]) -> str:
     # POSIX ssh runs ProxyCommand through /bin/sh; Windows OpenSSH runs it directly (no shell).
-    if os.name == "nt":
+    if WINDOWS:
         return " ".join(f'"{a}"' if " " in a else a for a in argv)
     return " ".join(shlex.quote(a) if not a.startswith("%") else a for a in argv)
 

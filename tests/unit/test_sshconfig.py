@@ -58,3 +58,17 @@ def test_entries_of_an_instance_file_match_every_name(isolated_env):
     f.write_text("web-1 ssh-ed25519 AAAAC3Nza\n|1|salt|hash ecdsa-sha2-nistp256 AAAAE2\n@revoked * ssh-rsa AAAAB3\n")
     link_known_hosts("i-0aaaaaaaaaaaaaaaa", "i-0aaaaaaaaaaaaaaaa")
     assert f.read_text() == "* ssh-ed25519 AAAAC3Nza\n* ecdsa-sha2-nistp256 AAAAE2\n@revoked * ssh-rsa AAAAB3\n"
+
+
+def test_windows_block_names_the_exe_without_a_shell(monkeypatch, tmp_path):
+    """Win32-OpenSSH runs ProxyCommand directly: absolute eic-proxy.exe, double quotes, no sh -c."""
+    from eic_proxy import sshconfig
+
+    exe = r"C:\Program Files\Python312\Scripts\eic-proxy.exe"
+    monkeypatch.setattr(sshconfig, "WINDOWS", True)
+    monkeypatch.setattr(sshconfig, "executable_argv", lambda: [exe])
+    block = sshconfig.render(sshconfig.BlockOptions(patterns=("i-*",), profile="dev team"),
+                             tmp_path / "id_ed25519")
+    proxy = next(line for line in block.splitlines() if line.strip().startswith("ProxyCommand"))
+    assert proxy.strip() == (f'ProxyCommand "{exe}" connect %h %p %r --typed %n --profile "dev team"')
+    assert "sh -c" not in block and "'" not in proxy

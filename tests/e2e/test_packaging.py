@@ -1,0 +1,60 @@
+"""Issue 9 packaging: `python -m build` makes an sdist and a wheel; `pipx install` of the wheel into a
+fresh venv gives an `eic-proxy` that carries real ssh traffic on the bed."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import tarfile
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from eic_proxy import __version__
+
+pytestmark = pytest.mark.e2e
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def dist(tmp_path_factory):
+    out = tmp_path_factory.mktemp("dist")
+    p = subprocess.run([sys.executable, "-m", "build", "--sdist", "--wheel", "--outdir", str(out), str(REPO)],
+                       capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    return out
+
+
+def test_build_makes_sdist_and_wheel_with_everything_in_them(dist):
+    wheel = next(dist.glob(f"eic_proxy-{__version__}-py3-none-any.whl"))
+    sdist = next(dist.glob(f"eic_proxy-{__version__}.tar.gz"))
+    names = zipfile.ZipFile(wheel).namelist()
+    modules = sorted(p.name for p in (REPO / "eic_proxy").glob("*.py"))
+    assert sorted(n.split("/", 1)[1] for n in names if n.startswith("eic_proxy/") and n.endswith(".py")) == modules
+    entry = next(n for n in names if n.endswith("entry_points.txt"))
+    assert "eic-proxy = eic_proxy.cli:main" in zipfile.ZipFile(wheel).read(entry).decode()
+    with tarfile.open(sdist) as tf:
+        members = tf.getnames()
+    assert any(m.endswith("/setup.cfg") for m in members) and any(m.endswith("/eic_proxy/connect.py") for m in members)
+
+
+def test_pipx_install_of_the_wheel_connects(dist, client, world, tmp_path):
+    wheel = next(dist.glob("*.whl"))
+    env = dict(client.env, PIPX_HOME=str(tmp_path / "pipx"), PIPX_BIN_DIR=str(tmp_path / "bin"),
+               PIPX_MAN_DIR=str(tmp_path / "man"))
+    p = subprocess.run([sys.executable, "-m", "pipx", "install", "--python", sys.executable, str(wheel)],
+                       capture_output=True, text=True, env=env, timeout=600)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    exe = tmp_path / "bin" / "eic-proxy"
+    assert exe.exists()
+    version = subprocess.run([str(exe), "--version"], capture_output=True, text=True, env=env)
+    assert version.stdout.strip() == f"eic-proxy {__version__}"
+    venv_python = Path(exe.resolve()).parent / "python"
+    where = subprocess.run([str(venv_python), "-c", "import eic_proxy; print(eic_proxy.__file__)"],
+                           capture_output=True, text=True, env=env, cwd=tmp_path).stdout
+    assert str(REPO) not in where  # the installed copy, not this checkout
+    cfg = client.config.read_text().replace(client.bed.eic_proxy_path(), str(exe))
+    (tmp_path / "ssh_config").write_text(cfg)
+    r = client.run(["ssh", "-F", str(tmp_path / "ssh_config"), "web-1", "echo via-pipx"], env=env)
+    assert r.returncode == 0 and r.stdout == b"via-pipx\n", r.stderr
