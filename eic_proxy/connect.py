@@ -58,7 +58,7 @@ def validate(opts: ConnectOptions) -> None:
         raise UsageError("--keepalive and --expiry-warning must not be negative")
 
 
-class _Session:
+class Session:
     """One connect: the located target, and how to open (and re-open) its tunnel."""
 
     def __init__(self, opts: ConnectOptions, aws: Any = None, located: Any = None) -> None:
@@ -284,7 +284,7 @@ def run(opts: ConnectOptions, in_fd: int = 0, out_fd: int = 1) -> int:
     from .errors import EicProxyError
 
     try:
-        session = _Session(opts)
+        session = Session(opts)
     except EicProxyError as exc:
         audit.append("connect-failed", host=opts.host, port=opts.port, error=exc.message, exit_code=int(exc.exit_code))
         raise
@@ -300,7 +300,7 @@ def run(opts: ConnectOptions, in_fd: int = 0, out_fd: int = 1) -> int:
             session.slot.release()  # in a long-lived caller too, not only at process exit
 
 
-def _run(session: "_Session", opts: ConnectOptions, in_fd: int, out_fd: int) -> int:
+def _run(session: "Session", opts: ConnectOptions, in_fd: int, out_fd: int) -> int:
     first = b""
     if session.located.target.state != "running":
         ws, first = session.start_and_probe()
@@ -318,7 +318,7 @@ def _run(session: "_Session", opts: ConnectOptions, in_fd: int, out_fd: int) -> 
     return exit_code_for(result.reason)
 
 
-def tunnel_audited(session: "_Session", ws: Any, in_fd: int, out_fd: int, first: bytes = b"",
+def tunnel_audited(session: "Session", ws: Any, in_fd: int, out_fd: int, first: bytes = b"",
                    on_close_out: Optional[Any] = None, reconnect: Optional[Any] = None) -> Any:
     """Pump one open WebSocket, with a ``connect`` and a ``disconnect`` entry in the audit log."""
     from . import audit

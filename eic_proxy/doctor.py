@@ -334,11 +334,11 @@ class Doctor:
     # ---- push, handshake, banner, login -----------------------------------------------------------
     def _session(self) -> Any:
         if self.facts.session is None:
-            from .connect import _Session
+            from .connect import Session
             from .locate import Located
 
             # What the checks found, not a second (cached) lookup.
-            self.facts.session = _Session(self.opts, aws=self.facts.aws,
+            self.facts.session = Session(self.opts, aws=self.facts.aws,
                                           located=Located(self.facts.target, self.facts.endpoint))
         return self.facts.session
 

@@ -186,12 +186,12 @@ def _shut_write(conn: socket.socket) -> None:
 
 def run_tunnel(opts: Any, local_port: int, max_connections: int, push: Optional[bool]) -> int:
     """Locate the target once, then listen until Ctrl-C / SIGTERM; exit 0 after a clean shutdown."""
-    from .connect import _Session, validate
+    from .connect import Session, validate
 
     validate(opts)
     if not 0 <= local_port <= 65535:
         raise UsageError(f"--local-port {local_port} is out of range 0..65535")
-    session = _Session(opts)
+    session = Session(opts)
     if session.located.target.state != "running":
         raise InstanceStateError(f"{session.located.target.instance_id} is {session.located.target.state}",
                                  hint="start it first (or use `eic-proxy connect --start` once)")
