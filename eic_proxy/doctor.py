@@ -115,8 +115,11 @@ class Doctor:
             err = translate(exc, "calling sts:GetCallerIdentity", aws.profile)
             return self.add("credentials", FAIL, err.message, err.hint)
         self.facts.caller = ident.get("Arn")
-        where = f"region {aws.region}" + (f", profile {aws.profile}" if aws.profile else "")
-        return self.add("credentials", PASS, f"{ident.get('Arn')} (account {ident.get('Account')}; {where})")
+        self.add("credentials", PASS, f"{ident.get('Arn')} (account {ident.get('Account')})")
+        profile = aws.profile or os.environ.get("AWS_PROFILE") or "default"
+        return self.add("region/profile", PASS, f"region {aws.region}, profile {profile}"
+                        + (f", endpoint URL {os.environ['AWS_ENDPOINT_URL']}" if os.environ.get("AWS_ENDPOINT_URL")
+                           else ""))
 
     # ---- instance ---------------------------------------------------------------------------------
     def check_instance(self) -> bool:

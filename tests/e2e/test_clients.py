@@ -54,7 +54,7 @@ def _installed_config(client, pattern: str) -> Path:
 # ---- Ansible ---------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def fleet(bed, world):
-    return [bed.add_instance(f"app-{i}", "main-a", 60 + i) for i in range(10)]
+    return [bed.add_instance(f"app-{i}", "main-a", 150 + i) for i in range(10)]
 
 
 @pytest.mark.skipif(not (BIN / "ansible").exists(), reason="ansible-core is installed by the test extras")

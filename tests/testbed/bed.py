@@ -150,6 +150,9 @@ class Testbed:
         sub = self.ec2.describe_subnets(SubnetIds=[subnet_id])["Subnets"][0]
         net = ipaddress.ip_network(sub["CidrBlock"])
         ip = str(net.network_address + host_octet)
+        taken = next((i for i in self.instances.values() if i.ip == ip), None)
+        if taken is not None:  # moto answers a reused address with a bare HTTP 500
+            raise ValueError(f"{ip} is taken by {taken.name} ({taken.instance_id}); pick another host octet")
         all_tags = dict(tags or {})
         if name:
             all_tags["Name"] = name
