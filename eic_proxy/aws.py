@@ -11,7 +11,7 @@ import os
 from typing import Any, Optional
 
 from .errors import (AccessDenied, AwsApiError, CredentialsError, EicProxyError, ExitCode, HostNotFound,
-                     InstanceStateError, KeyError_, NetworkError, UsageError)
+                     InstanceStateError, KeyError_, NetworkError, NoEndpoint, UsageError)
 
 log = logging.getLogger(__name__)
 
@@ -213,6 +213,10 @@ def translate(exc: BaseException, doing: str, profile: Optional[str] = None) -> 
         if code in _EXPIRED:
             return CredentialsError(f"AWS rejected the credentials {doing}: {msg}",
                                     hint=f"refresh them: `aws sso login{p}` or `aws configure{p}`")
+        if code.startswith("InvalidInstanceConnectEndpointId"):
+            return NoEndpoint(f"endpoint not found {doing}: {msg}",
+                              hint="check --eice-id (or eice-id in config.ini); "
+                                   "`aws ec2 describe-instance-connect-endpoints` lists them")
         if code.startswith("InvalidInstanceID") or code == "EC2InstanceNotFoundException":
             return HostNotFound(f"instance not found {doing}: {msg}",
                                 hint="check the instance ID, --region and --profile")

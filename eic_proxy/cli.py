@@ -421,6 +421,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return int(exc.exit_code)
     except KeyboardInterrupt:
         return int(ExitCode.INTERRUPTED)
+    except BrokenPipeError:
+        # `eic-proxy ls | head`: the reader is gone. Quietly, as a shell would (128 + SIGPIPE).
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass
+        return 141
     except Exception as exc:  # the last line of defence: one line, never a traceback unless asked
         _report(f"internal error: {exc.__class__.__name__}: {exc}", "please report this with the output of -vv", args)
         return int(ExitCode.INTERNAL)

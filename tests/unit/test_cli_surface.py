@@ -53,3 +53,24 @@ def test_zsh_completion_wraps_the_bash_function():
     assert script.startswith("#compdef eic-proxy\n") and "bashcompinit" in script and "_eic_proxy()" in script
     if shutil.which("zsh"):
         subprocess.run(["zsh", "-n", "-c", script], check=True)
+
+
+def test_a_closed_stdout_ends_quietly_like_a_shell_pipeline():
+    """`eic-proxy policy | head -0`: no 'internal error', no traceback, 128 + SIGPIPE."""
+    p = subprocess.Popen(RUN + ["completion", "bash"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    p.stdout.close()  # the reader is gone before the first write
+    err = p.stderr.read().decode()
+    assert p.wait(30) == 141 and err == ""
+
+
+def test_unknown_endpoint_id_is_a_no_endpoint_error():
+    from botocore.exceptions import ClientError
+
+    from eic_proxy.aws import translate
+    from eic_proxy.errors import ExitCode, NoEndpoint
+
+    exc = ClientError({"Error": {"Code": "InvalidInstanceConnectEndpointId.NotFound",
+                                 "Message": "The instance connect endpoint ID 'eice-0' does not exist"}},
+                      "DescribeInstanceConnectEndpoints")
+    err = translate(exc, "listing EC2 Instance Connect Endpoints")
+    assert isinstance(err, NoEndpoint) and err.exit_code == ExitCode.NO_ENDPOINT and "--eice-id" in err.hint
