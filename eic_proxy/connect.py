@@ -193,7 +193,7 @@ class Session:
 
     def link_known_hosts(self) -> None:
         if self.opts.known_hosts_alias:
-            from .sshconfig import link_known_hosts
+            from .knownhosts import link_known_hosts
 
             link_known_hosts(self.opts.known_hosts_alias, self.located.target.instance_id)
 

@@ -88,3 +88,18 @@ def test_parallel_cold_connections_look_up_once(client, world):
     assert client.bed.aws.count("DescribeInstances") == 1
     assert client.bed.aws.count("DescribeInstanceConnectEndpoints") == 1
     assert client.bed.aws.count("SendSSHPublicKey") == 1
+
+
+def test_warm_connection_through_the_generated_block_stays_light(client, world):
+    """The installed block adds --typed %n (known_hosts links): still no botocore, no generator imports."""
+    assert client.proxy("ssh-config", "--install", "web-*", "--user", "ec2-user").returncode == 0
+    cfg = client.home / ".ssh" / "config"
+    cfg.write_text(cfg.read_text() + "\nHost *\n    BatchMode yes\n")
+    argv = ["ssh", "-F", str(cfg), "web-1", "true"]
+    r = client.run(argv)
+    assert r.returncode == 0, r.stderr
+    warm = client.run(argv, env=dict(client.env, PYTHONPROFILEIMPORTTIME="1"))
+    assert warm.returncode == 0, warm.stderr[-2000:]
+    names = _imports(warm)
+    assert "eic_proxy.knownhosts" in names  # the links were maintained...
+    assert not {"eic_proxy.sshconfig", "botocore", "cryptography"} & names  # ...without the heavy modules
