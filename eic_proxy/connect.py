@@ -142,14 +142,12 @@ class Session:
 
             from .keys import identity_key
 
-            key = identity_key(Path(opts.identity))
-            self.push_request_id = ensure_pushed(self.aws, key, iid, opts.os_user, opts.use_cache) \
-                or _reused_request_id(iid, opts.os_user, key.fingerprint)
+            self.push_request_id = ensure_pushed(self.aws, identity_key(Path(opts.identity)), iid, opts.os_user,
+                                                 opts.use_cache)
             return
         manager = self.key_manager()
         with manager.using() as key:
-            self.push_request_id = ensure_pushed(self.aws, key, iid, opts.os_user, opts.use_cache) \
-                or _reused_request_id(iid, opts.os_user, key.fingerprint)
+            self.push_request_id = ensure_pushed(self.aws, key, iid, opts.os_user, opts.use_cache)
             manager.note_use()
             if opts.agent:
                 from .agent import load_key
@@ -234,13 +232,6 @@ HANDSHAKE_RETRY_BUDGET = 20.0
 PROBE_INTERVAL = 2.0
 PROBE_WAIT = 10.0
 PROBE_PUSH_REUSE = 40.0
-
-
-def _reused_request_id(instance_id: str, os_user: str, fingerprint: str) -> Optional[str]:
-    from .push import read_record
-
-    rec = read_record(instance_id, os_user, fingerprint)
-    return rec.request_id if rec is not None else None
 
 
 def _first_bytes(ws: Any, wait: float = 0.0) -> Optional[bytes]:

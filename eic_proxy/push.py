@@ -107,8 +107,9 @@ def read_record(instance_id: str, os_user: str, fingerprint: str) -> Optional[Pu
         return None
 
 
-def ensure_pushed(aws: Aws, key: LocalKey, instance_id: str, os_user: str, use_cache: bool = True) -> Optional[str]:
-    """Make sure a push of ``key`` for (instance, OS user) is fresh; the RequestId when we pushed now."""
+def ensure_pushed(aws: Aws, key: LocalKey, instance_id: str, os_user: str, use_cache: bool = True) -> str:
+    """Make sure a push of ``key`` for (instance, OS user) is fresh; the RequestId of the push that
+    serves this connection, made now or reused from the record (the audit log names it either way)."""
     path = _record_path(instance_id, os_user, key.fingerprint)
     with files.FileLock(path.with_suffix(".lock")):
         if use_cache:
@@ -116,7 +117,7 @@ def ensure_pushed(aws: Aws, key: LocalKey, instance_id: str, os_user: str, use_c
             if rec is not None and rec.fresh():
                 log.debug("= push of %s for %s@%s is %.0f s old: reused", key.fingerprint, os_user, instance_id,
                           time.time() - rec.at)
-                return None
+                return rec.request_id
         at = time.time()
         request_id = send_public_key(aws, aws.client("ec2-instance-connect", max_attempts=1), instance_id, os_user,
                                      key.public_line)
