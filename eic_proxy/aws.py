@@ -46,6 +46,7 @@ class Aws:
         self.read_timeout = read_timeout
         self.use_cache = use_cache
         self._session: Any = None
+        self._clients: dict[tuple[str, int], Any] = {}
         self.shared = SharedSettings(profile)
         self.region = region or (self.shared.region if self.shared.ok else None) or self._session_region()
 
@@ -78,7 +79,15 @@ class Aws:
         return self.session.get_config_variable("ca_bundle")
 
     def client(self, service: str, max_attempts: int = 3) -> Any:
-        """A botocore client; ``max_attempts=1`` when the caller runs its own retry loop."""
+        """A botocore client, made once per (service, max_attempts) and then reused: creating one loads
+        its service model, and doctor, the listener and --start ask for the same clients many times.
+        ``max_attempts=1`` when the caller runs its own retry loop."""
+        key = (service, max_attempts)
+        if key not in self._clients:
+            self._clients[key] = self._new_client(service, max_attempts)
+        return self._clients[key]
+
+    def _new_client(self, service: str, max_attempts: int) -> Any:
         from botocore.config import Config
 
         cfg = Config(

@@ -49,6 +49,7 @@ class Facts:
     endpoint: Any = None
     session: Any = None
     client_ip: Optional[str] = None
+    endpoint_groups: Optional[list[str]] = None
 
 
 class Doctor:
@@ -149,23 +150,12 @@ class Doctor:
 
     # ---- endpoint ---------------------------------------------------------------------------------
     def check_endpoint(self) -> bool:
-        from .aws import translate
-        from .endpoint import USABLE_STATES, choose_endpoint, family_ok
-        from .target import Endpoint
+        from .endpoint import USABLE_STATES, choose_endpoint, describe_endpoints, family_ok
 
-        aws, target = self.facts.aws, self.facts.target
-        ec2 = aws.client("ec2")
-        try:
-            kwargs: dict[str, Any] = {}
-            if self.opts.eice_id:
-                kwargs["InstanceConnectEndpointIds"] = [self.opts.eice_id]
-            else:
-                kwargs["Filters"] = [{"Name": "vpc-id", "Values": [target.vpc_id]}]
-            items = ec2.describe_instance_connect_endpoints(**kwargs).get("InstanceConnectEndpoints", [])
-        except Exception as exc:
-            err = translate(exc, "listing EC2 Instance Connect Endpoints", aws.profile)
-            return self.add("endpoint", FAIL, err.message, err.hint)
-        found = [Endpoint.from_api(i) for i in items]
+        aws, target, eice_id = self.facts.aws, self.facts.target, self.opts.eice_id
+        # Every state, not only the usable ones: a failed or half-made endpoint is what to report.
+        found = describe_endpoints(aws, aws.client("ec2"), vpc_id=None if eice_id else target.vpc_id,
+                                   endpoint_id=eice_id, states=None)
         create = (f"aws ec2 create-instance-connect-endpoint --subnet-id {target.subnet_id}"
                   + (" --ip-address-type dualstack" if target.is_ipv6 else ""))
         if not found:
@@ -194,23 +184,26 @@ class Doctor:
                         f"{str(chosen.preserve_client_ip).lower()}, IpAddressType={chosen.ip_address_type or 'ipv4'}")
 
     # ---- security groups --------------------------------------------------------------------------
-    def _groups(self, ids: list[str]) -> list[dict]:
+    def _groups(self, **query: Any) -> list[dict]:
         from .aws import translate
 
         aws = self.facts.aws
         try:
-            return aws.client("ec2").describe_security_groups(GroupIds=ids).get("SecurityGroups", [])
+            return aws.client("ec2").describe_security_groups(**query).get("SecurityGroups", [])
         except Exception as exc:
             raise translate(exc, "describing security groups", aws.profile) from exc
 
     def _endpoint_group_ids(self) -> list[str]:
-        e = self.facts.endpoint
-        if e.security_group_ids:
-            return list(e.security_group_ids)
-        # An endpoint created without groups gets the VPC's default group (D-SG).
-        groups = self.facts.aws.client("ec2").describe_security_groups(
-            Filters=[{"Name": "vpc-id", "Values": [e.vpc_id]}, {"Name": "group-name", "Values": ["default"]}])
-        return [g["GroupId"] for g in groups.get("SecurityGroups", [])]
+        """Asked by both security-group checks; looked up once."""
+        if self.facts.endpoint_groups is None:
+            e = self.facts.endpoint
+            if e.security_group_ids:
+                self.facts.endpoint_groups = list(e.security_group_ids)
+            else:  # an endpoint created without groups gets the VPC's default group (D-SG)
+                default = self._groups(Filters=[{"Name": "vpc-id", "Values": [e.vpc_id]},
+                                                {"Name": "group-name", "Values": ["default"]}])
+                self.facts.endpoint_groups = [g["GroupId"] for g in default]
+        return self.facts.endpoint_groups
 
     def _instance_group_ids(self) -> list[str]:
         return [g["GroupId"] for g in self.facts.instance.get("SecurityGroups") or []]
@@ -219,7 +212,7 @@ class Doctor:
         port, target = self.opts.port, self.facts.target
         eps = self._endpoint_group_ids()
         inst = set(self._instance_group_ids())
-        for group in self._groups(eps) if eps else []:
+        for group in self._groups(GroupIds=eps) if eps else []:
             for perm in group.get("IpPermissionsEgress") or []:
                 if _rule_allows(perm, port, target.ip, inst):
                     return self.add("endpoint egress", PASS,
@@ -236,7 +229,7 @@ class Doctor:
     def check_instance_ingress(self) -> bool:
         port, e = self.opts.port, self.facts.endpoint
         inst = self._instance_group_ids()
-        groups = self._groups(inst) if inst else []
+        groups = self._groups(GroupIds=inst) if inst else []
         sg = inst[0] if inst else "<instance-sg>"
         if e.preserve_client_ip:
             client = self.facts.client_ip or discover_client_ip()

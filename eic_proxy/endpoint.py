@@ -43,10 +43,10 @@ def dns_name_for(endpoint: Endpoint, use_fips: bool) -> str:
     return endpoint.dns_name
 
 
-def describe_endpoints(aws: Aws, ec2: Any, *, vpc_id: Optional[str] = None,
-                       endpoint_id: Optional[str] = None) -> list[Endpoint]:
-    """All usable endpoints of a VPC (or the one with ``endpoint_id``), in API order."""
-    filters = [{"Name": "state", "Values": list(USABLE_STATES)}]
+def describe_endpoints(aws: Aws, ec2: Any, *, vpc_id: Optional[str] = None, endpoint_id: Optional[str] = None,
+                       states: Optional[Iterable[str]] = USABLE_STATES) -> list[Endpoint]:
+    """The endpoints of a VPC (or the one with ``endpoint_id``) in ``states`` (None: any), in API order."""
+    filters = [] if states is None else [{"Name": "state", "Values": list(states)}]
     kwargs: dict[str, Any] = {}
     if endpoint_id:
         kwargs["InstanceConnectEndpointIds"] = [endpoint_id]

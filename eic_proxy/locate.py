@@ -57,13 +57,11 @@ class Locator:
         self.cache = cache
         self.pick = pick
         self.eice_id = eice_id
-        self._ec2: Any = None
 
     @property
     def ec2(self) -> Any:
-        if self._ec2 is None:
-            self._ec2 = self.aws.client("ec2")
-        return self._ec2
+        """Made on first use only (a warm lookup needs no client); Aws keeps it for the next caller."""
+        return self.aws.client("ec2")
 
     def _target_key(self, spec: HostSpec) -> str:
         return f"target|{self.aws.profile or ''}|{self.aws.region}|{spec.kind}|{spec.tag_key or ''}|{spec.value}"
