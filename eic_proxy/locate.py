@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from .aws import Aws
 from .cache import ENDPOINT_TTL, TARGET_TTL, Cache
@@ -80,25 +80,27 @@ class Locator:
         from .endpoint import find_endpoint
         from .resolve import resolve
 
-        t_key = self._target_key(spec)
-        target, t_age = self._cached_target(t_key)
-        if target is None:
-            with self._single_flight(t_key):
-                target, t_age = self._cached_target(t_key)
-                if target is None:
-                    target = resolve(self.aws, self.ec2, spec, self.pick, self.allow_stopped)
-                    if self.cache is not None and target.state == "running":
-                        self.cache.put(t_key, target.to_dict())
-        e_key = self._endpoint_key(target)
-        endpoint, e_age = self._cached_endpoint(e_key)
-        if endpoint is None:
-            with self._single_flight(e_key):
-                endpoint, e_age = self._cached_endpoint(e_key)
-                if endpoint is None:
-                    endpoint = find_endpoint(self.aws, self.ec2, target, self.eice_id)
-                    if self.cache is not None:
-                        self.cache.put(e_key, endpoint.to_dict())
+        target, t_age = self._lookup(self._target_key(spec), self._cached_target,
+                                     lambda: resolve(self.aws, self.ec2, spec, self.pick, self.allow_stopped),
+                                     keep=lambda t: t.state == "running")
+        endpoint, e_age = self._lookup(self._endpoint_key(target), self._cached_endpoint,
+                                       lambda: find_endpoint(self.aws, self.ec2, target, self.eice_id))
         return Located(target, endpoint, t_age, e_age)
+
+    def _lookup(self, key: str, cached: Callable[[str], tuple[Any, Optional[float]]], fetch: Callable[[], Any],
+                keep: Callable[[Any], bool] = lambda _: True) -> tuple[Any, Optional[float]]:
+        """(value, cache age): the cached value, or — checked again under the key's lock — a fresh one,
+        cached when ``keep`` says so."""
+        value, age = cached(key)
+        if value is not None:
+            return value, age
+        with self._single_flight(key):
+            value, age = cached(key)
+            if value is None:
+                value = fetch()
+                if self.cache is not None and keep(value):
+                    self.cache.put(key, value.to_dict())
+        return value, age
 
     def _cached_target(self, key: str) -> tuple[Optional[Target], Optional[float]]:
         hit = self.cache.get(key, TARGET_TTL) if self.cache is not None else None
