@@ -141,7 +141,7 @@ class Aws:
                 hint=self._login_hint(),
             )
         if self.shared.ok and self.use_cache:
-            remember_credentials(self.shared, creds)
+            remember_credentials(self.shared, creds, frozen)
         return frozen
 
     def _login_hint(self) -> str:

@@ -47,16 +47,16 @@ class SharedSettings:
         self.explicit_profile = profile
         self.profile = profile or self.env.get("AWS_PROFILE") or self.env.get("AWS_DEFAULT_PROFILE") or "default"
         self.ok = True  # False: a file did not parse, so nothing here may be trusted
-        self.config = self._section(self.env.get("AWS_CONFIG_FILE") or "~/.aws/config",
-                                    "default" if self.profile == "default" else f"profile {self.profile}",
-                                    fallback=self.profile if self.profile == "default" else None)
+        names = ("default", "profile default") if self.profile == "default" else (f"profile {self.profile}",)
+        self.config = self._section(self.env.get("AWS_CONFIG_FILE") or "~/.aws/config", *names)
         self.credentials = self._section(self.env.get("AWS_SHARED_CREDENTIALS_FILE") or "~/.aws/credentials",
                                          self.profile)
         named = profile is not None or self.profile != "default"
         if named and self.config is None and self.credentials is None:
             self.ok = False  # botocore raises ProfileNotFound; let it say so
 
-    def _section(self, path: str, name: str, fallback: Optional[str] = None) -> Optional[dict[str, str]]:
+    def _section(self, path: str, *names: str) -> Optional[dict[str, str]]:
+        """The first of the section ``names`` in the file at ``path``; None when there is none."""
         parser = configparser.RawConfigParser(strict=False, interpolation=None)
         try:
             parser.read(os.path.expanduser(path), encoding="utf-8")
@@ -64,9 +64,9 @@ class SharedSettings:
             self.ok = False
             return None
         sections = {" ".join(s.split()): s for s in parser.sections()}  # botocore tolerates extra blanks
-        for candidate in (name, f"profile {fallback}" if fallback else None):
-            if candidate and candidate in sections:
-                return {k: v.strip() for k, v in parser.items(sections[candidate])}
+        for name in names:
+            if name in sections:
+                return {k: v.strip() for k, v in parser.items(sections[name])}
         return None
 
     def value(self, key: str, env: str) -> Optional[str]:
@@ -120,13 +120,17 @@ class SharedSettings:
         return "credentials|" + hashlib.sha256("\0".join(parts).encode()).hexdigest()
 
 
-def cached_credentials(settings: SharedSettings) -> Optional[StaticCredentials]:
-    """Temporary credentials kept by remember_credentials, while they have 5 minutes left."""
+def credentials_cache() -> Any:
+    """Where temporary credentials are kept (``eic-proxy cache clear`` empties it too)."""
+    from . import files
     from .cache import Cache
 
-    from . import files
+    return Cache(files.cache_dir() / "credentials")
 
-    hit = Cache(files.cache_dir() / "credentials").get(settings.cache_key(), 12 * 3600.0)
+
+def cached_credentials(settings: SharedSettings) -> Optional[StaticCredentials]:
+    """Temporary credentials kept by remember_credentials, while they have 5 minutes left."""
+    hit = credentials_cache().get(settings.cache_key(), 12 * 3600.0)
     if not hit:
         return None
     doc = hit[0]
@@ -138,8 +142,11 @@ def cached_credentials(settings: SharedSettings) -> Optional[StaticCredentials]:
         return None
 
 
-def remember_credentials(settings: SharedSettings, creds: Any) -> None:
-    """Keep botocore-resolved temporary credentials (only those with an expiry) for later processes."""
+def remember_credentials(settings: SharedSettings, creds: Any, frozen: Any) -> None:
+    """Keep botocore-resolved temporary credentials (only those with an expiry) for later processes.
+
+    ``creds`` is botocore's credentials object (for its expiry), ``frozen`` the values just taken from it.
+    """
     expiry = getattr(creds, "_expiry_time", None)  # botocore's RefreshableCredentials; no public accessor
     if expiry is None:
         return
@@ -149,13 +156,7 @@ def remember_credentials(settings: SharedSettings, creds: Any) -> None:
         return
     if expires - time.time() < 2 * CREDENTIALS_CACHE_MARGIN:
         return
-    frozen = creds.get_frozen_credentials()
-    from .cache import Cache
-
-    from . import files
-
-    Cache(files.cache_dir() / "credentials").put(settings.cache_key(), {
+    credentials_cache().put(settings.cache_key(), {
         "access_key": frozen.access_key, "secret_key": frozen.secret_key, "token": frozen.token,
         "expires": expires,
     })
-

@@ -264,10 +264,10 @@ def program(args: argparse.Namespace) -> int:
 
         return run_ls(args.profile, args.region, args.json, args.all)
     if args.command == "cache":
-        from . import files
+        from .awsfiles import credentials_cache
         from .cache import Cache
 
-        n = Cache().clear() + Cache(files.cache_dir() / "credentials").clear()
+        n = Cache().clear() + credentials_cache().clear()
         print(f"removed {n} cached entries (locations and temporary credentials)", file=sys.stderr)
         return 0
     if args.command == "policy":

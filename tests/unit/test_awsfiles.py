@@ -138,7 +138,7 @@ def test_missing_named_profile_and_broken_file_defer_to_botocore(files):
 def test_cached_temporary_credentials_round_trip_and_expire(files, isolated_env):
     import datetime as dt
 
-    from botocore.credentials import RefreshableCredentials
+    from botocore.credentials import ReadOnlyCredentials, RefreshableCredentials
 
     settings = SharedSettings("sso")
 
@@ -148,11 +148,13 @@ def test_cached_temporary_credentials_round_trip_and_expire(files, isolated_env)
                                       refresh_using=lambda: None, method="sso")
 
     assert cached_credentials(settings) is None
-    remember_credentials(settings, refreshable(60))
+    c = refreshable(60)
+    remember_credentials(settings, c, c.get_frozen_credentials())
     got = cached_credentials(settings)
     assert got is not None and (got.access_key, got.secret_key, got.token) == ("ASIATEMP", "temp-secret", "temp-token")
     assert cached_credentials(SharedSettings("proc")) is None  # another profile, another entry
     (files / "config").write_text(CONFIG.replace("sso_role_name = Dev", "sso_role_name = Admin"))
     assert cached_credentials(SharedSettings("sso")) is None  # the profile changed: not the same credentials
-    remember_credentials(SharedSettings("sso"), refreshable(4))  # under the 5-minute margin: not kept
+    frozen = ReadOnlyCredentials("ASIATEMP", "temp-secret", "temp-token")
+    remember_credentials(SharedSettings("sso"), refreshable(4), frozen)  # under the 5-minute margin: not kept
     assert cached_credentials(SharedSettings("sso")) is None
