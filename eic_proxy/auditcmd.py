@@ -36,10 +36,10 @@ def _when(entry: dict[str, Any]) -> Optional[dt.datetime]:
         return None
 
 
-def local_entries(host: Optional[str], since: Optional[dt.datetime]) -> list[dict[str, Any]]:
+def local_entries(entries: list[dict[str, Any]], host: Optional[str],
+                  since: Optional[dt.datetime]) -> list[dict[str, Any]]:
     """Entries since ``since`` about ``host``: matched by alias or instance ID, and pushes (which know
     only the instance) by the instance IDs the matching aliases resolved to."""
-    entries = list(audit.read())
     ids: set[str] = set()
     if host:
         ids = {str(e["instance_id"]) for e in entries if e.get("instance_id")
@@ -89,12 +89,13 @@ def describe(entry: dict[str, Any]) -> str:
 
 def run_audit(args: Any) -> int:
     since = parse_since(args.since) if args.since else None
-    entries = local_entries(args.host, since)
+    log = list(audit.read())
+    entries = local_entries(log, args.host, since)
     if args.limit:
         entries = entries[-args.limit:]
     trail = None
     if args.cloudtrail:
-        trail = _cloudtrail(args, entries, since)
+        trail = _cloudtrail(args, entries, log, since)
     if args.json:
         doc: dict[str, Any] = {"log": str(audit.log_path()), "local": entries}
         if trail is not None:
@@ -123,27 +124,29 @@ def run_audit(args: Any) -> int:
     return 0
 
 
-def _cloudtrail(args: Any, entries: list[dict[str, Any]], since: Optional[dt.datetime]) -> list:
+def _cloudtrail(args: Any, entries: list[dict[str, Any]], log: list[dict[str, Any]],
+                since: Optional[dt.datetime]) -> list:
     from .aws import make_aws
     from .cloudtrail import line_up, lookup, select
+    from .resolve import is_instance_id
 
     start = since or dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=1)
     ids = {e["instance_id"] for e in entries if e.get("instance_id")}
     ips = {e["ip"] for e in entries if e.get("ip")}
-    if args.host and re.match(r"^i-[0-9a-f]{8,17}$", args.host):
+    if args.host and is_instance_id(args.host):
         ids.add(args.host)
     if args.host and not ids:
         raise UsageError(f"no local entries name {args.host!r}, so its instance is unknown",
                          hint="pass the instance ID as --host, or widen --since")
     aws = make_aws(args.profile, args.region)
     events = select(lookup(aws, start), ids if args.host else set(), ips if args.host else set(), args.principal)
-    line_up(events, audit_all_pushes(entries))
+    line_up(events, with_reused_pushes(entries, log))
     return events
 
 
-def audit_all_pushes(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Pushes reused by a connection are older than its window; they still match by RequestId."""
+def with_reused_pushes(entries: list[dict[str, Any]], log: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``entries`` plus the pushes they reused: older than the window, they still match by RequestId."""
     wanted = {e.get("push_request_id") for e in entries if e.get("push_request_id")}
-    extra = [e for e in audit.read() if e.get("event") == "push" and e.get("request_id") in wanted
+    extra = [e for e in log if e.get("event") == "push" and e.get("request_id") in wanted
              and e not in entries]
     return entries + extra

@@ -15,13 +15,12 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from .errors import UsageError
+from .resolve import INSTANCE_ID_RE, REGION_RE
 
-INSTANCE_ID_RE = re.compile(r"^i-[0-9a-f]{8,17}$")
 ENDPOINT_ID_RE = re.compile(r"^eice-[0-9a-f]{8,17}$")
 OS_USER_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9@._-]{0,31}\$?$")  # eice-protocol.md §1.1
 TAG_KEY_RE = re.compile(r"^[\w .:/=+\-@]{1,128}$")
 ACCOUNT_RE = re.compile(r"^(\d{12}|\*)$")
-REGION_RE = re.compile(r"^([a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d+|\*)$")
 
 
 @dataclass(frozen=True)
@@ -63,7 +62,7 @@ def _arn(spec: PolicySpec, kind: str, value: str, id_re: re.Pattern, what: str) 
 
 
 def validate(spec: PolicySpec) -> None:
-    if not REGION_RE.match(spec.region):
+    if spec.region != "*" and not REGION_RE.match(spec.region):
         raise UsageError(f"--region {spec.region!r} is not a region name")
     if not ACCOUNT_RE.match(spec.account):
         raise UsageError(f"--account {spec.account!r} is not a 12-digit account ID")
