@@ -11,7 +11,6 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
-import shlex
 import shutil
 import subprocess
 import sys
@@ -391,7 +390,7 @@ class Doctor:
         key = self._session().key_manager().ensure()
         identity = key.private_path or key.public_path
         opts = self.opts
-        from .sshconfig import executable_argv
+        from .sshconfig import executable_argv, quote_command
 
         proxy = executable_argv() + ["connect", "%h", "%p", "%r"]
         for flag, value in (("--region", self.facts.aws.region), ("--profile", opts.profile),
@@ -399,7 +398,7 @@ class Doctor:
                             ("--max-tunnel-duration", opts.max_tunnel_duration)):
             if value:
                 proxy += [flag, str(value)]
-        argv = ["ssh", "-F", os.devnull, "-T", "-o", "BatchMode=yes", "-o", "ProxyCommand=" + shlex.join(proxy),
+        argv = ["ssh", "-F", os.devnull, "-T", "-o", "BatchMode=yes", "-o", "ProxyCommand=" + quote_command(proxy),
                 "-o", f"IdentityFile={identity}", "-o", "IdentitiesOnly=yes", "-o", "IdentityAgent=none",
                 "-o", "PreferredAuthentications=publickey", "-o", "StrictHostKeyChecking=no",
                 "-o", f"UserKnownHostsFile={os.devnull}", "-o", "LogLevel=ERROR", "-o", "ConnectTimeout=20",

@@ -35,15 +35,14 @@ def _say(line: str) -> None:
 def bind_loopback(port: int) -> list[socket.socket]:
     """Listening sockets on 127.0.0.1 and ::1 with the same port (``0``: any free one)."""
     socks: list[socket.socket] = []
+    v4 = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     try:
-        v4 = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         v4.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         v4.bind(("127.0.0.1", port))
         v4.listen(64)
         socks.append(v4)
     except OSError as exc:
-        for s in socks:
-            s.close()
+        v4.close()
         raise UsageError(f"cannot listen on 127.0.0.1:{port}: {exc.strerror or exc}",
                          hint="pick another --local-port (0 picks a free one)") from exc
     port = socks[0].getsockname()[1]

@@ -77,7 +77,7 @@ def executable_argv() -> list[str]:
 WINDOWS = os.name == "nt"
 
 
-def _quote_command(argv: Sequence[str]) -> str:
+def quote_command(argv: Sequence[str]) -> str:
     # POSIX ssh runs ProxyCommand through /bin/sh; Windows OpenSSH runs it directly (no shell).
     if WINDOWS:
         return " ".join(f'"{a}"' if " " in a else a for a in argv)
@@ -110,7 +110,7 @@ def render(opts: BlockOptions, identity_file: Path) -> str:
     if opts.user:
         lines.append(f"    User {opts.user}")
     lines += [
-        f"    ProxyCommand {_quote_command(cmd)}",
+        f"    ProxyCommand {quote_command(cmd)}",
         f"    IdentityFile {_quote_path(str(identity_file))}",
         "    IdentitiesOnly yes",
         # Host keys per instance ID (see the module docstring); a new instance is accepted on first use.
