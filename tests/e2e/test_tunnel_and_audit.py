@@ -157,9 +157,22 @@ def _audit(client, *args):
     return json.loads(r.stdout)
 
 
+def _wait_for_disconnects(client, n: int, timeout: float = 15.0) -> None:
+    """ssh does not wait for its ProxyCommand: the proxy writes its `disconnect` line just after."""
+    log = client.home / ".local/state" / "eic-proxy" / "audit.jsonl"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if log.exists() and log.read_text().count('"event":"disconnect"') >= n:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"fewer than {n} disconnect entries in {log} after {timeout} s")
+
+
 def test_connections_are_audited_at_start_and_end(client, world):
     assert client.ssh("web-1", "head -c 5000 /dev/zero").returncode == 0
+    _wait_for_disconnects(client, 1)  # else the next connect may be logged before this end
     assert client.ssh("web-1", "true").returncode == 0
+    _wait_for_disconnects(client, 2)
     doc = _audit(client, "--host", "web-1")
     events = [e["event"] for e in doc["local"]]
     assert events == ["push", "connect", "disconnect", "connect", "disconnect"]
