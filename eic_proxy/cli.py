@@ -417,7 +417,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         setup_logging(args.verbose)
         return program(args)
     except EicProxyError as exc:
-        _report(exc.message, exc.hint, args)
+        if not exc.reported:  # the tunnel says its line itself, before ssh's input closes
+            _report(exc.message, exc.hint, args)
         return int(exc.exit_code)
     except KeyboardInterrupt:
         return int(ExitCode.INTERRUPTED)

@@ -40,6 +40,7 @@ class ConnectOptions:
     timeout: Optional[float] = None  # API connect/read and WebSocket handshake, seconds
     keepalive: float = 30.0
     expiry_warning: float = 60.0
+    banner_wait: float = 10.0  # port 22: warn when the instance has sent nothing this long after the upgrade
 
 
 def validate(opts: ConnectOptions) -> None:
@@ -96,11 +97,11 @@ class Session:
         return self.handshake()
 
     def handshake(self) -> Any:
-        """A fresh presigned URL and WebSocket; 429/503 (endpoint full or busy) retried with back-off."""
+        """A fresh presigned URL and WebSocket (its TLS socket); 429/503 (endpoint full or busy) retried."""
         from .endpoint import dns_name_for
         from .errors import HandshakeError
+        from .handshake import open_websocket
         from .signer import presign_url
-        from .tunnel import open_websocket
 
         opts, aws, located = self.opts, self.aws, self.located
         dns = dns_name_for(located.endpoint, aws.use_fips)
@@ -195,9 +196,19 @@ class Session:
 
             link_known_hosts(self.opts.known_hosts_alias, self.located.target.instance_id)
 
-    def start_and_probe(self) -> tuple[Any, bytes]:
+    def new_protocol(self, can_replay: bool = False) -> Any:
+        """The tunnel's state machine for a WebSocket that opened just now, with this connect's settings."""
+        from .protocol import TunnelProtocol
+
+        opts = self.opts
+        return TunnelProtocol(time.monotonic(), max_duration=float(opts.max_tunnel_duration or 3600),
+                              keepalive=opts.keepalive, warn_before=opts.expiry_warning or None,
+                              expect_banner=opts.port == 22, banner_wait=opts.banner_wait, can_replay=can_replay)
+
+    def start_and_probe(self) -> tuple[Any, Any, bytes]:
         """--start: start the instance, then open tunnels until its server answers (or the deadline)."""
         from .locate import Located
+        from .pump import first_bytes
         from .start import Progress, start_and_wait
 
         progress = Progress()
@@ -209,10 +220,11 @@ class Session:
             while True:
                 fresh = self.pushed_at is not None and time.monotonic() - self.pushed_at < PROBE_PUSH_REUSE
                 ws = self.open(push=not fresh)
-                first = _first_bytes(ws)
+                proto = self.new_protocol()
+                first = first_bytes(ws, proto, PROBE_WAIT)
                 if first is not None:
                     progress.say(f"port {self.opts.port} on {target.instance_id} answers")
-                    return ws, first
+                    return ws, proto, first
                 if time.monotonic() >= deadline:
                     from .errors import ExitCode, TunnelClosed
 
@@ -232,35 +244,6 @@ HANDSHAKE_RETRY_BUDGET = 20.0
 PROBE_INTERVAL = 2.0
 PROBE_WAIT = 10.0
 PROBE_PUSH_REUSE = 40.0
-
-
-def _first_bytes(ws: Any, wait: float = 0.0) -> Optional[bytes]:
-    """The first data through a new tunnel, b"" when the server waits for us, None when unreachable."""
-    import websocket
-
-    from .errors import ExitCode, ProtocolError
-    from .protocol import close_outcome, parse_close_payload
-
-    ws.settimeout(wait or PROBE_WAIT)
-    try:
-        opcode, data = ws.recv_data(control_frame=True)
-    except (websocket.WebSocketTimeoutException, TimeoutError):
-        ws.settimeout(None)
-        return b""  # connected, and the server speaks second (not ssh)
-    if opcode in (websocket.ABNF.OPCODE_BINARY, websocket.ABNF.OPCODE_CONT):
-        ws.settimeout(None)
-        return data
-    if opcode == websocket.ABNF.OPCODE_CLOSE:
-        code, reason = parse_close_payload(data or b"")
-        err = close_outcome(code, reason, 0.0, None)
-        try:
-            ws.shutdown()
-        except Exception:
-            pass
-        if err is None or err.exit_code == ExitCode.TARGET_UNREACHABLE:
-            return None
-        raise err
-    raise ProtocolError("the endpoint sent a non-binary frame", hint="this is not an EC2 Instance Connect Endpoint")
 
 
 def run(opts: ConnectOptions, in_fd: int = 0, out_fd: int = 1) -> int:
@@ -292,28 +275,31 @@ def run(opts: ConnectOptions, in_fd: int = 0, out_fd: int = 1) -> int:
 
 
 def _run(session: "Session", opts: ConnectOptions, in_fd: int, out_fd: int) -> int:
-    first = b""
+    first, proto = b"", None
     if session.located.target.state != "running":
-        ws, first = session.start_and_probe()
+        ws, proto, first = session.start_and_probe()
     else:
         ws = session.open_healing()
     session.link_known_hosts()
+    can_replay = session.cached and proto is None
     try:
-        result = tunnel_audited(session, ws, in_fd, out_fd, first, on_close_out=lambda: _close_quietly(out_fd),
-                                reconnect=session.reconnect if session.cached and not first else None)
+        result = tunnel_audited(session, ws, in_fd, out_fd, proto or session.new_protocol(can_replay), first,
+                                close_output=lambda: _close_quietly(out_fd),
+                                reconnect=session.reconnect if can_replay else None)
     finally:
         if session._key_manager is not None:
             session._key_manager.rotate_if_due()  # our ssh is done with the key: the one safe moment
     if result.error is not None:
         raise result.error
-    return exit_code_for(result.reason)
+    return result.exit_code
 
 
-def tunnel_audited(session: "Session", ws: Any, in_fd: int, out_fd: int, first: bytes = b"",
-                   on_close_out: Optional[Any] = None, reconnect: Optional[Any] = None) -> Any:
+def tunnel_audited(session: "Session", ws: Any, in_fd: int, out_fd: int, proto: Any, first: bytes = b"",
+                   close_output: Optional[Any] = None, reconnect: Optional[Any] = None,
+                   tell: Optional[Any] = None) -> Any:
     """Pump one open WebSocket, with a ``connect`` and a ``disconnect`` entry in the audit log."""
     from . import audit
-    from .tunnel import PumpResult, _write_all, pump
+    from .pump import pump, stderr_line
 
     opts, located = session.opts, session.located
     log.debug("= tunnel open to %s (%s:%d) via %s", located.target.instance_id, located.target.ip, opts.port,
@@ -324,20 +310,21 @@ def tunnel_audited(session: "Session", ws: Any, in_fd: int, out_fd: int, first: 
                  os_user=opts.os_user if opts.push else None, port=opts.port, ip=located.target.ip,
                  endpoint_id=located.endpoint.endpoint_id, push_request_id=session.push_request_id,
                  profile=session.aws.profile, region=session.aws.region, pid=os.getpid())
-    result = PumpResult(reason="internal-error")
+    result = None
     try:
-        if first:
-            _write_all(out_fd, first)
-        result = pump(ws, in_fd, out_fd, float(opts.max_tunnel_duration or 3600), on_close_out=on_close_out,
-                      reconnect=reconnect, keepalive=opts.keepalive, warn_before=opts.expiry_warning)
+        result = pump(ws, proto, in_fd, out_fd, close_output or (lambda: None), reconnect=reconnect, first=first,
+                      tell=tell or stderr_line)
         return result
     finally:
-        err = result.error
-        audit.append("disconnect", id=conn_id, host=opts.host, instance_id=session.located.target.instance_id,
-                     bytes_up=result.bytes_up, bytes_down=result.bytes_down, duration=round(result.duration, 3),
-                     reason=result.reason,
-                     exit_code=int(err.exit_code) if err is not None else exit_code_for(result.reason),
-                     error=err.message if err is not None else None)
+        if result is None:
+            audit.append("disconnect", id=conn_id, host=opts.host, instance_id=session.located.target.instance_id,
+                         reason="internal-error", exit_code=70)
+        else:
+            err = result.error
+            audit.append("disconnect", id=conn_id, host=opts.host, instance_id=session.located.target.instance_id,
+                         bytes_up=result.bytes_up, bytes_down=result.bytes_down, duration=round(result.duration, 3),
+                         reason=result.reason, exit_code=result.exit_code,
+                         error=err.message if err is not None else None)
 
 
 def make_key_manager(opts: Any) -> Any:
@@ -353,18 +340,6 @@ def make_key_manager(opts: Any) -> Any:
         raise UsageError("key-store = keyring needs the ssh-agent (--agent / agent = yes)",
                          hint="ssh can only use a key that is not on disk through the agent")
     return KeyManager(opts.key_type or "ed25519", float(opts.key_lifetime or DEFAULT_LIFETIME), store)
-
-
-def exit_code_for(reason: str) -> int:
-    """0 for a normal end, including ssh's SIGHUP; 128+N for Ctrl-C and SIGTERM, as shells expect."""
-    if reason.startswith("signal:"):
-        signum = int(reason.split(":", 1)[1])
-        import signal
-
-        if signum == getattr(signal, "SIGHUP", -1):
-            return 0
-        return 128 + signum
-    return 0
 
 
 def _close_quietly(fd: int) -> None:

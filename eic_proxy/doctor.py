@@ -346,7 +346,7 @@ class Doctor:
                         + (f" (request {s.push_request_id})" if s.push_request_id else ""))
 
     def check_handshake(self) -> bool:
-        from .connect import _first_bytes
+        from .pump import first_bytes, say_goodbye
 
         s = self._session()
         t0 = time.monotonic()
@@ -354,16 +354,13 @@ class Doctor:
         took = (time.monotonic() - t0) * 1000
         self.add("handshake", PASS, f"WebSocket to {self.facts.endpoint.endpoint_id} open in {took:.0f} ms")
         try:
-            first = _first_bytes(ws, BANNER_WAIT)
+            first = first_bytes(ws, s.new_protocol(), BANNER_WAIT)
         except EicProxyError as exc:
             self.add("ssh banner", FAIL, exc.message, exc.hint)
             self.skip_rest(["ssh login"], "needs the SSH banner")
             return True
         finally:
-            try:
-                ws.close()
-            except Exception:
-                pass
+            say_goodbye(ws)
         port, ip = self.opts.port, self.facts.target.ip
         if first is None:
             self.add("ssh banner", FAIL, f"the endpoint could not reach {ip}:{port}",

@@ -63,6 +63,7 @@ class EicProxyError(Exception):
         super().__init__(message)
         self.message = message
         self.hint = hint
+        self.reported = False  # the tunnel already wrote its line (before closing ssh's input): say it once
         if exit_code is not None:
             self.exit_code = exit_code
 

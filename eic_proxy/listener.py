@@ -136,7 +136,8 @@ class Listener:
             ws = session.handshake()
             _say(f"[{n}] {where} -> {target}: open")
             fd = conn.fileno()
-            result = tunnel_audited(session, ws, fd, fd, on_close_out=lambda: _shut_write(conn))
+            result = tunnel_audited(session, ws, fd, fd, session.new_protocol(), close_output=lambda: _shut_write(conn),
+                                    tell=lambda line: _note(n, where, line))
             tail = f"up {result.bytes_up} B, down {result.bytes_down} B, {time.monotonic() - started:.1f} s"
             if result.error is not None:
                 _say(f"[{n}] {where}: closed with error: {result.error.message} ({tail})")
@@ -174,6 +175,12 @@ class Listener:
         deadline = time.monotonic() + SHUTDOWN_GRACE
         for t in self.threads:
             t.join(max(deadline - time.monotonic(), 0))
+
+
+def _note(n: int, where: str, line: str) -> None:
+    """A pump's warning goes out tagged with its connection; its error line is the "closed with error" below."""
+    if not line.startswith("eic-proxy: error:"):
+        _say(f"[{n}] {where}: {line.removeprefix('eic-proxy: ')}")
 
 
 def _shut_write(conn: socket.socket) -> None:

@@ -1,39 +1,17 @@
-"""Issue 7's hot-path rules: masking in C (wsaccel), large reads, pipelined sends (no stop-and-wait)."""
+"""Hot-path rules: masking in C (wsaccel), one sub-parser per run."""
 from __future__ import annotations
 
-import os
-import threading
-
-import websocket
-
-from eic_proxy import tunnel
-from eic_proxy.protocol import MAX_FRAME
-from tests.unit.test_properties import FakeWs
+from eic_proxy import wsframes
 
 
 def test_frames_are_masked_by_wsaccel():
-    assert "XorMaskerSimple" in websocket._abnf._mask.__code__.co_names
+    assert wsframes.MASKER == "wsaccel"
 
 
-def test_uplink_is_pipelined_in_full_frames_without_waiting_for_the_endpoint():
-    """1 MiB goes up while the endpoint sends nothing back: no per-frame acknowledgement is awaited."""
-    payload = os.urandom(1 << 20)
-    ws = FakeWs([])  # never answers until our CLOSE
-    in_r, in_w = os.pipe()
-    out_r, out_w = os.pipe()
-
-    def feed() -> None:
-        os.write(in_w, payload)
-        os.close(in_w)
-
-    threading.Thread(target=feed, daemon=True).start()
-    result = tunnel.pump(ws, in_r, out_w, keepalive=0, warn_before=None)
-    os.close(in_r)
-    os.close(out_w)
-    os.close(out_r)
-    assert result.error is None and bytes(ws.sent) == payload
-    assert max(ws.sizes) <= MAX_FRAME and len(ws.sizes) >= len(payload) // MAX_FRAME
-    assert result.bytes_up == len(payload) and result.bytes_down == 0
+def test_masking_matches_the_rfc():
+    key = b"\x01\x02\x03\x04"
+    frame = wsframes.encode(wsframes.OP_BINARY, b"\x00" * 6, key)
+    assert frame == b"\x82\x86" + key + b"\x01\x02\x03\x04\x01\x02"
 
 
 def test_every_command_is_known_to_the_one_command_parser():

@@ -2,37 +2,29 @@
 import json
 
 import pytest
-from hypothesis import given, strategies as st
 
-from eic_proxy.errors import ExitCode, ProtocolError
-from eic_proxy.protocol import (MAX_FRAME, close_outcome, describe_close, handshake_error, parse_close_payload,
-                                split_frames)
+from eic_proxy.endpoint_errors import ERROR_CODES, clean_text, close_error, describe_close, handshake_error
+from eic_proxy.errors import ExitCode
 
 
 class TestClose:
     def test_normal_and_empty_close_are_clean(self):
-        assert close_outcome(1000, "", 5, 3600) is None
-        assert close_outcome(None, "", 5, 3600) is None
+        assert close_error(1000, "", 5, 3600) is None
+        assert close_error(None, "", 5, 3600) is None
 
     def test_unable_to_connect_points_at_security_groups(self):
-        err = close_outcome(1011, "Unable to connect to target", 1, 3600)
+        err = close_error(1011, "Unable to connect to target", 1, 3600)
         assert err.exit_code == ExitCode.TARGET_UNREACHABLE
         assert "security group" in err.hint and "1011 (internal error)" in err.message
 
     def test_close_near_max_duration_is_expiry_whatever_the_code(self):
-        err = close_outcome(1000, "", 59.5, 60)
+        err = close_error(1000, "", 59.5, 60)
         assert err.exit_code == ExitCode.TUNNEL_EXPIRED and "ControlPersist" in err.hint
-        assert close_outcome(1000, "", 0.3, 2) is None  # a short limit leaves a proportional margin
+        assert close_error(1000, "", 0.3, 2) is None  # a short limit leaves a proportional margin
 
     def test_other_codes_carry_code_and_reason(self):
-        err = close_outcome(4000, "custom", 1, None)
+        err = close_error(4000, "custom", 1, None)
         assert err.exit_code == ExitCode.TUNNEL_CLOSED and "4000" in err.message and "custom" in err.message
-
-    def test_parse_close_payload(self):
-        assert parse_close_payload(b"") == (None, "")
-        assert parse_close_payload((1011).to_bytes(2, "big") + b"why") == (1011, "why")
-        with pytest.raises(ProtocolError):
-            parse_close_payload(b"\x03")
 
     def test_describe_close(self):
         assert describe_close(1011, "x") == "1011 (internal error) x"
@@ -72,8 +64,27 @@ class TestHandshake:
         assert "HTTP 418" in e.message
 
 
-@given(st.binary(max_size=300_000), st.integers(min_value=1, max_value=MAX_FRAME))
-def test_split_frames_preserves_bytes_and_bounds(data, limit):
-    frames = split_frames(data, limit)
-    assert b"".join(bytes(f) for f in frames) == data
-    assert all(0 < len(f) <= limit for f in frames)
+    def test_error_code_decides_not_words_in_the_message(self):
+        e = handshake_error(400, self.body("SomethingNew", "this client does not support that"))
+        assert e.exit_code == ExitCode.HANDSHAKE_REJECTED and "22 and 3389" not in e.hint
+        e = handshake_error(403, self.body("ThrottlingException", "signature limit"))
+        assert e.exit_code == ExitCode.SERVICE_UNAVAILABLE
+
+    @pytest.mark.parametrize("code", sorted(ERROR_CODES))
+    def test_every_code_in_the_table_has_a_class_and_a_hint(self, code):
+        e = handshake_error(400, self.body(code, "m"))
+        assert e.exit_code == ERROR_CODES[code][0] and e.hint
+
+    def test_expired_session_token_is_a_credentials_error(self):
+        e = handshake_error(403, self.body("ExpiredTokenException", "The security token included in the request is "
+                                                                   "expired"))
+        assert e.exit_code == ExitCode.CREDENTIALS and "sso login" in e.hint
+
+    def test_hostile_message_is_escaped_and_capped(self):
+        e = handshake_error(403, self.body("AccessDeniedException", "\x1b]0;pwned\x07\nline2" + "A" * 5000))
+        assert "\x1b" not in e.message and "\n" not in e.message and len(e.message) < 500
+
+
+def test_clean_text():
+    assert clean_text("a\x1b[31mb\r\nc\u202ed") == "a\\x1b[31mb\\x0d\\x0ac\\u202ed"
+    assert clean_text("x" * 400).endswith("…") and len(clean_text("x" * 400)) == 301

@@ -1,0 +1,520 @@
+"""The one I/O driver of ``TunnelProtocol``: sockets, file descriptors, threads, signals and the clock.
+
+Threads, each doing one blocking thing (no ``select`` on stdin, so Windows pipes work):
+- *uplink* reads ssh's bytes and feeds them to the protocol;
+- *reader* reads the endpoint's bytes, feeds them, and writes what comes out to ssh;
+- *sender* is the only writer of the socket: frames leave in the order the protocol made them;
+- the calling thread keeps time, receives signals (through a wake-up socket: handlers only record)
+  and does the teardown.
+
+The driver's rules (docs/architecture.md, "The tunnel core"): the diagnostic line is written to
+stderr before ssh's input is closed; once an outcome is decided, SIGHUP and stdin EOF only hurry
+the exit; teardown never blocks — the socket is shut down under any blocked thread, every send
+is watched for progress, and the process is gone within 2 s in every state.
+"""
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import select
+import signal
+import socket
+import ssl
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Deque, Optional
+
+from .errors import EicProxyError
+from .protocol import (MAX_FRAME, CloseOutput, Done, Effect, Note, Outcome, Reconnect, Say, Send, TunnelProtocol,
+                       Write, error_line)
+
+log = logging.getLogger(__name__)
+
+POLL = 0.5               # how often a waiting thread looks at the closed flag; a probe's recv timeout
+TICK_MAX = 1.0           # the longest the timer sleeps (send-progress watch resolution)
+RECV_SIZE = 256 * 1024
+HIGH_WATER = 4 * MAX_FRAME   # bytes queued for the socket before the uplink stops reading ssh
+FINAL_SEND_GRACE = 0.25  # at the end, how long our CLOSE may take to leave
+HURRY_GRACE = 1.0        # after a hurry (signal, EOF), how long the reader may take to finish the line
+
+# ssh ends its ProxyCommand with SIGHUP; Ctrl-C and service managers send SIGINT/SIGTERM.
+SIGNALS = tuple(getattr(signal, n) for n in ("SIGHUP", "SIGTERM", "SIGINT") if hasattr(signal, n))
+
+
+@dataclass
+class PumpResult:
+    """How a tunnel ended, plus byte counts for the audit log."""
+
+    outcome: Outcome
+    bytes_up: int
+    bytes_down: int
+    duration: float
+
+    @property
+    def error(self) -> Optional[EicProxyError]:
+        return self.outcome.error
+
+    @property
+    def reason(self) -> str:
+        return self.outcome.reason
+
+    @property
+    def exit_code(self) -> int:
+        return self.outcome.exit_code
+
+
+def stderr_line(text: str) -> None:
+    """Write one line straight to fd 2: no Python buffering, safe from any thread."""
+    data = (text + "\n").encode("utf-8", "replace")
+    try:
+        while data:
+            data = data[os.write(2, data):]
+    except OSError:
+        pass
+
+
+def write_all(fd: int, data: bytes) -> None:
+    mv = memoryview(data)
+    while mv:
+        mv = mv[os.write(fd, mv):]
+
+
+class Link:
+    """The socket to the endpoint (replaceable once, for the replay) and its single sender thread.
+
+    Frames are queued in protocol order and sent by one thread, so SSL never sees two writers. The
+    timer reads ``blocked_since`` to tell a slow endpoint from one that stopped reading.
+    """
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.generation = 0
+        self.closed = False
+        self._queue: Deque[Send] = collections.deque()
+        self._queued = 0
+        self._cond = threading.Condition()
+        self._in_send_since: Optional[float] = None
+        self.on_error: Callable[[str], None] = lambda detail: None
+        sock.settimeout(None)  # blocking: close() shuts the descriptor down under a blocked thread
+
+    # -- for the protocol's users --
+    def enqueue(self, frames: list[Send]) -> None:
+        if not frames:
+            return
+        with self._cond:
+            self._queue.extend(frames)
+            self._queued += sum(len(f.data) for f in frames)
+            self._cond.notify_all()
+
+    def wait_for_room(self) -> None:
+        """Backpressure for the uplink: wait while the socket is behind (or until the link closes)."""
+        with self._cond:
+            while self._queued > HIGH_WATER and not self.closed:
+                self._cond.wait(POLL)
+
+    def blocked_since(self) -> Optional[float]:
+        return self._in_send_since
+
+    def swap(self, sock: socket.socket) -> None:
+        """A new WebSocket continues the stream: frames still queued for the old one are dropped."""
+        old = self.sock
+        sock.settimeout(None)
+        with self._cond:
+            self.sock = sock
+            self.generation += 1
+        shutdown_socket(old)
+
+    # -- the sender thread --
+    def run_sender(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue and not self.closed:
+                    self._cond.wait()
+                if self.closed and not self._queue:
+                    return
+                frame = self._queue.popleft()
+                sock, generation = self.sock, self.generation
+            try:
+                if frame.generation == generation:
+                    self._send(sock, frame.data)
+            except (OSError, ValueError) as exc:
+                if self.closed:
+                    return
+                if self.generation == generation:  # not an old socket we already replaced
+                    self.on_error(_describe_socket_error(exc))
+                    return
+            finally:
+                with self._cond:
+                    self._queued -= len(frame.data)
+                    self._cond.notify_all()
+
+    def _send(self, sock: socket.socket, data: bytes) -> None:
+        mv = memoryview(data)
+        self._in_send_since = time.monotonic()
+        try:
+            while mv:  # send, not sendall: each record that leaves is progress the timer can see
+                mv = mv[sock.send(mv):]
+                self._in_send_since = time.monotonic()
+        finally:
+            self._in_send_since = None
+
+    def drain(self, timeout: float) -> None:
+        """Give what is queued (our CLOSE) a moment to leave."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self._queued > 0 and not self.closed:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return
+                self._cond.wait(left)
+
+    def close(self) -> None:
+        """Release every thread blocked on this link, at once."""
+        with self._cond:
+            self.closed = True
+            self._cond.notify_all()
+        shutdown_socket(self.sock)
+
+
+def shutdown_socket(sock: Any) -> None:
+    """SHUT_RDWR on the descriptor under a (TLS) socket: wakes any thread blocked in recv or send.
+
+    Not ``SSLSocket.shutdown``, which drops the SSL object under the feet of the other threads.
+    """
+    try:
+        fd = sock.fileno()
+        if fd < 0:
+            return
+        raw = socket.socket(fileno=os.dup(fd))
+    except (OSError, ValueError):
+        return
+    try:
+        raw.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    finally:
+        raw.close()
+
+
+def _describe_socket_error(exc: BaseException) -> str:
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS error: {exc.reason or exc.__class__.__name__}"
+    if isinstance(exc, ConnectionResetError):
+        return "reset by the peer"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror.lower()
+    return exc.__class__.__name__
+
+
+class Driver:
+    """Runs one protocol over one link between two descriptors. ``run()`` returns when it has ended."""
+
+    def __init__(self, link: Link, proto: TunnelProtocol, in_fd: int, out_fd: int,
+                 close_output: Callable[[], None], reconnect: Optional[Callable[[], Optional[socket.socket]]] = None,
+                 tell: Callable[[str], None] = stderr_line, handle_signals: Optional[bool] = None) -> None:
+        self.link, self.proto = link, proto
+        self.in_fd, self.out_fd = in_fd, out_fd
+        self.close_output_fn = close_output
+        self.reconnect = reconnect
+        self.tell = tell
+        self.handle_signals = (threading.current_thread() is threading.main_thread()
+                               if handle_signals is None else handle_signals)
+        self.lock = threading.Lock()
+        self.done = threading.Event()
+        self._said = False
+        self._output_closed = False
+        self._end_lock = threading.Lock()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        link.on_error = lambda detail: self.step(lambda now: self.proto.connection_lost(detail, now))
+
+    # ---- feeding the protocol --------------------------------------------------------------------
+    def step(self, feed: Callable[[float], None]) -> None:
+        """Give the protocol one input (``feed(now)``) under the lock, queue its frames, then carry out
+        the rest in order, outside the lock (a write to a slow ssh must not stop the other threads)."""
+        with self.lock:
+            feed(time.monotonic())
+            effects = self.proto.take()
+            self.link.enqueue([e for e in effects if isinstance(e, Send)])
+        self.perform([e for e in effects if not isinstance(e, Send)])
+
+    def perform(self, effects: list[Effect]) -> None:
+        for e in effects:
+            if isinstance(e, Write):
+                try:
+                    write_all(self.out_fd, e.data)
+                except OSError:
+                    if not self.proto.finished:
+                        self.step(self.proto.output_failed)
+                    return
+            elif isinstance(e, Note):
+                self.tell(e.text)
+            elif isinstance(e, Say):
+                self._say(e.text)
+            elif isinstance(e, CloseOutput):
+                self._close_output()
+            elif isinstance(e, Reconnect):
+                self._reconnect()
+            elif isinstance(e, Done):
+                self.done.set()
+                self.wake()
+
+    def _say(self, text: str) -> None:
+        with self._end_lock:
+            if self._said:
+                return
+            self._said = True
+        self.tell(text)
+
+    def _close_output(self) -> None:
+        with self._end_lock:
+            if self._output_closed:
+                return
+            self._output_closed = True
+        self.close_output_fn()
+
+    def _reconnect(self) -> None:
+        assert self.reconnect is not None
+        try:
+            sock = self.reconnect()
+        except EicProxyError as exc:
+            self.step(lambda now: self.proto.reconnect_failed(exc))
+            return
+        if sock is None:
+            self.step(lambda now: self.proto.reconnect_failed(None))
+            return
+        with self.lock:  # the swap and the replay are one step: later uplink frames queue after it
+            self.link.swap(sock)
+            self.proto.reconnected(time.monotonic())
+            effects = self.proto.take()
+            self.link.enqueue([e for e in effects if isinstance(e, Send)])
+        self.perform([e for e in effects if not isinstance(e, Send)])
+
+    def wake(self) -> None:
+        try:
+            self._wake_w.send(b"\0")
+        except OSError:
+            pass
+
+    # ---- the threads -----------------------------------------------------------------------------
+    def _uplink(self) -> None:
+        buf = bytearray(MAX_FRAME)
+        view = memoryview(buf)
+        while not self.proto.finished:
+            try:
+                n = _readinto(self.in_fd, buf)
+            except OSError as exc:
+                log.debug("reading from ssh failed: %s", exc)
+                n = 0
+            if n == 0:
+                self.step(self.proto.local_eof)
+                self.wake()
+                return
+            data = bytes(view[:n])
+            self.step(lambda now: self.proto.local_data(data, now))
+            self.link.wait_for_room()
+
+    def _reader(self) -> None:
+        buf = bytearray(RECV_SIZE)
+        view = memoryview(buf)
+        while not self.proto.finished and not self.link.closed:
+            sock, generation = self.link.sock, self.link.generation
+            try:
+                n = sock.recv_into(buf)
+            except (socket.timeout, ssl.SSLWantReadError):
+                continue
+            except (OSError, ValueError) as exc:
+                if self.link.closed or self.link.generation != generation:
+                    continue
+                detail = _describe_socket_error(exc)
+                self.step(lambda now: self.proto.connection_lost(detail, now))
+                return
+            if n == 0:
+                if self.link.generation != generation:
+                    continue
+                self.step(lambda now: self.proto.connection_lost("closed without a WebSocket close", now))
+                return
+            data = bytes(view[:n])
+            self.step(lambda now: self.proto.receive_bytes(data, now))
+
+    # ---- the calling thread ----------------------------------------------------------------------
+    def run(self) -> None:
+        restore = self._install_signals() if self.handle_signals else (lambda: None)
+        threads = [threading.Thread(target=f, name=f"eic-{f.__name__.strip('_')}", daemon=True)
+                   for f in (self.link.run_sender, self._reader, self._uplink)]
+        try:
+            for t in threads:
+                t.start()
+            self._timer()
+        finally:
+            restore()
+            self._teardown()
+
+    def _timer(self) -> None:
+        hurried_at: Optional[float] = None
+        while not self.done.is_set():
+            now = time.monotonic()
+            deadline = self.proto.next_deadline()
+            wait = TICK_MAX if deadline is None else min(max(deadline - now, 0.0), TICK_MAX)
+            if hurried_at is not None:
+                wait = min(wait, max(hurried_at + HURRY_GRACE - now, 0.0))
+            signums = self._wait(wait)
+            if self.done.is_set():
+                return
+            if self.proto.finished and hurried_at is None:
+                hurried_at = time.monotonic()  # decided, but a thread is still busy ending: don't wait long
+            if hurried_at is not None and time.monotonic() >= hurried_at + HURRY_GRACE:
+                return
+            for s in signums:
+                self.step(lambda now, s=s: self.proto.signal(s, now))
+            self.step(lambda now: self.proto.tick(now, self.link.blocked_since()))
+
+    def _wait(self, timeout: float) -> list[int]:
+        try:
+            ready, _, _ = select.select([self._wake_r], [], [], timeout)
+        except (OSError, ValueError):
+            return []
+        if not ready:
+            return []
+        try:
+            data = self._wake_r.recv(256)
+        except OSError:
+            return []
+        return [b for b in data if b]
+
+    def _install_signals(self) -> Callable[[], None]:
+        """Handlers only record: the C-level handler writes the signal number to the wake-up socket."""
+        previous = {}
+        for sig in SIGNALS:
+            try:
+                previous[sig] = signal.signal(sig, lambda signum, frame: None)
+            except (ValueError, OSError):  # pragma: no cover - not settable here
+                pass
+        try:
+            old_fd = signal.set_wakeup_fd(self._wake_w.fileno(), warn_on_full_buffer=False)
+        except (ValueError, OSError):  # pragma: no cover
+            old_fd = -1
+
+        def restore() -> None:
+            try:
+                signal.set_wakeup_fd(old_fd)
+            except (ValueError, OSError):  # pragma: no cover
+                pass
+            for sig, handler in previous.items():
+                try:
+                    signal.signal(sig, handler)
+                except (ValueError, OSError, TypeError):  # pragma: no cover
+                    pass
+
+        return restore
+
+    def _teardown(self) -> None:
+        outcome = self.proto.outcome
+        if outcome is not None and outcome.error is not None:
+            self._say(error_line(outcome.error))  # no-op when the thread that decided already said it
+            outcome.error.reported = True
+        self._close_output()
+        self.link.drain(FINAL_SEND_GRACE)
+        self.link.close()
+        for s in (self._wake_r, self._wake_w):
+            s.close()
+
+
+def _readinto(fd: int, buf: bytearray) -> int:
+    if hasattr(os, "readv"):
+        return os.readv(fd, [buf])
+    data = os.read(fd, len(buf))  # pragma: no cover - Windows
+    buf[: len(data)] = data
+    return len(data)
+
+
+def pump(sock: socket.socket, proto: TunnelProtocol, in_fd: int, out_fd: int, close_output: Callable[[], None],
+         reconnect: Optional[Callable[[], Optional[socket.socket]]] = None, first: bytes = b"",
+         tell: Callable[[str], None] = stderr_line) -> PumpResult:
+    """Move bytes both ways until either side ends; the protocol decides how it ended.
+
+    ``first``: bytes a probe already read through this WebSocket, written to ssh before anything else.
+    ``reconnect``: opens a new WebSocket for the one replay the protocol may ask for (None: no replay).
+    """
+    started = time.monotonic()
+    if first:
+        try:
+            write_all(out_fd, first)
+        except OSError:
+            proto.output_failed(time.monotonic())
+    link = Link(sock)
+    driver = Driver(link, proto, in_fd, out_fd, close_output, reconnect, tell)
+    if not proto.finished:
+        driver.run()
+    else:
+        driver._teardown()
+    assert proto.outcome is not None
+    return PumpResult(proto.outcome, proto.bytes_up, proto.bytes_down, time.monotonic() - started)
+
+
+def first_bytes(sock: socket.socket, proto: TunnelProtocol, wait: float) -> Optional[bytes]:
+    """The first data through a new tunnel: bytes, b"" when the server waits for the client (not
+    SSH), None when the endpoint cannot reach the target (or closed normally). Other failures raise.
+
+    The doctor's banner check and ``--start``'s probe; the same protocol object goes on into
+    ``pump`` (with the bytes as ``first``), so a frame split across reads is never lost.
+    """
+    deadline = time.monotonic() + wait
+    buf = bytearray(RECV_SIZE)
+    got = bytearray()
+    from .errors import ExitCode
+
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            break
+        sock.settimeout(min(left, POLL))
+        try:
+            n = sock.recv_into(buf)
+        except (socket.timeout, ssl.SSLWantReadError):
+            continue
+        except OSError as exc:
+            proto.connection_lost(_describe_socket_error(exc), time.monotonic())
+            n = -1
+        if n == 0:
+            proto.connection_lost("closed without a WebSocket close", time.monotonic())
+        elif n > 0:
+            proto.receive_bytes(bytes(buf[:n]), time.monotonic())
+        for e in proto.take():
+            if isinstance(e, Send):
+                _send_now(sock, e.data)
+            elif isinstance(e, Write):
+                got += e.data
+        if proto.finished:
+            shutdown_socket(sock)
+            err = proto.outcome.error if proto.outcome else None
+            if err is None or err.exit_code == ExitCode.TARGET_UNREACHABLE:
+                return None
+            raise err
+        if got:
+            return bytes(got)
+    return b""
+
+
+def say_goodbye(sock: socket.socket) -> None:
+    """End a probe's WebSocket politely (CLOSE 1000), then drop it; never blocks for long."""
+    from .wsframes import OP_CLOSE, close_payload, encode
+
+    _send_now(sock, encode(OP_CLOSE, close_payload(1000)))
+    shutdown_socket(sock)
+    try:
+        sock.close()
+    except OSError:
+        pass
+
+
+def _send_now(sock: socket.socket, data: bytes) -> None:
+    """A control frame during a probe (PONG), before any sender thread exists."""
+    try:
+        sock.settimeout(POLL)
+        sock.sendall(data)
+    except (OSError, ValueError):
+        pass
