@@ -84,6 +84,9 @@ def build_parser(only: Optional[str] = None) -> argparse.ArgumentParser:
                    help="timeout for AWS API calls and the WebSocket handshake (default 10 / 15)")
     c.add_argument("--keepalive", type=float, default=30.0, metavar="SECONDS",
                    help="WebSocket ping interval; 3 unanswered pings end the tunnel (0: off; default 30)")
+    c.add_argument("--banner-wait", type=float, default=5.0, metavar="SECONDS",
+                   help="port 22: warn when the instance has sent nothing this long after the tunnel opened "
+                        "(default 5)")
     c.add_argument("--expiry-warning", type=float, default=60.0, metavar="SECONDS",
                    help="warn this long before the maximum tunnel duration is reached (default 60; 0: off)")
     _add_key_options(c)
@@ -304,6 +307,7 @@ def _connect_options(args: argparse.Namespace, host: str, port: int, os_user: Op
         agent=bool(s.agent), identity=s.identity, max_connections=getattr(args, "endpoint_connections", 20),
         queue_timeout=getattr(args, "queue_timeout", 300.0), timeout=getattr(args, "timeout", None),
         keepalive=getattr(args, "keepalive", 30.0), expiry_warning=getattr(args, "expiry_warning", 60.0),
+        banner_wait=getattr(args, "banner_wait", 5.0),
         host=host, port=port, os_user=s.os_user or DEFAULT_OS_USER,
         region=s.region, profile=s.profile, eice_id=s.eice_id,
         max_tunnel_duration=s.max_tunnel_duration, push=getattr(args, "push", True) is not False,
@@ -429,7 +433,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             os.dup2(devnull, sys.stdout.fileno())
         except (OSError, ValueError):
             pass
-        return 141
+        return int(ExitCode.BROKEN_PIPE)
     except Exception as exc:  # the last line of defence: one line, never a traceback unless asked
         _report(f"internal error: {exc.__class__.__name__}: {exc}", "please report this with the output of -vv", args)
         return int(ExitCode.INTERNAL)

@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from .errors import UsageError
+from .errors import ExitCode, UsageError
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ class ConnectOptions:
     timeout: Optional[float] = None  # API connect/read and WebSocket handshake, seconds
     keepalive: float = 30.0
     expiry_warning: float = 60.0
-    banner_wait: float = 10.0  # port 22: warn when the instance has sent nothing this long after the upgrade
+    banner_wait: float = 5.0  # port 22: warn when the instance has sent nothing this long after the upgrade
 
 
 def validate(opts: ConnectOptions) -> None:
@@ -290,6 +290,7 @@ def _run(session: "Session", opts: ConnectOptions, in_fd: int, out_fd: int) -> i
         if session._key_manager is not None:
             session._key_manager.rotate_if_due()  # our ssh is done with the key: the one safe moment
     if result.error is not None:
+        result.error.exit_code = ExitCode(result.exit_code)  # a signal's 128+N wins over the error's class
         raise result.error
     return result.exit_code
 

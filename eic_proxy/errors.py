@@ -51,7 +51,10 @@ class ExitCode(IntEnum):
     AMBIGUOUS_HOST = 22
     CHECKS_FAILED = 23  # `doctor` found at least one problem
     INTERNAL = 70
-    INTERRUPTED = 130
+    # 128 + N, as shells report a process ended by signal N (we end cleanly, with the same code)
+    INTERRUPTED = 130  # SIGINT
+    BROKEN_PIPE = 141  # SIGPIPE: whoever read our output went away (`eic-proxy ls | head`)
+    TERMINATED = 143  # SIGTERM
 
 
 class EicProxyError(Exception):

@@ -31,7 +31,7 @@ MAX_MESSAGE = 16 * 1024 * 1024
 KEEPALIVE_MISSES = 3
 CLOSE_WAIT = 0.5          # after our CLOSE, how long the endpoint's echo (and data before it) may take
 STALL_NOTE = 3.0          # silence while we wait for an answer that counts as "the endpoint stalled"
-DEFAULT_BANNER_WAIT = 10.0
+DEFAULT_BANNER_WAIT = 5.0  # below Ansible's default ConnectTimeout (10 s): our warning comes first
 # Bytes kept for a replay on a new WebSocket; ssh sends only its version banner before the server answers.
 PREAMBLE_LIMIT = 256 * 1024
 
@@ -93,7 +93,7 @@ def signal_exit_code(signum: int) -> int:
     """0 for ssh's SIGHUP (its normal way to end us); 128+N for the rest, as shells expect."""
     if signum == getattr(_signal, "SIGHUP", -1):
         return ExitCode.OK
-    return 128 + signum
+    return ExitCode(128 + signum) if 128 + signum in ExitCode._value2member_map_ else 128 + signum
 
 
 def _fmt_bytes(n: int) -> str:
@@ -157,7 +157,9 @@ class TunnelProtocol:
         self._preamble: Optional[bytearray] = bytearray() if self.can_replay else None
         self._pending_close_error: Optional[EicProxyError] = None
         if self.keepalive > 0:
-            self._t.next_ping = self.now + self.keepalive
+            # A first PING at once tells early whether this endpoint answers PINGs at all, so a stall
+            # in the first seconds (mid-download) is already ours to find, not left to ssh.
+            self._t.next_ping = self.now
         if self.max_duration and self.warn_before:
             self._t.warn_at = self.now + max(self.max_duration - min(self.warn_before, self.max_duration / 2), 0)
         if self.initial:
@@ -206,7 +208,7 @@ class TunnelProtocol:
             return
         stalled = self._stalled_for(now)
         if stalled is not None:
-            self._finish("hangup-stalled", self._stall_error(stalled, "closed the connection"))
+            self._finish("hangup-stalled", self._stall_error(stalled, "ssh closed the connection"))
             return
         self._closing = True
         self._send_frame(OP_CLOSE, close_payload(1000))
@@ -222,7 +224,9 @@ class TunnelProtocol:
         if self.finished:
             return
         stalled = self._stalled_for(now)
-        err = self._stall_error(stalled, "hung up") if stalled is not None else None
+        who = {getattr(_signal, "SIGHUP", -1): "ssh hung up", _signal.SIGINT: "interrupted (SIGINT)"}.get(
+            signum, f"stopped by signal {signum}")
+        err = self._stall_error(stalled, who) if stalled is not None else None
         code = signal_exit_code(signum)
         if err is not None and code == ExitCode.OK:
             code = err.exit_code
@@ -416,13 +420,13 @@ class TunnelProtocol:
             return None
         return now - since
 
-    def _stall_error(self, stalled: float, what_ssh_did: str) -> NetworkError:
+    def _stall_error(self, stalled: float, what_happened: str) -> NetworkError:
         if self.bytes_down == 0:
             where = "before the instance sent anything: the endpoint may not reach it (security groups, " \
                     "routing) or its SSH server does not answer; `eic-proxy doctor HOST` checks the chain"
         else:
             where = f"after {_fmt_bytes(self.bytes_down)} received: the endpoint or the network path stalled"
-        return NetworkError(f"ssh {what_ssh_did} while the endpoint had not answered for {stalled:.0f} s, {where}",
+        return NetworkError(f"{what_happened} while the endpoint had not answered for {stalled:.0f} s, {where}",
                             exit_code=ExitCode.TIMEOUT)
 
     def _finish(self, reason: str, error: Optional[EicProxyError], exit_code: Optional[int] = None,

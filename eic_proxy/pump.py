@@ -96,6 +96,7 @@ class Link:
         self._queued = 0
         self._cond = threading.Condition()
         self._in_send_since: Optional[float] = None
+        self._replaced: list[socket.socket] = []
         self.on_error: Callable[[str], None] = lambda detail: None
         sock.settimeout(None)  # blocking: close() shuts the descriptor down under a blocked thread
 
@@ -124,6 +125,7 @@ class Link:
         with self._cond:
             self.sock = sock
             self.generation += 1
+            self._replaced.append(old)
         shutdown_socket(old)
 
     # -- the sender thread --
@@ -169,6 +171,14 @@ class Link:
                 if left <= 0:
                     return
                 self._cond.wait(left)
+
+    def release(self) -> None:
+        """Close the descriptor, once no thread of ours can be inside it any more."""
+        for sock in [*self._replaced, self.sock]:
+            try:
+                sock.close()
+            except OSError:
+                pass
 
     def close(self) -> None:
         """Release every thread blocked on this link, at once."""
@@ -352,6 +362,12 @@ class Driver:
         finally:
             restore()
             self._teardown()
+            # The socket threads were woken by the shutdown: once they are out, the descriptor can go
+            # (closing it under a thread still inside recv could hand its number to a new file).
+            for t in threads[:2]:
+                t.join(POLL)
+            if not any(t.is_alive() for t in threads[:2]):
+                self.link.release()
 
     def _timer(self) -> None:
         hurried_at: Optional[float] = None

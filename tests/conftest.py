@@ -119,11 +119,67 @@ class Client:
                            capture_output=True, timeout=timeout, env=env or self.env)
         return Result(p.returncode, p.stdout, p.stderr.decode(errors="replace"))
 
+    def ssh_at_exit(self, host: str, command: str, *options: str, input: Optional[bytes] = None,
+                    timeout: float = 60, on_start=None) -> Result:
+        """Real ssh; its stderr as it stands *the moment ssh exits*, as a user (or VS Code, or Ansible)
+        reads it. What our ProxyCommand writes later is lost to them, so it is not counted here."""
+        import threading
+
+        p = subprocess.Popen(["ssh", "-F", str(self.config), *options, host, command], env=self.env,
+                             stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        out = bytearray()
+        drain = threading.Thread(target=lambda: out.extend(p.stdout.read()), daemon=True)
+        drain.start()
+        if input is not None:
+            threading.Thread(target=_feed, args=(p.stdin, input), daemon=True).start()
+        if on_start is not None:
+            on_start(p)
+        try:
+            code = p.wait(timeout)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            raise
+        os.set_blocking(p.stderr.fileno(), False)
+        err = bytearray()
+        while True:
+            try:
+                chunk = os.read(p.stderr.fileno(), 65536)
+            except BlockingIOError:
+                break
+            if not chunk:
+                break
+            err.extend(chunk)
+        p.stderr.close()
+        drain.join(timeout)
+        return Result(code, bytes(out), err.decode(errors="replace"))
+
     def ssh(self, host: str, command: str, **kw) -> Result:
         return self.run(["ssh", "-F", str(self.config), host, command], **kw)
 
     def proxy(self, *args: str, **kw) -> Result:
         return self.run([self.bed.eic_proxy_path(), *args], **kw)
+
+
+def _feed(pipe, data: bytes) -> None:
+    try:
+        pipe.write(data)
+        pipe.close()
+    except OSError:
+        pass
+
+
+def wait_until(predicate, timeout: float, interval: float = 0.02) -> bool:
+    """Poll ``predicate`` until it holds or ``timeout`` passes; returns whether it held."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        if predicate():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(interval)
 
 
 @pytest.fixture

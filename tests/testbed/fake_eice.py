@@ -59,6 +59,7 @@ class FakeEice:
         self.faults: collections.deque = collections.deque()
         self.lock = threading.Lock()
         self.clock_skew = 0.0  # seconds the endpoint's clock runs ahead (tests of URL expiry)
+        self.stall_hold = 5.0  # how long a stalled connection is kept before it is dropped
 
     def start(self) -> None:
         self.thread.start()
@@ -98,7 +99,12 @@ class FakeEice:
         Handshake: ``status:N:Code`` (refuse with a JSON body), ``stall-handshake`` (never answer).
         Tunnel: ``text-frame``, ``invalid-frame`` (reserved opcode), ``oversized-frame`` (1 TiB length
         header), ``close:CODE:REASON``, ``drop`` (abort at once), ``drop-after:N`` (abort after N bytes
-        down), ``stall-after:S`` (stop reading and answering PINGs after S seconds), ``slow-read``.
+        down), ``stall-after:S`` (stop reading and answering PINGs after S seconds), ``slow-read``,
+        ``stall-open`` (upgrade, then never a byte: the target is never dialled), ``stall-down-after:N``
+        / ``stall-up-after:N`` (stop reading and sending once N bytes went down / came up),
+        ``ping-first`` (a PING before any data), ``messages:N`` (data coalesced into N-byte messages),
+        and after the first bytes down (the banner): ``then-text``, ``then-opcode``, ``then-rsv1``,
+        ``then-endless`` (continuation frames that never end), ``then-close:CODE:REASON``.
         """
         with self.lock:
             self.faults.append(fault)
@@ -174,6 +180,35 @@ class FakeEice:
         self._trail(params, None)
         return None
 
+    @staticmethod
+    async def _misbehave(ws: Any, how: str) -> None:
+        """After the banner went down: frames a real endpoint never sends."""
+        if how == "text":
+            await ws.send("surprise")
+        elif how == "opcode":
+            ws.transport.write(b"\x8b\x00")  # reserved control opcode 0xB
+        elif how == "rsv1":
+            ws.transport.write(b"\xc2\x03abc")  # RSV1 without a negotiated extension
+        elif how == "endless":
+            ws.transport.write(b"\x02\x7e\xff\xff" + b"\0" * 65535)  # BINARY, FIN clear
+            chunk = b"\x00\x7e\xff\xff" + b"\0" * 65535           # CONT, FIN clear, forever
+            for _ in range(4096):
+                if ws.transport.is_closing():
+                    return
+                ws.transport.write(chunk)
+                await asyncio.sleep(0)
+                while ws.transport.get_write_buffer_size() > 1 << 20 and not ws.transport.is_closing():
+                    await asyncio.sleep(0.01)
+            return
+        elif how.startswith("close:"):
+            _, code, reason = (how.split(":", 2) + [""])[:3]
+            await ws.close(int(code), reason)
+            return
+        try:
+            await asyncio.wait_for(ws.wait_closed(), 10)
+        except asyncio.TimeoutError:
+            ws.transport.abort()
+
     def _trail(self, params: dict, error: Optional[str]) -> None:
         """OpenTunnel in the fake CloudTrail, with the request parameters the real event carries."""
         keep = ("instanceConnectEndpointId", "remotePort", "privateIpAddress", "maxTunnelDuration")
@@ -210,7 +245,21 @@ class FakeEice:
             ws.transport.write(raw)
             await ws.wait_closed()
             return
+        if fault == "stall-open":  # the upgrade worked, then nothing: read and drop what comes, never answer
+            try:
+                async for _ in ws:
+                    pass
+            except Exception:
+                pass
+            return
+        if fault == "ping-first":
+            await ws.ping(b"hello?")
         drop_after = int(fault.split(":", 1)[1]) if fault.startswith("drop-after:") else None
+        stall_down = int(fault.split(":", 1)[1]) if fault.startswith("stall-down-after:") else None
+        stall_up = int(fault.split(":", 1)[1]) if fault.startswith("stall-up-after:") else None
+        message_size = int(fault.split(":", 1)[1]) if fault.startswith("messages:") else None
+        then = fault[5:] if fault.startswith("then-") else None
+        stalled = asyncio.Event()
         stall_after = float(fault.split(":", 1)[1]) if fault.startswith("stall-after:") else None
         slow_read = fault == "slow-read"
         try:
@@ -229,24 +278,47 @@ class FakeEice:
                         return
                     writer.write(message)
                     await writer.drain()
+                    received_up[0] += len(message)
+                    if stall_up is not None and received_up[0] >= stall_up:
+                        stalled.set()
+                        return
                     if slow_read:  # a slow endpoint: the client must wait, not lose or pile up data
                         await asyncio.sleep(0.005)
             except (ConnectionClosed, OSError):
                 pass
+
+        received_up = [0]
 
         async def down() -> None:
             sent = 0
             try:
                 while True:
                     data = await reader.read(65536)
+                    if message_size is not None:  # coalesce while more is coming at once
+                        while data and len(data) < message_size:
+                            try:
+                                more = await asyncio.wait_for(reader.read(message_size - len(data)), 0.2)
+                            except asyncio.TimeoutError:
+                                break
+                            if not more:
+                                break
+                            data += more
                     if not data:
                         return
+                    if stall_down is not None and sent + len(data) >= stall_down:
+                        await ws.send(data[: stall_down - sent])
+                        stalled.set()
+                        return
+
                     if drop_after is not None and sent + len(data) > drop_after:
                         await ws.send(data[: drop_after - sent])
                         ws.transport.abort()  # the connection dies mid-stream, no CLOSE
                         return
                     await ws.send(data)
                     sent += len(data)
+                    if then is not None:  # the first bytes (the banner) went down: now misbehave
+                        await self._misbehave(ws, then)
+                        return
             except (ConnectionClosed, OSError):
                 pass
 
@@ -257,12 +329,14 @@ class FakeEice:
                 t.cancel()
             # Not reading, we would never notice the client leave: drop it after a while, so the
             # connection stops counting against the endpoint's cap for later tests.
-            await asyncio.sleep(5)
+            await asyncio.sleep(self.stall_hold)
             ws.transport.abort()
 
         up_task = asyncio.ensure_future(up())
         down_task = asyncio.ensure_future(down())
-        if stall_after is not None:
+        if stall_after is not None or stall_down is not None or stall_up is not None:
+            if stall_after is None:
+                await stalled.wait()
             await stall()
             writer.close()
             return

@@ -1,0 +1,52 @@
+"""E2E rules every test obeys: nothing of ours outlives the client that started it by more than 2 s."""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+LINGER = 2.0
+
+
+def our_processes() -> dict[int, str]:
+    """eic-proxy processes on this machine (the bed runs none: its fakes live in the test process)."""
+    found = {}
+    me = os.getpid()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == me:
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        text = " ".join(a.decode(errors="replace") for a in argv if a)
+        if any(a.endswith(b"/eic-proxy") or a == b"eic_proxy" for a in argv[:3]):
+            try:
+                state = next(line for line in (entry / "status").read_text().splitlines()
+                             if line.startswith("State:"))
+            except (OSError, StopIteration):
+                continue
+            if "zombie" not in state:
+                found[int(entry.name)] = text
+    return found
+
+
+@pytest.fixture(autouse=True)
+def nothing_of_ours_lingers():
+    before = set(our_processes())
+    yield
+    deadline = time.monotonic() + LINGER
+    left = {}
+    while True:
+        left = {pid: cmd for pid, cmd in our_processes().items() if pid not in before}
+        if not left or time.monotonic() >= deadline:
+            break
+        time.sleep(0.05)
+    for pid in left:
+        try:
+            os.kill(pid, 9)
+        except OSError:
+            pass
+    assert not left, f"still running {LINGER:.0f} s after the test's clients ended: {sorted(left.values())}"
