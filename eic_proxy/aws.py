@@ -113,7 +113,7 @@ class Aws:
             return self.session.create_client(service, region_name=self.region, config=cfg.merge(Config(proxies=ours)))
         except EicProxyError:
             raise
-        except Exception as exc:  # botocore raises a zoo here (bad endpoint URL, bad profile config)
+        except (*api_errors(), ValueError) as exc:  # a bad endpoint URL is a ValueError
             raise translate(exc, f"creating the {service} client") from exc
 
     def frozen_credentials(self) -> Any:
@@ -133,7 +133,7 @@ class Aws:
             frozen = creds.get_frozen_credentials() if creds is not None else None
         except EicProxyError:
             raise
-        except Exception as exc:
+        except api_errors() as exc:
             raise translate(exc, "loading AWS credentials") from exc
         if frozen is None or not frozen.access_key:
             raise CredentialsError(
@@ -181,6 +181,17 @@ _ACCESS_DENIED = {"AccessDenied", "AccessDeniedException", "UnauthorizedOperatio
                   "AuthFailure", "UnauthorizedException"}
 _EXPIRED = {"ExpiredToken", "ExpiredTokenException", "RequestExpired", "InvalidClientTokenId",
             "SignatureDoesNotMatch", "InvalidToken"}
+
+
+def api_errors() -> tuple[type[BaseException], ...]:
+    """What an AWS API call may raise that ``translate`` knows: botocore's errors and the network's.
+
+    Used as ``except api_errors() as exc`` so that anything else, a bug of ours, is not dressed up as
+    an "AWS error" but reaches ``cli.main`` as an internal error (exit 70, traceback with -v).
+    """
+    import botocore.exceptions as bx
+
+    return bx.BotoCoreError, bx.ClientError, OSError
 
 
 def translate(exc: BaseException, doing: str, profile: Optional[str] = None) -> EicProxyError:

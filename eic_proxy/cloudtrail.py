@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Optional
 
-from .aws import Aws, translate
+from .aws import Aws, api_errors, translate
 from .errors import AccessDenied
 
 EVENT_SOURCE = "ec2-instance-connect.amazonaws.com"
@@ -81,7 +81,7 @@ def lookup(aws: Aws, start: dt.datetime, end: Optional[dt.datetime] = None) -> l
             if not token:
                 break
             kwargs["NextToken"] = token
-    except Exception as exc:
+    except api_errors() as exc:
         err = translate(exc, "looking up CloudTrail events", aws.profile)
         if isinstance(err, AccessDenied):
             err.hint = "--cloudtrail needs cloudtrail:LookupEvents"

@@ -102,7 +102,7 @@ class Doctor:
 
     # ---- credentials ------------------------------------------------------------------------------
     def check_credentials(self) -> bool:
-        from .aws import make_aws, translate
+        from .aws import api_errors, make_aws, translate
 
         opts = self.opts
         aws = make_aws(opts.profile, opts.region, **({} if opts.timeout is None else
@@ -111,7 +111,7 @@ class Doctor:
         aws.frozen_credentials()
         try:
             ident = aws.client("sts").get_caller_identity()
-        except Exception as exc:
+        except api_errors() as exc:
             err = translate(exc, "calling sts:GetCallerIdentity", aws.profile)
             return self.add("credentials", FAIL, err.message, err.hint)
         self.facts.caller = ident.get("Arn")
@@ -123,7 +123,7 @@ class Doctor:
 
     # ---- instance ---------------------------------------------------------------------------------
     def check_instance(self) -> bool:
-        from .aws import translate
+        from .aws import api_errors, translate
         from .resolve import parse_host, resolve
 
         aws = self.facts.aws
@@ -137,7 +137,7 @@ class Doctor:
         try:
             resp = ec2.describe_instances(InstanceIds=[target.instance_id])
             self.facts.instance = resp["Reservations"][0]["Instances"][0]
-        except Exception as exc:
+        except api_errors() as exc:
             err = translate(exc, "describing the instance", aws.profile)
             return self.add("instance", FAIL, err.message, err.hint)
         label = f"{target.instance_id}" + (f" ({target.name})" if target.name else "")
@@ -184,12 +184,12 @@ class Doctor:
 
     # ---- security groups --------------------------------------------------------------------------
     def _groups(self, **query: Any) -> list[dict]:
-        from .aws import translate
+        from .aws import api_errors, translate
 
         aws = self.facts.aws
         try:
             return aws.client("ec2").describe_security_groups(**query).get("SecurityGroups", [])
-        except Exception as exc:
+        except api_errors() as exc:
             raise translate(exc, "describing security groups", aws.profile) from exc
 
     def _endpoint_group_ids(self) -> list[str]:
@@ -266,12 +266,12 @@ class Doctor:
         try:
             subnets = self.facts.aws.client("ec2").describe_subnets(SubnetIds=[subnet_id]).get("Subnets", [])
             return subnets[0].get("CidrBlock") if subnets else None
-        except Exception:
+        except api_errors():
             return None
 
     # ---- IAM --------------------------------------------------------------------------------------
     def check_iam(self) -> bool:
-        from .aws import translate
+        from .aws import api_errors, translate
         from .errors import AccessDenied
         from .policy import partition_for
 
@@ -304,7 +304,7 @@ class Doctor:
             try:
                 resp = iam.simulate_principal_policy(PolicySourceArn=principal, ActionNames=[action],
                                                      ResourceArns=[resource], ContextEntries=ctx)
-            except Exception as exc:
+            except api_errors() as exc:
                 err = translate(exc, "simulating IAM policies", aws.profile)
                 if isinstance(err, AccessDenied):
                     return self.add("iam", SKIP, "this identity may not call iam:SimulatePrincipalPolicy; the push "

@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Iterable, Optional
 
-from .aws import Aws, translate
+from .aws import Aws, api_errors, translate
 from .errors import NoEndpoint, UsageError
 from .target import Endpoint, Target
 
@@ -61,7 +61,7 @@ def describe_endpoints(aws: Aws, ec2: Any, *, vpc_id: Optional[str] = None, endp
             if not token:
                 return out
             kwargs["NextToken"] = token
-    except Exception as exc:
+    except api_errors() as exc:
         raise translate(exc, "listing EC2 Instance Connect Endpoints", aws.profile) from exc
 
 

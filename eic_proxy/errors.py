@@ -15,6 +15,7 @@ Map of the hierarchy (each class fixes an exit code; ``cli.main`` is the only ca
     ├── TunnelClosed                    the endpoint closed abnormally   (TARGET_UNREACHABLE, TUNNEL_CLOSED, TUNNEL_EXPIRED)
     ├── NetworkError                    DNS, TCP, TLS, timeouts          (NETWORK, TLS, TIMEOUT)
     ├── ProtocolError                   garbage from the server          (PROTOCOL)
+    ├── files.LockTimeout               a lock held by a stopped process (LOCKED)
     └── AwsApiError                     any other AWS API failure        (AWS_API)
 """
 from __future__ import annotations
@@ -50,6 +51,7 @@ class ExitCode(IntEnum):
     AWS_API = 21
     AMBIGUOUS_HOST = 22
     CHECKS_FAILED = 23  # `doctor` found at least one problem
+    LOCKED = 24  # another eic-proxy process held a lock (or the keyring did not answer) for the whole wait
     INTERNAL = 70
     # 128 + N, as shells report a process ended by signal N (we end cleanly, with the same code)
     INTERRUPTED = 130  # SIGINT

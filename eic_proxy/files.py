@@ -6,6 +6,8 @@ import sys
 from pathlib import Path
 from typing import Optional
 
+from .errors import EicProxyError, ExitCode
+
 APP = "eic-proxy"
 
 
@@ -79,29 +81,73 @@ def write_private_atomic(path: Path, data: bytes, mode: int = 0o600, durable: bo
         raise
 
 
+LOCK_WAIT = 30.0       # no lock is waited on longer than this (EIC_PROXY_LOCK_TIMEOUT overrides)
+LOCK_SAY_AFTER = 2.0   # then one stderr line says what we wait for
+
+
+def lock_wait() -> float:
+    try:
+        return max(float(os.environ.get("EIC_PROXY_LOCK_TIMEOUT", LOCK_WAIT)), 0.0)
+    except ValueError:
+        return LOCK_WAIT
+
+
+class LockTimeout(EicProxyError, TimeoutError):
+    """Another eic-proxy process held a lock for the whole wait: stopped (Ctrl-Z, SIGSTOP) or hung."""
+
+    exit_code = ExitCode.LOCKED
+
+
 class FileLock:
-    """An exclusive advisory lock on ``path`` shared by every eic-proxy process of this user.
+    """An advisory lock on ``path`` shared by every eic-proxy process of this user.
 
     flock on POSIX, msvcrt.locking on Windows; released when the context exits (or the process dies,
-    so a crashed process never leaves a stale lock behind).
+    so a crashed process never leaves a stale lock behind). Never waited on without a bound: a
+    holder that is stopped would otherwise hang every connection silently. ``what`` names the lock
+    in the waiting line and the error.
     """
 
-    def __init__(self, path: Path, timeout: Optional[float] = None, shared: bool = False) -> None:
+    def __init__(self, path: Path, timeout: Optional[float] = None, shared: bool = False,
+                 what: str = "a lock") -> None:
         self.path = path
-        self.timeout = timeout
+        self.timeout = lock_wait() if timeout is None else timeout
         self.shared = shared  # many readers at once; Windows has no shared mode and falls back to exclusive
+        self.what = what
         self._fd: Optional[int] = None
 
     def __enter__(self) -> "FileLock":
         ensure_private_dir(self.path.parent)
-        fd = os.open(str(self.path), os.O_RDWR | os.O_CREAT, 0o600)
+        fd = os.open(str(self.path), os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
         try:
-            _lock_fd(fd, self.timeout, self.shared)
+            if not _try_lock(fd, self.shared):
+                self._wait(fd)
         except BaseException:
             os.close(fd)
             raise
         self._fd = fd
         return self
+
+    def _wait(self, fd: int) -> None:
+        import time
+
+        start = time.monotonic()
+        said = False
+        delay = 0.005
+        while True:
+            waited = time.monotonic() - start
+            if waited >= self.timeout:
+                raise LockTimeout(
+                    f"another eic-proxy process has held {self.what} for {waited:.0f} s ({self.path})",
+                    hint="a stopped or hung eic-proxy holds it: find it with `pgrep -af eic-proxy`, end it, retry")
+            if not said and waited >= LOCK_SAY_AFTER:
+                said = True
+                sys.stderr.write(f"eic-proxy: waiting for {self.what}, held by another eic-proxy process "
+                                 f"(up to {self.timeout:.0f} s)\n")
+                sys.stderr.flush()
+            time.sleep(min(delay, max(self.timeout - waited, 0)))
+            delay = min(delay * 2, 0.1)
+            if _try_lock(fd, self.shared):
+                return
 
     def __exit__(self, *exc: object) -> None:
         fd, self._fd = self._fd, None
@@ -112,18 +158,13 @@ class FileLock:
 
 if sys.platform == "win32":  # pragma: no cover - exercised on Windows only
     import msvcrt
-    import time
 
-    def _lock_fd(fd: int, timeout: Optional[float], shared: bool = False) -> None:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            try:
-                msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
-                return
-            except OSError:
-                if deadline is not None and time.monotonic() > deadline:
-                    raise TimeoutError(f"timed out waiting for lock {fd}")
-                time.sleep(0.05)
+    def _try_lock(fd: int, shared: bool = False) -> bool:
+        try:
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+            return True
+        except OSError:
+            return False
 
     def _unlock_fd(fd: int) -> None:
         os.lseek(fd, 0, 0)
@@ -132,24 +173,12 @@ if sys.platform == "win32":  # pragma: no cover - exercised on Windows only
 else:
     import fcntl
 
-    def _lock_fd(fd: int, timeout: Optional[float], shared: bool = False) -> None:
-        mode = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
-        if timeout is None:
-            fcntl.flock(fd, mode)
-            return
-        import time
-
-        deadline = time.monotonic() + timeout
-        delay = 0.005
-        while True:
-            try:
-                fcntl.flock(fd, mode | fcntl.LOCK_NB)
-                return
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise TimeoutError("timed out waiting for a lock held by another eic-proxy process")
-                time.sleep(delay)
-                delay = min(delay * 2, 0.1)
+    def _try_lock(fd: int, shared: bool = False) -> bool:
+        try:
+            fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            return False
 
     def _unlock_fd(fd: int) -> None:
         fcntl.flock(fd, fcntl.LOCK_UN)

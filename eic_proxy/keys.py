@@ -28,10 +28,10 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional
 
 from . import files
-from .errors import KeyError_
+from .errors import ExitCode, KeyError_
 
 log = logging.getLogger(__name__)
 
@@ -295,12 +295,12 @@ class KeyManager:
         """
         files.ensure_private_dir(self.directory)
         while True:
-            with files.FileLock(self._lock_path, shared=True):
+            with files.FileLock(self._lock_path, shared=True, what="the key lock"):
                 key = self.current()
                 if key is not None:
                     yield key
                     return
-            with files.FileLock(self._lock_path):
+            with files.FileLock(self._lock_path, what="the key lock"):
                 if self.current() is None:
                     self._write_new()
 
@@ -322,7 +322,7 @@ class KeyManager:
 
     def rotate(self, force: bool = False) -> LocalKey:
         """Replace the key now; refused while a push is too young, unless forced."""
-        with files.FileLock(self._lock_path):
+        with files.FileLock(self._lock_path, what="the key lock"):
             age = time.time() - self.last_use()[0]
             if not force and age < ROTATE_QUIET:
                 raise KeyError_(f"the current key was used {age:.0f} s ago; a connection may still be reading it",
@@ -332,7 +332,7 @@ class KeyManager:
     def clear(self) -> list[str]:
         """Remove the key from disk and keyring; returns what was removed."""
         removed = []
-        with files.FileLock(self._lock_path):
+        with files.FileLock(self._lock_path, what="the key lock"):
             for p in (self.private_path, self.public_path, self._last_use_path):
                 try:
                     p.unlink()
@@ -369,10 +369,7 @@ class KeyManager:
     def _keyring_get(self) -> Optional[str]:
         import keyring
 
-        try:
-            value = keyring.get_password(KEYRING_SERVICE, self.name)
-        except Exception as exc:
-            raise KeyError_(f"cannot read the OS keyring: {exc}", hint="set key-store = file in the config") from exc
+        value = keyring_call(keyring.get_password, "read", KEYRING_SERVICE, self.name)
         if value is None:
             return None
         try:
@@ -383,18 +380,52 @@ class KeyManager:
     def _keyring_set(self, pem: str) -> None:
         import keyring
 
-        try:
-            keyring.set_password(KEYRING_SERVICE, self.name, json.dumps({"pem": pem, "created": time.time()}))
-        except Exception as exc:
-            raise KeyError_(f"cannot write to the OS keyring: {exc}", hint="set key-store = file in the config") from exc
+        keyring_call(keyring.set_password, "write to", KEYRING_SERVICE, self.name,
+                     json.dumps({"pem": pem, "created": time.time()}))
 
     def _keyring_delete(self) -> None:
         import keyring
+        from keyring.errors import PasswordDeleteError
 
         try:
-            keyring.delete_password(KEYRING_SERVICE, self.name)
-        except Exception:
-            pass
+            keyring_call(keyring.delete_password, "delete from", KEYRING_SERVICE, self.name)
+        except KeyError_ as exc:
+            if not isinstance(exc.__cause__, PasswordDeleteError):
+                raise
+
+
+KEYRING_WAIT = 10.0
+
+
+def keyring_call(fn: Callable[..., Any], doing: str, *args: Any) -> Any:
+    """One call into the OS keyring, bounded: a backend that hangs (a locked Secret Service waiting
+    for a prompt nobody sees inside a ProxyCommand) must not hang the connection with it."""
+    import threading
+
+    box: dict[str, Any] = {}
+
+    def call() -> None:
+        try:
+            box["value"] = fn(*args)
+        except Exception as exc:  # backends raise their own types (D-Bus, Keychain, Win32): all are "cannot"
+            box["error"] = exc
+
+    worker = threading.Thread(target=call, name="eic-keyring", daemon=True)
+    worker.start()
+    try:
+        wait = float(os.environ.get("EIC_PROXY_KEYRING_TIMEOUT", KEYRING_WAIT))
+    except ValueError:
+        wait = KEYRING_WAIT
+    worker.join(wait)
+    if worker.is_alive():
+        raise KeyError_(f"the OS keyring did not answer within {wait:.0f} s (trying to {doing} it)",
+                        hint="unlock the keyring, or set key-store = file in the config",
+                        exit_code=ExitCode.LOCKED)
+    if "error" in box:
+        err = box["error"]
+        raise KeyError_(f"cannot {doing} the OS keyring: {err.__class__.__name__}: {err}",
+                        hint="set key-store = file in the config") from err
+    return box.get("value")
 
 
 def default_key_path() -> Path:

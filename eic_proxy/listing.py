@@ -9,7 +9,7 @@ import json
 import sys
 from typing import Any, Optional
 
-from .aws import make_aws, translate
+from .aws import api_errors, make_aws, translate
 from .endpoint import choose_endpoint, describe_endpoints
 from .resolve import describe_all, target_from_instance
 
@@ -17,7 +17,7 @@ from .resolve import describe_all, target_from_instance
 def rows(aws: Any, ec2: Any, include_terminated: bool = False) -> list[dict[str, Any]]:
     try:
         instances = describe_all(ec2)
-    except Exception as exc:
+    except api_errors() as exc:
         raise translate(exc, "listing instances", aws.profile) from exc
     endpoints = describe_endpoints(aws, ec2)
     out = []

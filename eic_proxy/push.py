@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from . import audit, files
-from .aws import Aws, translate
+from .aws import Aws, api_errors, translate
 from .errors import AccessDenied, AwsApiError, ExitCode
 from .keys import PUSH_REUSE, LocalKey
 
@@ -64,7 +64,7 @@ def send_public_key(aws: Aws, eic: Any, instance_id: str, os_user: str, public_l
         try:
             resp = eic.send_ssh_public_key(InstanceId=instance_id, InstanceOSUser=os_user, SSHPublicKey=public_line)
             break
-        except Exception as exc:
+        except api_errors() as exc:
             delay = random.uniform(0, min(RETRY_CAP, RETRY_BASE * 2 ** attempt))
             if is_retryable(exc) and time.monotonic() + delay < deadline:
                 log.info("push to %s throttled or failed (%s); retrying in %.1f s", instance_id,
@@ -111,7 +111,7 @@ def ensure_pushed(aws: Aws, key: LocalKey, instance_id: str, os_user: str, use_c
     """Make sure a push of ``key`` for (instance, OS user) is fresh; the RequestId of the push that
     serves this connection, made now or reused from the record (the audit log names it either way)."""
     path = _record_path(instance_id, os_user, key.fingerprint)
-    with files.FileLock(path.with_suffix(".lock")):
+    with files.FileLock(path.with_suffix(".lock"), what=f"the push record of {os_user}@{instance_id}"):
         if use_cache:
             rec = read_record(instance_id, os_user, key.fingerprint)
             if rec is not None and rec.fresh():

@@ -8,7 +8,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
-from .aws import Aws, translate
+from .aws import Aws, api_errors, translate
 from .errors import ExitCode, HostNotFound, InstanceStateError, UsageError
 from .target import Target
 
@@ -132,7 +132,7 @@ def find_instances(aws: Aws, ec2: Any, spec: HostSpec, states: Optional[Sequence
         query["Filters"].append({"Name": "instance-state-name", "Values": list(states)})
     try:
         found = describe_all(ec2, **query)
-    except Exception as exc:
+    except api_errors() as exc:
         err = translate(exc, f"looking up {spec.value}", aws.profile)
         if isinstance(err, HostNotFound):
             return []

@@ -9,7 +9,7 @@ import sys
 import time
 from typing import Any, Callable, Optional
 
-from .aws import Aws, translate
+from .aws import Aws, api_errors, translate
 from .errors import ExitCode, InstanceStateError
 from .resolve import describe_all, target_from_instance
 from .target import Target
@@ -60,7 +60,7 @@ def start_and_wait(aws: Aws, ec2: Any, target: Target, deadline: float, progress
         progress.say(f"starting {label}")
         try:
             ec2.start_instances(InstanceIds=[target.instance_id])
-        except Exception as exc:
+        except api_errors() as exc:
             raise translate(exc, f"starting {target.instance_id}", aws.profile) from exc
     if target.state != "running":
         target = _wait_for(aws, ec2, target, {"running"}, deadline, progress, sleep, "to run")
@@ -88,6 +88,6 @@ def _wait_for(aws: Aws, ec2: Any, target: Target, states: set[str], deadline: fl
 def describe(aws: Aws, ec2: Any, instance_id: str) -> Optional[Target]:
     try:
         found = describe_all(ec2, InstanceIds=[instance_id])
-    except Exception as exc:
+    except api_errors() as exc:
         raise translate(exc, f"looking up {instance_id}", aws.profile) from exc
     return target_from_instance(found[0]) if found else None

@@ -51,3 +51,16 @@ class FileKeyring(KeyringBackend):
         if doc.pop(f"{service}/{username}", None) is None:
             raise PasswordDeleteError(username)
         self._save(doc)
+
+
+class HangingKeyring(FileKeyring):
+    """A keyring that never answers, like a locked Secret Service waiting for an unlock prompt."""
+
+    def get_password(self, service: str, username: str) -> Optional[str]:
+        import threading
+
+        threading.Event().wait()
+        return None
+
+    def set_password(self, service: str, username: str, password: str) -> None:
+        self.get_password(service, username)
