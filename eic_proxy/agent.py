@@ -84,10 +84,11 @@ class Agent:
     """One connection to the user's agent (a Unix socket, or the Windows OpenSSH named pipe)."""
 
     def __init__(self, path: Optional[str] = None, timeout: float = 5.0) -> None:
-        self.path = path or socket_path()
-        if not self.path:
+        found = path or socket_path()
+        if not found:
             raise AgentError("no ssh-agent: SSH_AUTH_SOCK is not set",
                              hint="start one (`eval $(ssh-agent)`), or drop --agent to use the key file")
+        self.path: str = found
         self.timeout = timeout
         self._sock: Any = None
         self._pipe: Any = None

@@ -56,13 +56,9 @@ def local_entries(entries: list[dict[str, Any]], host: Optional[str],
 
 
 def _size(n: Any) -> str:
-    if not isinstance(n, int):
-        return "?"
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024  # type: ignore[assignment]
-    return str(n)
+    from .protocol import format_bytes
+
+    return format_bytes(n) if isinstance(n, int) else "?"
 
 
 def describe(entry: dict[str, Any]) -> str:

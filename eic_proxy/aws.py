@@ -10,8 +10,19 @@ import logging
 import os
 from typing import Any, Optional
 
-from .errors import (AccessDenied, AwsApiError, CredentialsError, EicProxyError, ExitCode, HostNotFound,
-                     InstanceStateError, KeyError_, NetworkError, NoEndpoint, UsageError)
+from .errors import (
+    AccessDenied,
+    AwsApiError,
+    CredentialsError,
+    EicProxyError,
+    ExitCode,
+    HostNotFound,
+    InstanceStateError,
+    KeyError_,
+    NetworkError,
+    NoEndpoint,
+    UsageError,
+)
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +107,7 @@ class Aws:
             retries={"mode": "standard", "max_attempts": max_attempts},
             user_agent_extra="eic-proxy",
         )
+        known: tuple[type[BaseException], ...] = (*api_errors(), ValueError)  # a bad endpoint URL: ValueError
         try:
             client = self.session.create_client(service, region_name=self.region, config=cfg)
             if not _proxy_env():
@@ -113,7 +125,7 @@ class Aws:
             return self.session.create_client(service, region_name=self.region, config=cfg.merge(Config(proxies=ours)))
         except EicProxyError:
             raise
-        except (*api_errors(), ValueError) as exc:  # a bad endpoint URL is a ValueError
+        except known as exc:
             raise translate(exc, f"creating the {service} client") from exc
 
     def frozen_credentials(self) -> Any:

@@ -5,7 +5,7 @@ import argparse
 import logging
 import os
 import sys
-from typing import Any, Optional, Sequence
+from typing import Any, Optional, Sequence, cast
 
 from . import __version__
 
@@ -326,7 +326,7 @@ def _settings(args: argparse.Namespace, host: str, os_user: Optional[str] = None
     if lifetime is not None:
         from .config import _coerce
 
-        lifetime = _coerce("key-lifetime", lifetime, "--key-lifetime")
+        lifetime = cast(Optional[int], _coerce("key-lifetime", lifetime, "--key-lifetime"))
     flags = Settings(profile=args.profile, region=args.region, os_user=os_user, eice_id=getattr(args, "eice_id", None),
                      max_tunnel_duration=getattr(args, "max_tunnel_duration", None),
                      key_type=getattr(args, "key_type", None), key_lifetime=lifetime,
@@ -338,9 +338,8 @@ def _settings(args: argparse.Namespace, host: str, os_user: Optional[str] = None
 
 
 def _ssh_config(args: argparse.Namespace) -> int:
-    from .sshconfig import DEFAULT_PATTERNS, BlockOptions, install, prepare_known_hosts, render
-
     from .connect import make_key_manager
+    from .sshconfig import DEFAULT_PATTERNS, BlockOptions, install, prepare_known_hosts, render
 
     s = _settings(args, "")
     opts = BlockOptions(patterns=tuple(args.patterns) or DEFAULT_PATTERNS, profile=args.profile,
@@ -348,7 +347,7 @@ def _ssh_config(args: argparse.Namespace) -> int:
                         key_type=args.key_type, key_lifetime=args.key_lifetime)
     key = make_key_manager(s).ensure()  # IdentityFile must exist before ssh starts
     prepare_known_hosts()
-    # With the agent, ssh must be pointed at the public half, which exists before it starts (§4).
+    # With the agent, ssh must be pointed at the public half, which exists before it starts (docs/testbed.md §4).
     block = render(opts, key.public_path if s.agent else key.private_path)
     if not args.install:
         sys.stdout.write(block)

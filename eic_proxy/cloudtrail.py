@@ -60,7 +60,7 @@ def _parse(event: dict[str, Any]) -> Optional[TrailEvent]:
         or event.get("Username") or "", request_id=str(detail.get("requestID") or ""),
         instance_id=instance_id, os_user=params.get("instanceOSUser"),
         endpoint_id=params.get("instanceConnectEndpointId"), private_ip=params.get("privateIpAddress"),
-        port=int(port) if str(port or "").isdigit() else None,
+        port=int(str(port)) if str(port or "").isdigit() else None,
         error=detail.get("errorCode"), raw=event,
     )
 

@@ -1,6 +1,6 @@
 """``eic-proxy doctor HOST``: the whole chain, one check per line, each failure with its fix.
 
-The order is the order of the data path (eice-protocol.md §6–7): credentials, instance, endpoint,
+The order is the order of the data path (docs/protocol.md §6, §7): credentials, instance, endpoint,
 security groups (endpoint egress, instance ingress from the endpoint or — with PreserveClientIp —
 from the client's own address), IAM (simulated, when the caller may simulate), push, handshake,
 the SSH banner through the tunnel, and a real ``ssh`` login with the pushed key. Read-only: it
@@ -19,6 +19,12 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 from .errors import EicProxyError, ExitCode
+
+
+def aws_api_errors() -> tuple[type[BaseException], ...]:
+    from .aws import api_errors
+
+    return api_errors()
 
 PASS, FAIL, SKIP = "pass", "fail", "skip"
 CHECKIP_URL = "https://checkip.amazonaws.com"
@@ -266,7 +272,7 @@ class Doctor:
         try:
             subnets = self.facts.aws.client("ec2").describe_subnets(SubnetIds=[subnet_id]).get("Subnets", [])
             return subnets[0].get("CidrBlock") if subnets else None
-        except api_errors():
+        except aws_api_errors():
             return None
 
     # ---- IAM --------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""EICE discovery and choice for a target (eice-protocol.md §2.2 and §7)."""
+"""EICE discovery and choice for a target (docs/protocol.md §2.2 and §7)."""
 from __future__ import annotations
 
 import logging

@@ -160,12 +160,15 @@ def _by_status(status: int, low: str) -> tuple[ExitCode, str]:
 def handshake_error(status: int, body: bytes, max_duration_sent: bool = False) -> EicProxyError:
     """Map a refused upgrade (status + JSON body) to an error with the service's Message and a hint."""
     code, msg = parse_error_body(body)
-    label = f"endpoint refused the tunnel (HTTP {status}{', ' + code if code else ''}): {msg or code or 'no reason given'}"
+    shown = msg or code or "no reason given"
+    label = f"endpoint refused the tunnel (HTTP {status}{', ' + code if code else ''}): {shown}"
     low = (msg or "").lower()
-    exit_code, kind = ERROR_CODES.get(code or "", (None, None)) if code else (None, None)  # type: ignore[assignment]
-    if exit_code is None:
+    known = ERROR_CODES.get(code or "")
+    if known is None:
         exit_code, kind = _by_status(status, low)
-    elif kind == _DENIED and _word("expired", low):
+    else:
+        exit_code, kind = known
+    if kind == _DENIED and known is not None and _word("expired", low):
         exit_code, kind = ExitCode.SIGNATURE_EXPIRED, "expired"
     if kind == _DENIED:
         hint = ("your IAM identity needs ec2-instance-connect:OpenTunnel on this endpoint (`eic-proxy policy` "
@@ -173,7 +176,7 @@ def handshake_error(status: int, body: bytes, max_duration_sent: bool = False) -
         if not max_duration_sent:
             hint += "; if the policy limits ec2-instance-connect:maxTunnelDuration, pass --max-tunnel-duration"
     else:
-        hint = _HINTS[kind or "other"]
+        hint = _HINTS[kind]
     if exit_code == ExitCode.CREDENTIALS:
         return CredentialsError(label, hint=hint)
     return HandshakeError(label, hint=hint, exit_code=exit_code, status=status, error_code=code)

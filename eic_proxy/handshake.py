@@ -79,4 +79,7 @@ def open_websocket(url: str, ca_bundle: Optional[str] = None, timeout: float = D
     except websocket.WebSocketException as exc:
         raise ProtocolError(f"bad WebSocket handshake from the endpoint {host}: {exc}",
                             hint="a proxy may be interfering; retry with -v") from exc
-    return ws.sock
+    sock: Optional[socket.socket] = ws.sock
+    if sock is None:  # pragma: no cover - create_connection returns connected or raises
+        raise NetworkError(f"the connection to the endpoint {host} closed during the handshake")
+    return sock

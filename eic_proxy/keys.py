@@ -2,7 +2,7 @@
 
 Lifecycle. The key is created on first use and replaced once it is older than its lifetime. ssh
 loads the public half of its IdentityFile right after it starts our ProxyCommand and signs with the
-private half at authentication (testbed-notes.md §4), so a key may only be replaced when no ssh is
+private half at authentication (docs/testbed.md §4), so a key may only be replaced when no ssh is
 between those two points. Hence the rule: a key is rotated at the *end* of a connection (its own
 ssh is done with the key), and only when no other connection has used the key for ``ROTATE_QUIET``
 seconds — longer than a pushed key lives on the instance. A key in constant use outlives its
@@ -35,7 +35,7 @@ from .errors import ExitCode, KeyError_
 
 log = logging.getLogger(__name__)
 
-# The service honours a pushed key for new authentications for 60 s (eice-protocol.md §1).
+# The service honours a pushed key for new authentications for 60 s (docs/protocol.md §1).
 PUSH_VALIDITY = 60.0
 # Room for ssh's own start-up, key exchange and a slow link between our push and its authentication.
 PUSH_SAFETY_MARGIN = 15.0
@@ -106,7 +106,7 @@ def generate(key_type: str = "ed25519") -> tuple[bytes, str]:
 
 
 def check_pushable(public_line: str, where: str) -> None:
-    """Refuse key types that the service or the instance rejects, saying why (eice-protocol.md §1)."""
+    """Refuse key types that the service or the instance rejects, saying why (docs/protocol.md §1)."""
     kind = public_line.split()[0] if public_line.split() else ""
     if kind.startswith("sk-"):
         raise KeyError_(f"{where} is a security-key (FIDO) key ({kind}), which EC2 Instance Connect cannot push",

@@ -1,6 +1,6 @@
 """Cross-process connection slots per endpoint: the 21st tunnel waits instead of being refused.
 
-The service allows 20 concurrent connections per endpoint (eice-protocol.md §6). Each tunnel holds
+The service allows 20 concurrent connections per endpoint (docs/protocol.md §7). Each tunnel holds
 one of ``limit`` lock files ``<cache dir>/slots/<endpoint>/<n>.lock`` for its whole life; the
 kernel releases it when the process ends, however it ends, so a crash never leaks a slot.
 """

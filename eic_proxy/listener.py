@@ -1,6 +1,6 @@
 """``eic-proxy tunnel``: a local listener for ports other tools connect to (RDP 3389, or 22 for
 programs that cannot run a ProxyCommand). One WebSocket per accepted connection, each with a
-fresh presigned URL (eice-protocol.md §3.1) and its own endpoint slot.
+fresh presigned URL (docs/protocol.md §3.1) and its own endpoint slot.
 
 Binds loopback only (127.0.0.1 and ::1): anyone who can reach the port reaches the instance with
 the user's AWS identity. A failed handshake ends that one connection, never the listener.

@@ -20,7 +20,7 @@ def rows(aws: Any, ec2: Any, include_terminated: bool = False) -> list[dict[str,
     except api_errors() as exc:
         raise translate(exc, "listing instances", aws.profile) from exc
     endpoints = describe_endpoints(aws, ec2)
-    out = []
+    out: list[dict[str, Any]] = []
     for inst in instances:
         t = target_from_instance(inst)
         if t.state == "terminated" and not include_terminated:

@@ -104,14 +104,22 @@ class Locator:
 
     def _cached_target(self, key: str) -> tuple[Optional[Target], Optional[float]]:
         hit = self.cache.get(key, TARGET_TTL) if self.cache is not None else None
-        return (Target(**hit[0]), hit[1]) if hit else (None, None)
+        try:
+            return (Target(**hit[0]), hit[1]) if hit else (None, None)
+        except (TypeError, ValueError, AttributeError):  # another version's shape, or a crafted file: a miss
+            log.debug("cache entry %s unusable; looking up again", key)
+            return None, None
 
     def _cached_endpoint(self, key: str) -> tuple[Optional[Endpoint], Optional[float]]:
         hit = self.cache.get(key, ENDPOINT_TTL) if self.cache is not None else None
         if not hit:
             return None, None
-        d = dict(hit[0], security_group_ids=tuple(hit[0].get("security_group_ids") or ()))
-        return Endpoint(**d), hit[1]
+        try:
+            d = dict(hit[0], security_group_ids=tuple(hit[0].get("security_group_ids") or ()))
+            return Endpoint(**d), hit[1]
+        except (TypeError, ValueError, AttributeError):
+            log.debug("cache entry %s unusable; looking up again", key)
+            return None, None
 
     def _single_flight(self, key: str) -> Any:
         import contextlib

@@ -1,6 +1,6 @@
 """``eic-proxy policy``: the least-privilege IAM policy for connecting through an endpoint.
 
-Actions, resources and condition keys follow eice-protocol.md §7 (the Service Authorization
+Actions, resources and condition keys follow docs/protocol.md §7 (the Service Authorization
 Reference): ``SendSSHPublicKey`` on instances with ``ec2:osuser``; ``OpenTunnel`` on endpoints with
 ``ec2-instance-connect:remotePort`` / ``privateIpAddress`` / ``maxTunnelDuration``; the two
 Describe actions (which take no resource-level permissions) on ``*``; ``aws:SourceIp`` on every
@@ -18,7 +18,7 @@ from .errors import UsageError
 from .resolve import INSTANCE_ID_RE, REGION_RE
 
 ENDPOINT_ID_RE = re.compile(r"^eice-[0-9a-f]{8,17}$")
-OS_USER_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9@._-]{0,31}\$?$")  # eice-protocol.md §1.1
+OS_USER_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9@._-]{0,31}\$?$")  # docs/protocol.md §1
 TAG_KEY_RE = re.compile(r"^[\w .:/=+\-@]{1,128}$")
 ACCOUNT_RE = re.compile(r"^(\d{12}|\*)$")
 

@@ -20,8 +20,19 @@ from typing import Callable, Optional, Union
 
 from .endpoint_errors import close_error
 from .errors import EicProxyError, ExitCode, NetworkError, ProtocolError, TunnelClosed
-from .wsframes import (OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT, Frame, FrameError, FrameParser,
-                       close_payload, encode)
+from .wsframes import (
+    OP_BINARY,
+    OP_CLOSE,
+    OP_CONT,
+    OP_PING,
+    OP_PONG,
+    OP_TEXT,
+    Frame,
+    FrameError,
+    FrameParser,
+    close_payload,
+    encode,
+)
 
 # The official client sends at most 65 000 bytes per BINARY frame (docs/protocol.md, "Frames").
 MAX_FRAME = 65000
@@ -96,12 +107,14 @@ def signal_exit_code(signum: int) -> int:
     return ExitCode(128 + signum) if 128 + signum in ExitCode._value2member_map_ else 128 + signum
 
 
-def _fmt_bytes(n: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024  # type: ignore[assignment]
-    return f"{n} B"  # pragma: no cover
+def format_bytes(n: int) -> str:
+    """1536 → "1.5 KiB": byte counts in error lines and the audit listing."""
+    size = float(n)
+    for unit in ("B", "KiB", "MiB"):
+        if size < 1024:
+            return f"{n} B" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} GiB"
 
 
 @dataclass
@@ -285,7 +298,7 @@ class TunnelProtocol:
         if self._closing:
             self._finish("eof", None)
             return
-        moved = f"after {_fmt_bytes(self.bytes_down)} down and {_fmt_bytes(self.bytes_up)} up"
+        moved = f"after {format_bytes(self.bytes_down)} down and {format_bytes(self.bytes_up)} up"
         what = f" ({detail})" if detail else ""
         self._finish("endpoint-gone", NetworkError(
             f"the connection to the endpoint was lost{what} {moved}",
@@ -319,7 +332,7 @@ class TunnelProtocol:
         if self.keepalive > 0 and send_blocked_since is not None and now - send_blocked_since > limit:
             self._finish("send-stalled", NetworkError(
                 f"the endpoint stopped reading: nothing could be sent to it for {now - send_blocked_since:.0f} s "
-                f"({_fmt_bytes(self.bytes_up)} sent up so far)",
+                f"({format_bytes(self.bytes_up)} sent up so far)",
                 hint="the endpoint or the network path to it is stuck; reconnect", exit_code=ExitCode.TIMEOUT))
             return
         if t.next_ping is not None and now >= t.next_ping:
@@ -334,7 +347,7 @@ class TunnelProtocol:
             silent = now - (t.last_received or t.opened)
             self._finish("keepalive", NetworkError(
                 f"the endpoint stopped answering: no reply to {KEEPALIVE_MISSES} keep-alive pings, nothing "
-                f"received for {silent:.0f} s ({_fmt_bytes(self.bytes_down)} received so far)",
+                f"received for {silent:.0f} s ({format_bytes(self.bytes_down)} received so far)",
                 hint="the network or the endpoint is down; reconnect", exit_code=ExitCode.TIMEOUT))
             return
         self._send_frame(OP_PING, b"eic")
@@ -358,7 +371,7 @@ class TunnelProtocol:
         if self._preamble:
             self._send_data(bytes(self._preamble))
 
-    def reconnect_failed(self, error: Optional[EicProxyError]) -> None:
+    def reconnect_failed(self, error: Optional[EicProxyError], now: float) -> None:
         if self.finished or not self._reconnecting:
             return
         self._finish("closed-error", error or self._pending_close_error)
@@ -425,7 +438,7 @@ class TunnelProtocol:
             where = "before the instance sent anything: the endpoint may not reach it (security groups, " \
                     "routing) or its SSH server does not answer; `eic-proxy doctor HOST` checks the chain"
         else:
-            where = f"after {_fmt_bytes(self.bytes_down)} received: the endpoint or the network path stalled"
+            where = f"after {format_bytes(self.bytes_down)} received: the endpoint or the network path stalled"
         return NetworkError(f"{what_happened} while the endpoint had not answered for {stalled:.0f} s, {where}",
                             exit_code=ExitCode.TIMEOUT)
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import ipaddress
 import os
 from dataclasses import dataclass
-from typing import Mapping, Optional
+from typing import Mapping, Optional, Union
 from urllib.parse import unquote, urlsplit
 
 
@@ -65,12 +65,12 @@ def _host_matches(host: str, port: Optional[int], entry: str) -> bool:
         return False
     host = host.strip("[]").lower().rstrip(".")
     try:
-        addr = ipaddress.ip_address(host)
+        ip: Optional[Union[ipaddress.IPv4Address, ipaddress.IPv6Address]] = ipaddress.ip_address(host)
     except ValueError:
-        addr = None
-    if addr is not None:
+        ip = None
+    if ip is not None:
         try:
-            return addr in ipaddress.ip_network(entry, strict=False)
+            return ip in ipaddress.ip_network(entry, strict=False)
         except ValueError:
             return False
     domain = entry.lstrip("*").lstrip(".").rstrip(".")

@@ -24,11 +24,24 @@ import ssl
 import threading
 import time
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Callable, Deque, Optional
 
 from .errors import EicProxyError
-from .protocol import (MAX_FRAME, CloseOutput, Done, Effect, Note, Outcome, Reconnect, Say, Send, TunnelProtocol,
-                       Write, error_line)
+from .protocol import (
+    MAX_FRAME,
+    CloseOutput,
+    Done,
+    Effect,
+    Note,
+    Outcome,
+    Reconnect,
+    Say,
+    Send,
+    TunnelProtocol,
+    Write,
+    error_line,
+)
 
 log = logging.getLogger(__name__)
 
@@ -239,7 +252,7 @@ class Driver:
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
-        link.on_error = lambda detail: self.step(lambda now: self.proto.connection_lost(detail, now))
+        link.on_error = lambda detail: self.step(partial(self.proto.connection_lost, detail))
 
     # ---- feeding the protocol --------------------------------------------------------------------
     def step(self, feed: Callable[[float], None]) -> None:
@@ -291,10 +304,10 @@ class Driver:
         try:
             sock = self.reconnect()
         except EicProxyError as exc:
-            self.step(lambda now: self.proto.reconnect_failed(exc))
+            self.step(partial(self.proto.reconnect_failed, exc))
             return
         if sock is None:
-            self.step(lambda now: self.proto.reconnect_failed(None))
+            self.step(partial(self.proto.reconnect_failed, None))
             return
         with self.lock:  # the swap and the replay are one step: later uplink frames queue after it
             self.link.swap(sock)
@@ -324,7 +337,7 @@ class Driver:
                 self.wake()
                 return
             data = bytes(view[:n])
-            self.step(lambda now: self.proto.local_data(data, now))
+            self.step(partial(self.proto.local_data, data))
             self.link.wait_for_room()
 
     def _reader(self) -> None:
@@ -340,15 +353,15 @@ class Driver:
                 if self.link.closed or self.link.generation != generation:
                     continue
                 detail = _describe_socket_error(exc)
-                self.step(lambda now: self.proto.connection_lost(detail, now))
+                self.step(partial(self.proto.connection_lost, detail))
                 return
             if n == 0:
                 if self.link.generation != generation:
                     continue
-                self.step(lambda now: self.proto.connection_lost("closed without a WebSocket close", now))
+                self.step(partial(self.proto.connection_lost, "closed without a WebSocket close"))
                 return
             data = bytes(view[:n])
-            self.step(lambda now: self.proto.receive_bytes(data, now))
+            self.step(partial(self.proto.receive_bytes, data))
 
     # ---- the calling thread ----------------------------------------------------------------------
     def run(self) -> None:
@@ -385,7 +398,7 @@ class Driver:
             if hurried_at is not None and time.monotonic() >= hurried_at + HURRY_GRACE:
                 return
             for s in signums:
-                self.step(lambda now, s=s: self.proto.signal(s, now))
+                self.step(partial(self.proto.signal, s))
             self.step(lambda now: self.proto.tick(now, self.link.blocked_since()))
 
     def _wait(self, timeout: float) -> list[int]:

@@ -1,6 +1,6 @@
 """SendSSHPublicKey, once per burst: the cross-process push cache, retries, and the audit record.
 
-One push makes the key valid on the instance for 60 s (eice-protocol.md §1). Every connection to
+One push makes the key valid on the instance for 60 s (docs/protocol.md §1). Every connection to
 the same (instance, OS user, key) within ``keys.PUSH_REUSE`` of it reuses it: the record sits in
 the cache dir, and a per-target lock makes 50 concurrent processes wait for the one that pushes
 instead of pushing 50 times (the API throttles).

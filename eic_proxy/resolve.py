@@ -1,4 +1,4 @@
-"""Host alias → Target, through DescribeInstances (eice-protocol.md §2.1)."""
+"""Host alias → Target, through DescribeInstances (docs/protocol.md §2.1)."""
 from __future__ import annotations
 
 import fnmatch
@@ -195,7 +195,7 @@ def target_from_instance(inst: dict[str, Any]) -> Target:
         subnet_id=inst.get("SubnetId") or "",
         state=(inst.get("State") or {}).get("Name", "unknown"),
         name=name,
-        launch_time=launch.isoformat() if hasattr(launch, "isoformat") else launch,
+        launch_time=launch.isoformat() if launch is not None and hasattr(launch, "isoformat") else launch,
         availability_zone=(inst.get("Placement") or {}).get("AvailabilityZone"),
         ipv6=ipv6,
     )

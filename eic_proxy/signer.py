@@ -1,4 +1,4 @@
-"""The SigV4-presigned ``wss://…/openTunnel`` URL (eice-protocol.md §3).
+"""The SigV4-presigned ``wss://…/openTunnel`` URL (docs/protocol.md §3).
 
 Signed here with hashlib/hmac rather than botocore's SigV4QueryAuth: importing botocore costs more
 than everything else a warm connection does (bench/RESULTS.md). The golden vector the AWS CLI's own
@@ -6,9 +6,9 @@ test pins (tests/unit/test_signer.py) keeps this byte-for-byte equal to botocore
 """
 from __future__ import annotations
 
-import time
 import hashlib
 import hmac
+import time
 from typing import Any, Optional
 from urllib.parse import quote
 

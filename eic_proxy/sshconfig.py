@@ -37,6 +37,22 @@ _END = "# <<< eic-proxy block "
 _INCLUDE_RE = re.compile(r"^\s*Include\s+.*\beic-proxy\.config\b", re.IGNORECASE)
 
 
+# What a value may contain before it is written into ssh_config: no whitespace or control character
+# (a newline would start a line of its own: `Host *`, `ProxyCommand …`), no quote, no `%` (ssh expands
+# tokens in ProxyCommand), no `#`. Patterns may also use ssh's `*`, `?` and leading `!`.
+_SAFE_VALUE = re.compile(r"^[A-Za-z0-9_.@+:/=,-]+$")
+_SAFE_PATTERN = re.compile(r"^!?[A-Za-z0-9_.@+:*?\[\]-]+$")
+
+
+def check_value(what: str, value: Optional[str], pattern: "re.Pattern[str]" = _SAFE_VALUE) -> None:
+    """Refuse a value that could break out of its line (or its argument) in the generated block."""
+    from .errors import UsageError
+
+    if value is not None and not pattern.match(value):
+        raise UsageError(f"{what} {value!r} has characters an ssh_config line cannot carry safely",
+                         hint="use letters, digits and . _ - @ (patterns also * ? and a leading !)")
+
+
 @dataclass(frozen=True)
 class BlockOptions:
     patterns: Sequence[str] = DEFAULT_PATTERNS
@@ -47,6 +63,16 @@ class BlockOptions:
     agent: bool = False
     key_type: Optional[str] = None
     key_lifetime: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        for what, value in (("--user", self.user), ("--profile", self.profile), ("--region", self.region),
+                            ("--name", self.name), ("--key-type", self.key_type),
+                            ("--key-lifetime", self.key_lifetime)):
+            check_value(what, value)
+        if not self.patterns:
+            check_value("pattern", "")
+        for p in self.patterns:
+            check_value("pattern", p, _SAFE_PATTERN)
 
     @property
     def block_name(self) -> str:
@@ -81,7 +107,7 @@ def quote_command(argv: Sequence[str]) -> str:
     # POSIX ssh runs ProxyCommand through /bin/sh; Windows OpenSSH runs it directly (no shell).
     if WINDOWS:
         return " ".join(f'"{a}"' if " " in a else a for a in argv)
-    return " ".join(shlex.quote(a) if not a.startswith("%") else a for a in argv)
+    return " ".join(shlex.quote(a) if not a.startswith(("%", "--typed=%")) else a for a in argv)
 
 
 def _quote_path(path: str) -> str:
@@ -90,7 +116,9 @@ def _quote_path(path: str) -> str:
 
 def render(opts: BlockOptions, identity_file: Path) -> str:
     """The Host block text, between markers that let ``--install`` find and replace it later."""
-    cmd = executable_argv() + ["connect", "%h", "%p", "%r", "--typed", "%n"]
+    # Options first, ssh's tokens last behind `--`: a host name that starts with `-` stays a host name.
+    # `%n` (the name as typed, original case) is joined to its option for the same reason.
+    cmd = executable_argv() + ["connect"]
     if opts.profile:
         cmd += ["--profile", opts.profile]
     if opts.region:
@@ -101,6 +129,7 @@ def render(opts: BlockOptions, identity_file: Path) -> str:
         cmd += ["--key-type", opts.key_type]
     if opts.key_lifetime:
         cmd += ["--key-lifetime", opts.key_lifetime]
+    cmd += ["--typed=%n", "--", "%h", "%p", "%r"]
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d")
     lines = [
         f"{_BEGIN}{opts.block_name}",

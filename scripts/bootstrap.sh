@@ -28,4 +28,4 @@ fi
 if ! .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]' >.venv/pip.log 2>&1; then
   cat .venv/pip.log >&2; echo "bootstrap: pip install failed" >&2; exit 1
 fi
-.venv/bin/python -c "import eic_proxy, moto, websockets, wsaccel, hcl2, paramiko, ansible, build, pipx" || { echo "bootstrap: install failed" >&2; exit 1; }
+.venv/bin/python -c "import eic_proxy, moto, websockets, wsaccel, hcl2, paramiko, ansible, build, pipx, mypy" && .venv/bin/ruff --version >/dev/null || { echo "bootstrap: install failed" >&2; exit 1; }

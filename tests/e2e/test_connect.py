@@ -227,7 +227,7 @@ def _state(pid: int) -> str:
 # ---- failures: one line, its own exit code, no traceback --------------------------------------------
 def _assert_one_line_error(r, code: ExitCode, *needles: str) -> None:
     assert r.returncode == int(code), (r.returncode, r.stderr)
-    lines = [l for l in r.stderr.splitlines() if l.strip()]
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, r.stderr
     assert lines[0].startswith("eic-proxy: error: ")
     assert "Traceback" not in r.stderr

@@ -167,7 +167,7 @@ def test_agent_with_keyring_keeps_the_private_key_off_disk(client, fleet, tmp_pa
 
 def test_agent_without_keyring_backend_falls_back_to_file_and_says_so(client, fleet, ssh_agent):
     env = dict(client.env, SSH_AUTH_SOCK=str(ssh_agent))
-    # the .pub that IdentityFile names must exist before ssh starts (testbed-notes §4)
+    # the .pub that IdentityFile names must exist before ssh starts (docs/testbed.md §4)
     assert client.run([client.bed.eic_proxy_path(), "key-path", "--agent"], env=env).returncode == 0
     cfg = client.bed.ssh_config(client.home, "--agent")
     cfg.write_text(cfg.read_text().replace("keys/id_ed25519\n", "keys/id_ed25519.pub\n"))

@@ -5,7 +5,6 @@ or a terminal does; a line written after that moment is lost to the user and doe
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import signal
 import subprocess

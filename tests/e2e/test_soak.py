@@ -58,7 +58,7 @@ def test_500_cycles_leak_nothing(client, world, monkeypatch):
             cycle()
         threads0 = _settle(threading.active_count(), time.monotonic() + 5)
         fds0 = _fds()
-        for i in range(CYCLES):
+        for _ in range(CYCLES):
             cycle()
         threads1 = _settle(threads0, time.monotonic() + 10)
         fds1 = _fds()

@@ -50,7 +50,7 @@ def test_printed_block_uses_absolute_paths(client):
     text = r.stdout.decode()
     proxy_line = next(line for line in text.splitlines() if "ProxyCommand" in line)
     assert proxy_line.split()[1] == client.bed.eic_proxy_path()
-    assert f"connect %h %p %r --typed %n --region {client.bed.region}" in proxy_line
+    assert f"connect --region {client.bed.region} --typed=%n -- %h %p %r" in proxy_line
     identity = next(line for line in text.splitlines() if "IdentityFile" in line).split(None, 1)[1]
     assert os.path.isabs(identity) and os.path.exists(identity)  # exists before ssh starts
     assert "IdentitiesOnly yes" in text and "UserKnownHostsFile" in text

@@ -32,7 +32,7 @@ def test_eice_actions_return_every_field_of_the_botocore_shape(client, world):
         assert set(shape.members) <= set(got[0]), set(shape.members) - set(got[0])
         assert got[0]["PreserveClientIp"] is True and got[0]["State"] == "create-complete"
         with pytest.raises(botocore.exceptions.ClientError, match="LimitExceeded"):
-            ec2.create_instance_connect_endpoint(SubnetId=sub["Subnet"]["SubnetId"])  # one per VPC (§7)
+            ec2.create_instance_connect_endpoint(SubnetId=sub["Subnet"]["SubnetId"])  # one per VPC (docs/protocol.md §7)
     finally:
         deleted = ec2.delete_instance_connect_endpoint(InstanceConnectEndpointId=eid)
     assert deleted["InstanceConnectEndpoint"]["State"] == "delete-in-progress"
@@ -63,7 +63,7 @@ def test_pushed_key_is_honoured_for_60_seconds_only(client, world):
     assert r.returncode == 0, r.stderr
     keyfile = client.bed.aws.key_file(world.web.instance_id, "ec2-user")
     lines = keyfile.read_text().splitlines()
-    stale = [f"{int(l.split()[0]) - 61_000} {l.split(' ', 1)[1]}" for l in lines]
+    stale = [f"{int(line.split()[0]) - 61_000} {line.split(' ', 1)[1]}" for line in lines]
     keyfile.write_text("\n".join(stale) + "\n")
     key = client.home / ".local/share/eic-proxy/keys/id_ed25519"
     r = client.run(["ssh", "-F", str(client.config), "-o", f"ProxyCommand={client.bed.eic_proxy_path()} connect "

@@ -175,7 +175,7 @@ class Testbed:
 
     def add_ipv6_only_instance(self, name: str) -> Instance:
         """An instance with only an IPv6 address (::1, the one IPv6 loopback address), in a VPC of its
-        own whose dual-stack endpoint is the only one that can reach it (eice-protocol.md §7)."""
+        own whose dual-stack endpoint is the only one that can reach it (docs/protocol.md §7)."""
         octet = self.free_octet()
         vpc = self.add_vpc(f"{name}-vpc", octet)
         sub = self.ec2.create_subnet(VpcId=vpc, CidrBlock=f"127.{octet}.1.0/24", Ipv6CidrBlock="::/64")["Subnet"]

@@ -306,11 +306,11 @@ def _install_moto_patches() -> None:
     global _patched
     if _patched:
         return
+    from moto.cloudtrail.responses import CloudTrailResponse
     from moto.core.exceptions import JsonRESTError
     from moto.core.responses import ActionResult
     from moto.ec2.exceptions import EC2ClientError
     from moto.ec2.responses import EC2Response
-    from moto.cloudtrail.responses import CloudTrailResponse
     from moto.ec2instanceconnect.responses import Ec2InstanceConnectResponse
     from moto.iam.exceptions import NoSuchEntity as IamNoSuchEntity
     from moto.iam.responses import IamResponse
@@ -325,7 +325,7 @@ def _install_moto_patches() -> None:
         try:
             self.ec2_backend.get_subnet(subnet_id)
         except Exception:
-            raise EC2ClientError("InvalidSubnetID.NotFound", f"The subnet ID '{subnet_id}' does not exist")
+            raise EC2ClientError("InvalidSubnetID.NotFound", f"The subnet ID '{subnet_id}' does not exist") from None
         vpc = self.ec2_backend.get_subnet(subnet_id).vpc_id
         with bed().lock:
             if any(e["VpcId"] == vpc for e in bed().endpoints.values()):
@@ -483,7 +483,7 @@ def _matches(endpoint: dict[str, Any], filters: dict[str, list[str]]) -> bool:
 
 
 def _valid_public_key(line: str) -> bool:
-    """What the service accepts: ssh-ed25519, or ssh-rsa of 2048/4096 bits (eice-protocol.md §1.2)."""
+    """What the service accepts: ssh-ed25519, or ssh-rsa of 2048/4096 bits (docs/protocol.md §1.1)."""
     from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
     from cryptography.hazmat.primitives.serialization import load_ssh_public_key
 

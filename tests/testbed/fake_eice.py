@@ -1,4 +1,4 @@
-"""Fake EC2 Instance Connect Endpoint: a TLS WebSocket server that follows eice-protocol.md.
+"""Fake EC2 Instance Connect Endpoint: a TLS WebSocket server that follows docs/protocol.md.
 
 It checks the SigV4 presigned query (403 + ``{"ErrorCode","Message"}`` on failure), dials
 ``privateIpAddress:remotePort`` (loopback only), pumps binary frames, closes 1000 at EOF and 1011
@@ -9,8 +9,8 @@ Faults can be queued for the next connection (tests of the client's error handli
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import collections
+import datetime as dt
 import ipaddress
 import json
 import ssl

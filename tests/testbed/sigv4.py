@@ -51,7 +51,7 @@ def verify(method: str, path: str, params: list[tuple[str, str]], host: str, sec
         signed_at = dt.datetime.strptime(q["X-Amz-Date"], "%Y%m%dT%H%M%SZ").replace(tzinfo=dt.timezone.utc)
         expires = int(q["X-Amz-Expires"])
     except ValueError:
-        raise SigV4Error("IncompleteSignature", "Malformed X-Amz-Date or X-Amz-Expires")
+        raise SigV4Error("IncompleteSignature", "Malformed X-Amz-Date or X-Amz-Expires") from None
     now = now or dt.datetime.now(dt.timezone.utc)
     if day != q["X-Amz-Date"][:8]:
         raise SigV4Error("InvalidSignatureException", "Credential date does not match X-Amz-Date")

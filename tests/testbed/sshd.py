@@ -1,6 +1,6 @@
 """Real OpenSSH servers for the fake instances, honouring pushed keys for exactly 60 s like EC2 does.
 
-Pitfalls (testbed-notes.md §3): the AuthorizedKeysCommand and every directory above it must be
+Pitfalls (docs/testbed.md §3): the AuthorizedKeysCommand and every directory above it must be
 root-owned and not group/world-writable, so the script is installed under /usr/local/libexec.
 """
 from __future__ import annotations
@@ -140,7 +140,7 @@ def wait_listening(address: str, port: int, proc: Optional[subprocess.Popen] = N
             return
         except OSError:
             if time.monotonic() > deadline:
-                raise RuntimeError(f"nothing listens on {address}:{port} after {timeout} s")
+                raise RuntimeError(f"nothing listens on {address}:{port} after {timeout} s") from None
             time.sleep(0.02)
         finally:
             s.close()

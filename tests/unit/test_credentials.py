@@ -2,7 +2,6 @@
 import subprocess
 import sys
 
-
 from eic_proxy.errors import ExitCode
 
 

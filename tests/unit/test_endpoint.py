@@ -1,4 +1,4 @@
-"""Endpoint choice and DNS name selection (eice-protocol.md §2.2, §7)."""
+"""Endpoint choice and DNS name selection (docs/protocol.md §2.2, §7)."""
 import pytest
 
 from eic_proxy.endpoint import USABLE_STATES, choose_endpoint, dns_name_for
@@ -9,13 +9,18 @@ T4 = Target("i-0123456789abcdef0", "10.0.1.5", "vpc-1", "subnet-b")
 T6 = Target("i-0123456789abcdef0", "2600:1f10::5", "vpc-1", "subnet-b")
 
 
+def E(short):
+    """A well-formed endpoint ID from a short test name ("e1" → "eice-0000000000000000e1")."""
+    return "eice-" + short.rjust(17, "0")
+
+
 def ep(eid, subnet="subnet-a", state="create-complete", vpc="vpc-1", kind="ipv4", fips="fips.example"):
-    return Endpoint(eid, f"{eid}.example", vpc, subnet, state, fips, kind)
+    return Endpoint(E(eid), f"{eid}.example", vpc, subnet, state, fips, kind)
 
 
 def test_prefers_same_subnet_else_first_in_vpc():
-    assert choose_endpoint([ep("e1"), ep("e2", "subnet-b")], T4).endpoint_id == "e2"
-    assert choose_endpoint([ep("e1"), ep("e3", "subnet-c")], T4).endpoint_id == "e1"
+    assert choose_endpoint([ep("e1"), ep("e2", "subnet-b")], T4).endpoint_id == E("e2")
+    assert choose_endpoint([ep("e1"), ep("e3", "subnet-c")], T4).endpoint_id == E("e1")
 
 
 @pytest.mark.parametrize("state", USABLE_STATES)

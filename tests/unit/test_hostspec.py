@@ -1,6 +1,7 @@
 """The host-alias grammar: ALIAS[--REGION[--PROFILE]]."""
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from eic_proxy.errors import UsageError
 from eic_proxy.resolve import parse_host

@@ -14,6 +14,7 @@ from eic_proxy.policy import PolicySpec, build, to_terraform
 from tests.iam_grammar import check_policy
 from tests.testbed.iam_eval import evaluate
 
+
 def parse_hcl(text: str):
     """hcl2.loads, with the quotes some python-hcl2 versions keep around labels and strings removed."""
     def clean(v):

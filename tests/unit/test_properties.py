@@ -1,7 +1,8 @@
 """Property-based tests: host suffixes and config files round-trip."""
 from __future__ import annotations
 
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from eic_proxy import config
 from eic_proxy.resolve import parse_host

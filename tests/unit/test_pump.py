@@ -6,7 +6,8 @@ import socket
 import threading
 import time
 
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from eic_proxy.errors import ExitCode
 from eic_proxy.protocol import MAX_FRAME, TunnelProtocol

@@ -1,4 +1,4 @@
-"""Presigned URL: the golden vector pinned by the AWS CLI's own test (eice-protocol.md §3.1)."""
+"""Presigned URL: the golden vector pinned by the AWS CLI's own test (docs/protocol.md §3.1)."""
 import datetime
 from unittest import mock
 from urllib.parse import parse_qsl, urlsplit

@@ -1,6 +1,8 @@
 """Installing the Host block: idempotent, never clobbering, permissions kept; known_hosts links."""
 import os
 
+import pytest
+
 from eic_proxy import sshconfig
 from eic_proxy.sshconfig import BlockOptions, install, link_known_hosts, prepare_known_hosts, render
 
@@ -33,9 +35,9 @@ def test_install_creates_missing_config_user_only(tmp_path):
 
 
 def test_quoting_of_paths_with_spaces(tmp_path):
-    text = render(BlockOptions(profile="p q"), tmp_path / "with space" / "id")
+    text = render(BlockOptions(profile="p.q"), tmp_path / "with space" / "id")
     assert f'IdentityFile "{tmp_path}/with space/id"' in text
-    assert "--profile 'p q'" in text
+    assert "--profile p.q" in text  # a profile with a space is refused (test_values_that_would_break_out…)
 
 
 def test_known_hosts_links_follow_the_instance(isolated_env):
@@ -67,8 +69,43 @@ def test_windows_block_names_the_exe_without_a_shell(monkeypatch, tmp_path):
     exe = r"C:\Program Files\Python312\Scripts\eic-proxy.exe"
     monkeypatch.setattr(sshconfig, "WINDOWS", True)
     monkeypatch.setattr(sshconfig, "executable_argv", lambda: [exe])
-    block = sshconfig.render(sshconfig.BlockOptions(patterns=("i-*",), profile="dev team"),
+    block = sshconfig.render(sshconfig.BlockOptions(patterns=("i-*",), profile="dev-team"),
                              tmp_path / "id_ed25519")
     proxy = next(line for line in block.splitlines() if line.strip().startswith("ProxyCommand"))
-    assert proxy.strip() == (f'ProxyCommand "{exe}" connect %h %p %r --typed %n --profile "dev team"')
+    assert proxy.strip() == (f'ProxyCommand "{exe}" connect --profile dev-team --typed=%n -- %h %p %r')
     assert "sh -c" not in block and "'" not in proxy
+
+
+@pytest.mark.parametrize("field, value", [
+    ("user", "ec2-user\nHost *\n    ProxyCommand sh -c evil"),
+    ("profile", "dev\n    LocalCommand touch /tmp/pwned"),
+    ("name", "x\n# <<< eic-proxy block default"),
+    ("region", "us-east-1 --evil"),
+    ("user", "a%h"),
+    ("profile", "dev team"),
+    ("patterns", ("web-*", "*\nHost *")),
+    ("patterns", ("web-* db-*",)),
+    ("patterns", ()),
+])
+def test_values_that_would_break_out_of_their_line_are_refused(field, value):
+    from eic_proxy import sshconfig
+    from eic_proxy.errors import ExitCode, UsageError
+
+    with pytest.raises(UsageError) as err:
+        sshconfig.BlockOptions(**{field: value})
+    assert err.value.exit_code == ExitCode.CONFIG
+
+
+def test_generated_command_keeps_hosts_as_arguments(tmp_path, monkeypatch):
+    """ssh's tokens come last, behind `--`, so a name that starts with `-` stays a host name."""
+    from eic_proxy import sshconfig
+    from eic_proxy.cli import build_parser
+
+    monkeypatch.setattr(sshconfig, "executable_argv", lambda: ["/x/eic-proxy"])
+    block = sshconfig.render(sshconfig.BlockOptions(patterns=("web-*", "!web-db", "i-0?"), user="ec2-user"),
+                             tmp_path / "k")
+    proxy = next(line for line in block.splitlines() if line.strip().startswith("ProxyCommand")).split()[2:]
+    argv = [a.replace("%n", "-oEvil=1").replace("%h", "-oevil=1").replace("%p", "22").replace("%r", "u")
+            for a in proxy]
+    args = build_parser("connect").parse_args(argv)
+    assert args.host == "-oevil=1" and args.typed == "-oEvil=1" and args.port == 22 and args.user == "u"

@@ -4,10 +4,11 @@ from __future__ import annotations
 import signal
 
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from eic_proxy.errors import ExitCode
-from eic_proxy.protocol import (MAX_FRAME, CloseOutput, Done, Note, Reconnect, Say, Send, TunnelProtocol, Write)
+from eic_proxy.protocol import MAX_FRAME, Done, Note, Say, Send, TunnelProtocol, Write
 from tests.unit.wsserver import ClientFrames, close_frame, server_frame
 
 BIN, CONT, TEXT, CLOSE, PING, PONG = 0x2, 0x0, 0x1, 0x8, 0x9, 0xA
@@ -177,7 +178,7 @@ class TestCloses:
         p = proto(can_replay=True)
         p.receive_bytes(close_frame(1011, "Unable to connect to target"), 0.2)
         p.take()
-        p.reconnect_failed(None)
+        p.reconnect_failed(None, 0.3)
         assert p.outcome.exit_code == ExitCode.TARGET_UNREACHABLE
         p = proto(can_replay=True)
         p.receive_bytes(server_frame(BIN, b"x") + close_frame(1011, "Unable to connect to target"), 0.2)
