@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Iterator, Optional
 
 from . import files
+from .errors import EicProxyError
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +38,7 @@ def append(event: str, path: Optional[Path] = None, **fields: Any) -> None:
     line = (json.dumps(record, separators=(",", ":")) + "\n").encode()
     try:
         files.ensure_private_dir(path.parent)
-        fd = os.open(str(path), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        fd = os.open(str(path), os.O_WRONLY | os.O_APPEND | os.O_CREAT | files.O_NOFOLLOW, 0o600)
         try:
             os.write(fd, line)
             size = os.fstat(fd).st_size
@@ -45,7 +46,7 @@ def append(event: str, path: Optional[Path] = None, **fields: Any) -> None:
             os.close(fd)
         if size > MAX_BYTES:
             _rotate(path)
-    except OSError as exc:
+    except (OSError, EicProxyError) as exc:  # not ours, a planted symlink, a full disk: never fatal
         log.info("cannot write the audit log %s: %s", path, exc)
 
 
@@ -68,10 +69,10 @@ def read(path: Optional[Path] = None) -> Iterator[dict[str, Any]]:
     path = path or log_path()
     for p in [path.with_name(f"{path.name}.{n}") for n in range(KEEP, 0, -1)] + [path]:
         try:
-            with open(p, encoding="utf-8") as fh:
+            with open(p, "rb") as fh:  # bytes: one bad byte (a crash mid-write, an editor) spoils one line at most
                 for line in fh:
                     try:
-                        doc = json.loads(line)
+                        doc = json.loads(line.decode("utf-8", "replace"))
                     except ValueError:
                         continue
                     if isinstance(doc, dict):

@@ -113,10 +113,37 @@ class SharedSettings:
                 return None
         return None
 
+    def _chain(self) -> list[dict[str, str]]:
+        """The sections botocore follows from this profile: ``source_profile`` hops and the ``sso-session``."""
+        path = self.env.get("AWS_CONFIG_FILE") or "~/.aws/config"
+        out, seen, section = [], {self.profile}, self.config or {}
+        for _ in range(10):
+            if section.get("sso_session"):
+                out.append(self._section(path, f"sso-session {section['sso_session']}") or {})
+            source = section.get("source_profile")
+            if not source or source in seen:
+                break
+            seen.add(source)
+            names = ("default", "profile default") if source == "default" else (f"profile {source}",)
+            section = self._section(path, *names) or {}
+            creds = self._section(self.env.get("AWS_SHARED_CREDENTIALS_FILE") or "~/.aws/credentials", source)
+            out += [section, creds or {}]
+        return out
+
+    def identity(self) -> str:
+        """Whose credentials these are meant to be: the role botocore would assume, else the profile."""
+        return self.env.get("AWS_ROLE_ARN") or (self.config or {}).get("role_arn") or f"profile:{self.profile}"
+
     def cache_key(self) -> str:
-        """Names the cached temporary credentials: the profile and everything that defines it."""
+        """Names the cached temporary credentials by *every* input that decides which ones botocore
+        resolves: the profile, its sections and its ``source_profile`` chain, and the whole ``AWS_*``
+        environment (a role from ``AWS_ROLE_ARN`` + a token file, container credentials, other shared
+        files, another STS endpoint). Over-keying costs a lookup; under-keying would hand one role's
+        credentials to another."""
         parts = [self.profile, repr(sorted((self.config or {}).items())),
-                 repr(sorted((self.credentials or {}).items()))]
+                 repr(sorted((self.credentials or {}).items())),
+                 repr([sorted(s.items()) for s in self._chain()]),
+                 repr(sorted((k, v) for k, v in self.env.items() if k.startswith("AWS_")))]
         return "credentials|" + hashlib.sha256("\0".join(parts).encode()).hexdigest()
 
 
@@ -135,6 +162,8 @@ def cached_credentials(settings: SharedSettings) -> Optional[StaticCredentials]:
         return None
     doc = hit[0]
     try:
+        if doc.get("identity") != settings.identity():
+            return None  # kept for another role: never served across identities
         if float(doc["expires"]) - time.time() < CREDENTIALS_CACHE_MARGIN:
             return None
         return StaticCredentials(str(doc["access_key"]), str(doc["secret_key"]), doc.get("token") or None)
@@ -158,5 +187,5 @@ def remember_credentials(settings: SharedSettings, creds: Any, frozen: Any) -> N
         return
     credentials_cache().put(settings.cache_key(), {
         "access_key": frozen.access_key, "secret_key": frozen.secret_key, "token": frozen.token,
-        "expires": expires,
+        "expires": expires, "identity": settings.identity(),
     })

@@ -414,6 +414,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from .errors import EicProxyError, ExitCode
 
     args = None
+    if hasattr(os, "umask"):
+        os.umask(0o077)  # whatever the caller's umask, nothing we create is readable by others
     try:
         argv = list(sys.argv[1:] if argv is None else argv)
         args = build_parser(argv[0] if argv and argv[0] in COMMANDS else None).parse_args(argv)

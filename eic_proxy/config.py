@@ -70,6 +70,9 @@ KEYS = {f.name.replace("_", "-"): f.name for f in fields(Settings)}
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
+MAX_KEY_LIFETIME = 30 * 86400
+
+
 def _coerce(key: str, value: str, where: str) -> object:
     value = value.strip()
     name = KEYS[key]
@@ -84,10 +87,12 @@ def _coerce(key: str, value: str, where: str) -> object:
         unit = _DURATION_UNITS.get(value[-1:].lower(), 0)
         try:
             n = int(float(value[:-1] if unit else value) * (unit or 1))
-        except ValueError:
+        except (ValueError, OverflowError):  # "abc", "nan", "inf", "-1e999"
             raise ConfigError(f"{where}: {key} must be a duration like 3600, 90m or 4h, not {value!r}") from None
         if n < 300:
             raise ConfigError(f"{where}: {key} {value} is too short; use at least 5 minutes")
+        if n > MAX_KEY_LIFETIME:
+            raise ConfigError(f"{where}: {key} {value} is too long; a short-lived key lives at most 30 days")
         return n
     if name == "key_type" and value not in ("ed25519", "rsa-2048", "rsa-4096"):
         raise ConfigError(f"{where}: {key} must be ed25519, rsa-2048 or rsa-4096, not {value!r}")

@@ -6,9 +6,11 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-from .errors import EicProxyError, ExitCode
+from .errors import EicProxyError, ExitCode, UsageError
 
 APP = "eic-proxy"
+# Every file we open for writing: a symlink planted in our directories must not redirect the write.
+O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 
 
 def data_dir() -> Path:
@@ -39,10 +41,27 @@ def config_dir() -> Path:
 
 
 def ensure_private_dir(path: Path) -> Path:
-    """Create ``path`` (and parents) and make the leaf 0700, so nothing inside leaks to other users."""
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    """Create ``path`` (and its missing parents, 0700 too) and make the leaf 0700; refuse one that is
+    not ours, since what is inside (keys, push records, locks) is trusted.
+
+    Parents are created one by one with an explicit mode: ``mkdir(parents=True)`` gives them the
+    umask's mode, which is 0777 under ``umask 000``.
+    """
+    missing = []
+    p = path
+    while not p.exists() and p != p.parent:
+        missing.append(p)
+        p = p.parent
+    for d in reversed(missing):
+        try:
+            d.mkdir(mode=0o700)
+        except FileExistsError:
+            pass
     if os.name == "posix":
         st = path.stat()
+        if st.st_uid != os.getuid():
+            raise UsageError(f"{path} belongs to another user (uid {st.st_uid}); eic-proxy will not trust it",
+                             hint="remove it, or point XDG_CACHE_HOME / XDG_DATA_HOME at a directory of yours")
         if st.st_mode & 0o077:
             os.chmod(path, 0o700)
     return path
@@ -56,7 +75,7 @@ def write_private_atomic(path: Path, data: bytes, mode: int = 0o600, durable: bo
     shutil and three compression modules, a measurable share of a warm connection's start-up.)
     """
     ensure_private_dir(path.parent)
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0) | getattr(os, "O_NOFOLLOW", 0)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0) | O_NOFOLLOW
     while True:
         tmp = str(path.parent / f".{path.name}.{os.urandom(6).hex()}.tmp")
         try:
@@ -117,9 +136,9 @@ class FileLock:
 
     def __enter__(self) -> "FileLock":
         ensure_private_dir(self.path.parent)
-        fd = os.open(str(self.path), os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
+        fd = os.open(str(self.path), os.O_RDWR | os.O_CREAT | O_NOFOLLOW, 0o600)
         try:
-            if not _try_lock(fd, self.shared):
+            if not try_lock(fd, self.shared):
                 self._wait(fd)
         except BaseException:
             os.close(fd)
@@ -146,7 +165,7 @@ class FileLock:
                 sys.stderr.flush()
             time.sleep(min(delay, max(self.timeout - waited, 0)))
             delay = min(delay * 2, 0.1)
-            if _try_lock(fd, self.shared):
+            if try_lock(fd, self.shared):
                 return
 
     def __exit__(self, *exc: object) -> None:
@@ -159,7 +178,7 @@ class FileLock:
 if sys.platform == "win32":  # pragma: no cover - exercised on Windows only
     import msvcrt
 
-    def _try_lock(fd: int, shared: bool = False) -> bool:
+    def try_lock(fd: int, shared: bool = False) -> bool:
         try:
             msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
             return True
@@ -173,7 +192,7 @@ if sys.platform == "win32":  # pragma: no cover - exercised on Windows only
 else:
     import fcntl
 
-    def _try_lock(fd: int, shared: bool = False) -> bool:
+    def try_lock(fd: int, shared: bool = False) -> bool:
         try:
             fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
             return True

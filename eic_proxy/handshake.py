@@ -12,7 +12,7 @@ from typing import Any, Optional
 
 from . import __version__
 from .endpoint_errors import handshake_error
-from .errors import ExitCode, NetworkError, ProtocolError
+from .errors import ExitCode, NetworkError, ProtocolError, UsageError
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +35,12 @@ def open_websocket(url: str, ca_bundle: Optional[str] = None, timeout: float = D
 
     proxy = proxy_for(url)
     proxy_opts: dict[str, Any] = {"http_no_proxy": ["*"]}  # never let the library read the env on its own
+    if proxy is not None and proxy.url.lower().startswith("https://"):
+        # websocket-client speaks CONNECT in clear text only: never send the proxy's credentials (and the
+        # endpoint's name) unencrypted to a proxy the user declared as TLS.
+        raise UsageError(f"the proxy {proxy.host}:{proxy.port} is an https:// proxy, which the tunnel cannot use yet",
+                         hint="give the proxy as http://HOST:PORT (the tunnel inside it is TLS end to end), or "
+                              "add the endpoint to NO_PROXY")
     if proxy is not None:
         proxy_opts = {"http_proxy_host": proxy.host, "http_proxy_port": proxy.port, "proxy_type": "http",
                       "http_proxy_auth": proxy.auth}

@@ -45,6 +45,7 @@ PUSH_REUSE = PUSH_VALIDITY - PUSH_SAFETY_MARGIN
 ROTATE_QUIET = PUSH_VALIDITY + PUSH_SAFETY_MARGIN
 DEFAULT_LIFETIME = 4 * 3600.0
 KEY_TYPES = ("ed25519", "rsa-2048", "rsa-4096")
+PUSHABLE_TYPES = ("ssh-ed25519", "ssh-rsa")
 KEYRING_SERVICE = "eic-proxy"
 
 
@@ -140,6 +141,19 @@ def read_public_line(private_path: Path) -> str:
     return format_public_line(load_private_file(private_path))
 
 
+def _looks_like_private_key(path: Path) -> bool:
+    """A cheap check (no cryptography import on the warm path): an OpenSSH private key file, whole."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(64)
+            fh.seek(0, 2)
+            size = fh.tell()
+    except OSError:
+        return False
+    return head.startswith((b"-----BEGIN OPENSSH PRIVATE KEY-----", b"-----BEGIN RSA PRIVATE KEY-----",
+                            b"-----BEGIN PRIVATE KEY-----")) and size >= 200
+
+
 def load_private_file(private_path: Path) -> Any:
     from cryptography.hazmat.primitives import serialization
 
@@ -228,16 +242,19 @@ class KeyManager:
     def current(self) -> Optional[LocalKey]:
         """The key as it is now, or None when there is none (or it is incomplete)."""
         try:
-            parts = self.public_path.read_text().split()
+            parts = self.public_path.read_text(errors="replace").split()
             line = f"{parts[0]} {parts[1]}"
             created = self.public_path.stat().st_mtime
-        except (OSError, IndexError):
+            base64.b64decode(parts[1], validate=True)
+        except (OSError, IndexError, ValueError):
+            return None  # missing, or garbage nobody can use: a new key replaces it
+        if parts[0] not in PUSHABLE_TYPES:
             return None
         if self.store == "keyring":
             if self._keyring_get() is None:
                 return None
             return LocalKey(self.public_path, line, None, created, "keyring")
-        if not self.private_path.exists():
+        if not _looks_like_private_key(self.private_path):
             return None
         return LocalKey(self.public_path, line, self.private_path, created, "file")
 
@@ -249,7 +266,11 @@ class KeyManager:
             pem = self._keyring_get()
             if pem is None:
                 raise KeyError_("the key is missing from the OS keyring", hint="run `eic-proxy keys rotate`")
-            return serialization.load_ssh_private_key(pem.encode(), password=None)
+            try:
+                return serialization.load_ssh_private_key(pem.encode(), password=None)
+            except (ValueError, TypeError) as exc:
+                raise KeyError_(f"the key in the OS keyring is not a usable private key: {exc}",
+                                hint="replace it: `eic-proxy keys rotate --force`") from exc
         assert key.private_path is not None
         return load_private_file(key.private_path)
 

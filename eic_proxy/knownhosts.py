@@ -46,7 +46,7 @@ def link_known_hosts(alias: str, instance_id: str) -> None:
     try:
         inst_file = base / "by-instance" / instance_id
         if not inst_file.exists():
-            fd = os.open(inst_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            fd = os.open(inst_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND | files.O_NOFOLLOW, 0o600)
             os.close(fd)
         tmp = by_name / f".{alias}.{os.getpid()}.tmp"
         try:

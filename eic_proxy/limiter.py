@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 import time
 from pathlib import Path
 from typing import Optional
@@ -37,20 +36,14 @@ class Slot:
 
 
 def _try(path: Path) -> Optional[int]:
-    fd = os.open(str(path), os.O_RDWR | os.O_CREAT, 0o600)
+    fd = os.open(str(path), os.O_RDWR | os.O_CREAT | files.O_NOFOLLOW, 0o600)
     try:
-        if sys.platform == "win32":  # pragma: no cover
-            import msvcrt
-
-            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
-        else:
-            import fcntl
-
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        return fd
+        if files.try_lock(fd):
+            return fd
     except OSError:
-        os.close(fd)
-        return None
+        pass
+    os.close(fd)
+    return None
 
 
 def acquire(endpoint_id: str, limit: int = DEFAULT_LIMIT, timeout: float = DEFAULT_QUEUE_TIMEOUT,

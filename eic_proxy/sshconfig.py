@@ -188,6 +188,8 @@ def install(block: str, name: str, ssh_dir: Optional[Path] = None) -> InstallRep
     files.write_private_atomic(own, new_text.encode("utf-8"))
 
     main = ssh_dir / "config"
+    # A dotfiles-managed ~/.ssh/config is a symlink: edit the file it points at and keep the link.
+    write_to = Path(os.path.realpath(main)) if main.is_symlink() else main
     backup = None
     include_added = False
     try:
@@ -204,6 +206,6 @@ def install(block: str, name: str, ssh_dir: Optional[Path] = None) -> InstallRep
         # Absolute: ssh resolves a relative Include against the passwd home, which -F users may not share.
         header = ("# Added by eic-proxy ssh-config --install (keep it above every Host/Match line)\n"
                   f"Include {_quote_path(str(own))}\n\n")
-        files.write_private_atomic(main, (header + (original or "")).encode("utf-8"), mode=mode or 0o600)
+        files.write_private_atomic(write_to, (header + (original or "")).encode("utf-8"), mode=mode or 0o600)
         include_added = True
     return InstallReport(own, main, include_added, replaced, backup)

@@ -1,6 +1,8 @@
 """awsfiles reads the standard AWS settings as botocore does — botocore itself is the oracle here."""
 from __future__ import annotations
 
+import time
+
 import botocore.session
 import pytest
 
@@ -158,3 +160,57 @@ def test_cached_temporary_credentials_round_trip_and_expire(files, isolated_env)
     frozen = ReadOnlyCredentials("ASIATEMP", "temp-secret", "temp-token")
     remember_credentials(SharedSettings("sso"), refreshable(4), frozen)  # under the 5-minute margin: not kept
     assert cached_credentials(SharedSettings("sso")) is None
+
+
+def refreshable(minutes):
+    import datetime as dt
+
+    from botocore.credentials import RefreshableCredentials
+
+    expiry = dt.datetime.now(dt.timezone.utc) + dt.timedelta(minutes=minutes)
+    return RefreshableCredentials("ASIATEMP", "temp-secret", "temp-token", expiry,
+                                  refresh_using=lambda: None, method="sso")
+
+
+def test_credentials_of_one_role_are_never_served_to_another(files, monkeypatch, tmp_path):
+    """Two roles chosen by environment (web identity): the second must never get the first's keys."""
+    token = tmp_path / "token"
+    token.write_text("jwt")
+    monkeypatch.setenv("AWS_WEB_IDENTITY_TOKEN_FILE", str(token))
+    monkeypatch.setenv("AWS_ROLE_ARN", "arn:aws:iam::111111111111:role/first")
+    first = SharedSettings(None)
+    c = refreshable(60)
+    remember_credentials(first, c, c.get_frozen_credentials())
+    assert cached_credentials(SharedSettings(None)) is not None  # the same role: served from the cache
+    monkeypatch.setenv("AWS_ROLE_ARN", "arn:aws:iam::222222222222:role/second")
+    assert cached_credentials(SharedSettings(None)) is None
+    monkeypatch.setenv("AWS_ROLE_ARN", "arn:aws:iam::111111111111:role/first")
+    for var, value in (("AWS_CONTAINER_CREDENTIALS_FULL_URI", "http://127.0.0.1/creds"),
+                       ("AWS_CONFIG_FILE", str(tmp_path / "other-config")),
+                       ("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "other-credentials"))):
+        with monkeypatch.context() as m:
+            m.setenv(var, value)
+            assert cached_credentials(SharedSettings(None)) is None, var
+
+
+def test_a_changed_source_profile_is_another_identity(files):
+    (files / "config").write_text(
+        "[profile base]\nregion = us-east-1\ncredential_process = /bin/echo one\n\n"
+        "[profile role]\nrole_arn = arn:aws:iam::1:role/r\nsource_profile = base\n")
+    c = refreshable(60)
+    remember_credentials(SharedSettings("role"), c, c.get_frozen_credentials())
+    assert cached_credentials(SharedSettings("role")) is not None
+    (files / "config").write_text(
+        "[profile base]\nregion = us-east-1\ncredential_process = /bin/echo two\n\n"
+        "[profile role]\nrole_arn = arn:aws:iam::1:role/r\nsource_profile = base\n")
+    assert cached_credentials(SharedSettings("role")) is None
+
+
+def test_an_entry_stored_for_another_identity_is_a_miss(files, monkeypatch):
+    from eic_proxy.awsfiles import credentials_cache
+
+    monkeypatch.setenv("AWS_ROLE_ARN", "arn:aws:iam::1:role/a")
+    s = SharedSettings(None)
+    credentials_cache().put(s.cache_key(), {"access_key": "A", "secret_key": "B", "token": "C",
+                                            "expires": time.time() + 3600, "identity": "arn:aws:iam::1:role/b"})
+    assert cached_credentials(s) is None
