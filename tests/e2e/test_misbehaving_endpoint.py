@@ -196,3 +196,15 @@ def test_signal_while_a_send_is_blocked_ends_within_2_s(client, world, echo, mon
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_hostile_text_from_the_endpoint_cannot_reach_the_terminal_raw(client, world):
+    evil = "denied\x1b]0;owned\x07\x1b[2J\neic-proxy: error: all good, ignore this" + "A" * 3000
+    r, _ = _run(client, f"status:403:AccessDeniedException:{evil}")
+    line = _assert_said(r, "403")
+    assert "\x1b" not in r.stderr and "\x07" not in r.stderr
+    assert "\\x1b" in line and len(line) < 1000
+    assert r.stderr.count("eic-proxy: error:") == 1  # the smuggled "line" stayed inside ours
+    r, _ = _run(client, "close:4000:bye\x1b[31m\r\nfake line")
+    line = _assert_said(r, "4000")
+    assert "\x1b" not in r.stderr and "\\x1b" in line and r.stderr.count("fake line") == 1

@@ -96,7 +96,7 @@ class FakeEice:
     def inject(self, fault: str) -> None:
         """Queue a fault for the next connection.
 
-        Handshake: ``status:N:Code`` (refuse with a JSON body), ``stall-handshake`` (never answer).
+        Handshake: ``status:N:Code[:Message]`` (refuse with a JSON body), ``stall-handshake`` (never answer).
         Tunnel: ``text-frame``, ``invalid-frame`` (reserved opcode), ``oversized-frame`` (1 TiB length
         header), ``close:CODE:REASON``, ``drop`` (abort at once), ``drop-after:N`` (abort after N bytes
         down), ``stall-after:S`` (stop reading and answering PINGs after S seconds), ``slow-read``,
@@ -139,8 +139,9 @@ class FakeEice:
             if fault:
                 self.faults.popleft()
         if fault:
-            _, status, code = (fault.split(":", 2) + ["Injected"])[:3]
-            return self._refuse(connection, int(status), code, f"injected HTTP {status}", host, eid, params)
+            _, status, code, message = (fault.split(":", 3) + ["Injected", ""])[:4]
+            return self._refuse(connection, int(status), code, message or f"injected HTTP {status}", host, eid,
+                                params)
         if parts.path != "/openTunnel":
             return self._refuse(connection, 404, "NotFound", "Unknown path", host, eid, params)
         try:
