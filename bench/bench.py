@@ -70,7 +70,7 @@ class Bench:
         """A fresh URL for the reference relay (the relay itself does no AWS work)."""
         from botocore.credentials import ReadOnlyCredentials
 
-        from eic_proxy.signer import presign_url
+        from eic_proxy.path.signer import presign_url
 
         ep = next(iter(self.bed.aws.endpoints.values()))
         url = presign_url(ReadOnlyCredentials(ACCESS_KEY, SECRET_KEY, None), self.bed.region, ep["DnsName"],

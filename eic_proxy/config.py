@@ -34,7 +34,7 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Mapping, Optional
 
-from .errors import ExitCode, UsageError
+from eic_proxy.errors import ExitCode, UsageError
 
 ENV_PREFIX = "EIC_PROXY_"
 
@@ -125,7 +125,7 @@ def config_path() -> Path:
     explicit = os.environ.get(ENV_PREFIX + "CONFIG")
     if explicit:
         return Path(explicit).expanduser()
-    from .files import config_dir
+    from eic_proxy.store.files import config_dir
 
     return config_dir() / "config.ini"
 
@@ -198,3 +198,51 @@ def effective(alias: str, flags: Settings, suffix: Settings = Settings(),
               environ: Optional[Mapping[str, str]] = None, path: Optional[Path] = None) -> Settings:
     """The settings for one host, layered as the module docstring documents."""
     return suffix.over(flags.over(from_env(environ).over(load(path).for_host(alias))))
+
+
+# ---- the options of one connection: one set of defaults, one validation ----------------------------
+DEFAULT_OS_USER = "ec2-user"
+
+
+@dataclass(frozen=True)
+class ConnectOptions:
+    host: str
+    port: int = 22
+    os_user: str = DEFAULT_OS_USER
+    region: Optional[str] = None
+    profile: Optional[str] = None
+    eice_id: Optional[str] = None
+    max_tunnel_duration: Optional[int] = None
+    push: bool = True
+    use_cache: bool = True
+    pick: Optional[str] = None
+    start: bool = False
+    start_timeout: float = 300.0
+    known_hosts_alias: Optional[str] = None  # ssh's %h: the name the generated block keys known_hosts on
+    key_type: str = "ed25519"
+    key_lifetime: Optional[float] = None
+    key_store: Optional[str] = None  # file | keyring; default: keyring in agent mode when a backend exists
+    agent: bool = False
+    identity: Optional[str] = None
+    max_connections: int = 20
+    queue_timeout: float = 300.0
+    timeout: Optional[float] = None  # API connect/read and WebSocket handshake, seconds
+    keepalive: float = 30.0
+    expiry_warning: float = 60.0
+    banner_wait: float = 5.0  # port 22: warn when the instance has sent nothing this long after the upgrade
+
+
+def validate(opts: ConnectOptions) -> None:
+    if not 1 <= opts.port <= 65535:
+        raise UsageError(f"port {opts.port} is out of range 1..65535")
+    if opts.max_tunnel_duration is not None and not 1 <= opts.max_tunnel_duration <= 3600:
+        raise UsageError(f"--max-tunnel-duration {opts.max_tunnel_duration} is out of range 1..3600 seconds",
+                         hint="the endpoint allows at most 3600 s per connection")
+    if opts.start_timeout <= 0:
+        raise UsageError("--start-timeout must be positive")
+    if opts.max_connections < 1:
+        raise UsageError("--max-connections must be at least 1")
+    if opts.timeout is not None and opts.timeout <= 0:
+        raise UsageError("--timeout must be positive")
+    if opts.keepalive < 0 or opts.expiry_warning < 0:
+        raise UsageError("--keepalive and --expiry-warning must not be negative")

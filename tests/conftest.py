@@ -3,12 +3,16 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
 import pytest
+
+from eic_proxy.errors import ExitCode
 
 
 @pytest.fixture(autouse=True)
@@ -187,3 +191,54 @@ def client(bed, world, tmp_path: Path) -> Client:
     bed.aws.reset()
     bed.eice.faults.clear()
     return Client(bed, tmp_path / "client-home")
+
+
+# ---- helpers shared by the end-to-end tests --------------------------------------------------------
+def assert_one_line_error(r, code: ExitCode, *needles: str) -> None:
+    assert r.returncode == int(code), (r.returncode, r.stderr)
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, r.stderr
+    assert lines[0].startswith("eic-proxy: error: ")
+    assert "Traceback" not in r.stderr
+    for n in needles:
+        assert n.lower() in lines[0].lower(), lines[0]
+
+
+class BlobServer:
+    """A TCP service on a fake instance's address: sends a fixed blob, or echoes, then closes."""
+
+    def __init__(self, address: str, payload: bytes = b"", echo: bool = False) -> None:
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind((address, 0))
+        self.sock.listen(8)
+        self.port = self.sock.getsockname()[1]
+        self.payload = payload
+        self.echo = echo
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
+
+    def _handle(self, conn: socket.socket) -> None:
+        with conn:
+            try:
+                if self.echo:
+                    while True:
+                        data = conn.recv(65536)
+                        if not data:
+                            break
+                        conn.sendall(data)
+                else:
+                    conn.sendall(self.payload)
+            except (ConnectionResetError, BrokenPipeError):
+                pass  # a test that ends its tunnel abruptly (429, drop) resets this side too
+
+    def close(self) -> None:
+        self.sock.close()

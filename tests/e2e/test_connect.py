@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import socket
 import subprocess
 import threading
 import time
@@ -12,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from eic_proxy.errors import ExitCode
+from tests.conftest import BlobServer, assert_one_line_error
 
 pytestmark = pytest.mark.e2e
 
@@ -82,46 +82,6 @@ def test_64mib_round_trip_keeps_sha256(client, world, tmp_path):
     down = client.ssh(world.web.instance_id, f"cat {remote}; rm -f {remote}")
     assert down.returncode == 0, down.stderr
     assert hashlib.sha256(down.stdout).hexdigest() == sha256(src)
-
-
-class BlobServer:
-    """A TCP service on a fake instance's address: sends a fixed blob, or echoes, then closes."""
-
-    def __init__(self, address: str, payload: bytes = b"", echo: bool = False) -> None:
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind((address, 0))
-        self.sock.listen(8)
-        self.port = self.sock.getsockname()[1]
-        self.payload = payload
-        self.echo = echo
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
-
-    def _handle(self, conn: socket.socket) -> None:
-        with conn:
-            try:
-                if self.echo:
-                    while True:
-                        data = conn.recv(65536)
-                        if not data:
-                            break
-                        conn.sendall(data)
-                else:
-                    conn.sendall(self.payload)
-            except (ConnectionResetError, BrokenPipeError):
-                pass  # a test that ends its tunnel abruptly (429, drop) resets this side too
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 def test_stdout_carries_only_tunnel_bytes_even_verbose(client, world):
@@ -225,40 +185,30 @@ def _state(pid: int) -> str:
 
 
 # ---- failures: one line, its own exit code, no traceback --------------------------------------------
-def _assert_one_line_error(r, code: ExitCode, *needles: str) -> None:
-    assert r.returncode == int(code), (r.returncode, r.stderr)
-    lines = [line for line in r.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, r.stderr
-    assert lines[0].startswith("eic-proxy: error: ")
-    assert "Traceback" not in r.stderr
-    for n in needles:
-        assert n.lower() in lines[0].lower(), lines[0]
-
-
 def test_unknown_instance(client):
     r = client.proxy("connect", "i-0123456789abcdef0", "22", input=b"", timeout=30)
-    _assert_one_line_error(r, ExitCode.HOST_NOT_FOUND, "i-0123456789abcdef0", "hint")
+    assert_one_line_error(r, ExitCode.HOST_NOT_FOUND, "i-0123456789abcdef0", "hint")
 
 
 def test_stopped_instance(client, world):
     r = client.proxy("connect", world.stopped.instance_id, input=b"", timeout=30)
-    _assert_one_line_error(r, ExitCode.INSTANCE_STATE, "stopped", "start")
+    assert_one_line_error(r, ExitCode.INSTANCE_STATE, "stopped", "start")
 
 
 def test_endpoint_missing_in_vpc(client, world):
     r = client.proxy("connect", world.no_endpoint.instance_id, input=b"", timeout=30)
-    _assert_one_line_error(r, ExitCode.NO_ENDPOINT, world.no_endpoint.vpc_id, "create-instance-connect-endpoint")
+    assert_one_line_error(r, ExitCode.NO_ENDPOINT, world.no_endpoint.vpc_id, "create-instance-connect-endpoint")
 
 
 def test_target_port_closed(client, world):
     r = client.proxy("connect", world.web.instance_id, "2", "--no-push", input=b"", timeout=30)
-    _assert_one_line_error(r, ExitCode.TARGET_UNREACHABLE, "Unable to connect to target", "security group")
+    assert_one_line_error(r, ExitCode.TARGET_UNREACHABLE, "Unable to connect to target", "security group")
 
 
 def test_bad_signature(client, world):
     env = dict(client.env, AWS_SECRET_ACCESS_KEY="wrong-secret")
     r = client.proxy("connect", world.web.instance_id, "--no-push", input=b"", timeout=30, env=env)
-    _assert_one_line_error(r, ExitCode.SIGNATURE_REJECTED, "403", "signature")
+    assert_one_line_error(r, ExitCode.SIGNATURE_REJECTED, "403", "signature")
 
 
 def test_expired_url(client, world):
@@ -267,7 +217,7 @@ def test_expired_url(client, world):
         r = client.proxy("connect", world.web.instance_id, "--no-push", input=b"", timeout=30)
     finally:
         client.bed.eice.clock_skew = 0.0
-    _assert_one_line_error(r, ExitCode.SIGNATURE_EXPIRED, "expired", "clock")
+    assert_one_line_error(r, ExitCode.SIGNATURE_EXPIRED, "expired", "clock")
 
 
 def test_untrusted_endpoint_certificate(client, world, tmp_path):
@@ -276,4 +226,4 @@ def test_untrusted_endpoint_certificate(client, world, tmp_path):
     other = TestCA.create(tmp_path / "other-ca")
     env = dict(client.env, AWS_CA_BUNDLE=str(other.pem_path))
     r = client.proxy("connect", world.web.instance_id, "--no-push", input=b"", timeout=30, env=env)
-    _assert_one_line_error(r, ExitCode.TLS, "certificate", "AWS_CA_BUNDLE")
+    assert_one_line_error(r, ExitCode.TLS, "certificate", "AWS_CA_BUNDLE")

@@ -6,8 +6,8 @@ from itertools import count
 
 import pytest
 
+from eic_proxy.commands.policy import PolicySpec, build
 from eic_proxy.errors import ExitCode
-from eic_proxy.policy import PolicySpec, build
 
 pytestmark = pytest.mark.e2e
 

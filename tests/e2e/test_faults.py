@@ -9,7 +9,7 @@ import time
 import pytest
 
 from eic_proxy.errors import ExitCode
-from tests.e2e.test_connect import BlobServer, _assert_one_line_error
+from tests.conftest import BlobServer, assert_one_line_error
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
@@ -50,7 +50,7 @@ def test_endpoint_faults_end_with_one_line_and_exit_code(client, world, echo, fa
     client.bed.eice.inject(fault)
     start = time.monotonic()
     r = _connect(client, world, echo.port, input=b"hello")
-    _assert_one_line_error(r, code, *words)
+    assert_one_line_error(r, code, *words)
     assert time.monotonic() - start < 20
 
 
@@ -80,7 +80,7 @@ def test_drop_mid_stream_delivers_what_arrived_then_fails(client, world, blob):
     server, data = blob
     client.bed.eice.inject("drop-after:300000")
     r = _held_open(client, world, server.port)
-    _assert_one_line_error(r, ExitCode.NETWORK, "lost")
+    assert_one_line_error(r, ExitCode.NETWORK, "lost")
     assert 0 < len(r.stdout) <= 300000 and data.startswith(r.stdout)
 
 
@@ -92,7 +92,7 @@ def test_drop_mid_stream_delivers_what_arrived_then_fails(client, world, blob):
 def test_handshake_refusals(client, world, echo, status, code, words):
     client.bed.eice.inject(f"status:{status}")
     r = _connect(client, world, echo.port)
-    _assert_one_line_error(r, code, *words)
+    assert_one_line_error(r, code, *words)
 
 
 def test_429_is_retried_then_gives_up_within_the_queue_timeout(client, world, echo):
@@ -105,7 +105,7 @@ def test_429_is_retried_then_gives_up_within_the_queue_timeout(client, world, ec
         client.bed.eice.inject("status:429:TooManyRequestsException")
     start = time.monotonic()
     r = _connect(client, world, echo.port, "--queue-timeout", "2")
-    _assert_one_line_error(r, ExitCode.SERVICE_UNAVAILABLE, "429")
+    assert_one_line_error(r, ExitCode.SERVICE_UNAVAILABLE, "429")
     assert time.monotonic() - start < 15
     client.bed.eice.faults.clear()
 
@@ -114,7 +114,7 @@ def test_handshake_that_never_answers_times_out(client, world, echo):
     client.bed.eice.inject("stall-handshake")
     start = time.monotonic()
     r = _connect(client, world, echo.port, "--timeout", "2")
-    _assert_one_line_error(r, ExitCode.TIMEOUT, "timed out")
+    assert_one_line_error(r, ExitCode.TIMEOUT, "timed out")
     assert time.monotonic() - start < 15
 
 
@@ -209,13 +209,13 @@ def test_proxy_unreachable_is_a_network_error(client, world, echo):
     env = dict(client.env, HTTPS_PROXY="http://127.0.0.1:9", NO_PROXY="127.0.0.1")  # 9: discard, closed
     r = client.run([client.bed.eic_proxy_path(), "connect", world.web.instance_id, str(echo.port), "--no-push"],
                    env=env, timeout=60)
-    _assert_one_line_error(r, ExitCode.NETWORK, "proxy")
+    assert_one_line_error(r, ExitCode.NETWORK, "proxy")
 
 
 def test_expired_credentials_say_how_to_refresh(client, world):
     client.bed.aws.inject("DescribeInstances", "ExpiredToken", status=400, message="The security token expired")
     r = client.proxy("connect", "web-1", "--no-cache", input=b"", timeout=60)
-    _assert_one_line_error(r, ExitCode.CREDENTIALS, "expired", "aws sso login")
+    assert_one_line_error(r, ExitCode.CREDENTIALS, "expired", "aws sso login")
 
 
 @pytest.mark.parametrize("sig, code", [("SIGTERM", 143), ("SIGINT", 130), ("SIGHUP", 0)])

@@ -13,8 +13,7 @@ import time
 import pytest
 
 from eic_proxy.errors import ExitCode
-from tests.conftest import wait_until
-from tests.e2e.test_connect import BlobServer
+from tests.conftest import BlobServer, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from eic_proxy.errors import ExitCode
-from tests.e2e.test_connect import _assert_one_line_error
+from tests.conftest import assert_one_line_error
 
 pytestmark = pytest.mark.e2e
 
@@ -42,7 +42,7 @@ def test_every_alias_form_connects(client, world, twins):
 
 def test_ambiguous_name_lists_candidates_and_pick_newest(client, twins):
     r = client.proxy("connect", "twin", "--no-cache", input=b"", timeout=30)
-    _assert_one_line_error(r, ExitCode.AMBIGUOUS_HOST, twins[0].instance_id, twins[1].instance_id, "--pick")
+    assert_one_line_error(r, ExitCode.AMBIGUOUS_HOST, twins[0].instance_id, twins[1].instance_id, "--pick")
     r = client.proxy("resolve", "twin", "--pick", "newest", "--json", timeout=30)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["instance_id"] in (twins[0].instance_id, twins[1].instance_id)
@@ -50,7 +50,7 @@ def test_ambiguous_name_lists_candidates_and_pick_newest(client, twins):
 
 def test_no_match_says_so(client):
     r = client.proxy("connect", "no-such-host", input=b"", timeout=30)
-    _assert_one_line_error(r, ExitCode.HOST_NOT_FOUND, "no-such-host", "eic-proxy ls")
+    assert_one_line_error(r, ExitCode.HOST_NOT_FOUND, "no-such-host", "eic-proxy ls")
 
 
 def test_warm_connection_makes_zero_describe_calls(client, world):

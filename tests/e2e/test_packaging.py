@@ -31,13 +31,13 @@ def test_build_makes_sdist_and_wheel_with_everything_in_them(dist):
     wheel = next(dist.glob(f"eic_proxy-{__version__}-py3-none-any.whl"))
     sdist = next(dist.glob(f"eic_proxy-{__version__}.tar.gz"))
     names = zipfile.ZipFile(wheel).namelist()
-    modules = sorted(p.name for p in (REPO / "eic_proxy").glob("*.py"))
-    assert sorted(n.split("/", 1)[1] for n in names if n.startswith("eic_proxy/") and n.endswith(".py")) == modules
+    modules = sorted(str(p.relative_to(REPO)) for p in (REPO / "eic_proxy").rglob("*.py"))
+    assert sorted(n for n in names if n.startswith("eic_proxy/") and n.endswith(".py")) == modules
     entry = next(n for n in names if n.endswith("entry_points.txt"))
     assert "eic-proxy = eic_proxy.cli:main" in zipfile.ZipFile(wheel).read(entry).decode()
     with tarfile.open(sdist) as tf:
         members = tf.getnames()
-    assert any(m.endswith("/setup.cfg") for m in members) and any(m.endswith("/eic_proxy/connect.py") for m in members)
+    assert any(m.endswith("/setup.cfg") for m in members) and any(m.endswith("/eic_proxy/commands/connect.py") for m in members)
 
 
 def test_pipx_install_of_the_wheel_connects(dist, client, world, tmp_path):

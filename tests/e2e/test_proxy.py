@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from eic_proxy.errors import ExitCode
-from tests.e2e.test_connect import _assert_one_line_error
+from tests.conftest import assert_one_line_error
 from tests.testbed.sshd import wait_listening
 
 pytestmark = pytest.mark.e2e
@@ -75,7 +75,7 @@ def test_wrong_proxy_password_is_a_clear_error(client, world, tinyproxy):
     port, _ = tinyproxy
     env = dict(client.env, HTTPS_PROXY=f"http://proxyuser:wrong@127.0.0.1:{port}", NO_PROXY="127.0.0.1")
     r = client.run([client.bed.eic_proxy_path(), "connect", "web-1"], env=env, timeout=60)
-    _assert_one_line_error(r, ExitCode.NETWORK, "proxy", "refused", "user:password")
+    assert_one_line_error(r, ExitCode.NETWORK, "proxy", "refused", "user:password")
 
 
 def test_https_proxy_never_gets_the_tunnel_or_its_password_in_clear(client, world):
@@ -111,5 +111,5 @@ def test_https_proxy_never_gets_the_tunnel_or_its_password_in_clear(client, worl
     r = client.run([client.bed.eic_proxy_path(), "connect", "web-1"], input=b"", env=env, timeout=60)
     listener.close()
     t.join(10)
-    _assert_one_line_error(r, ExitCode.CONFIG, "https:// proxy", "http://")
+    assert_one_line_error(r, ExitCode.CONFIG, "https:// proxy", "http://")
     assert b"s3cret" not in received and not received

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from tests.e2e.test_connect import BlobServer
+from tests.conftest import BlobServer
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 CYCLES = 500
@@ -27,7 +27,8 @@ def _settle(baseline: int, deadline: float) -> int:
 
 
 def test_500_cycles_leak_nothing(client, world, monkeypatch):
-    from eic_proxy.connect import ConnectOptions, run
+    from eic_proxy.commands.connect import connect as run
+    from eic_proxy.config import ConnectOptions
 
     for k, v in client.env.items():
         monkeypatch.setenv(k, v)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from eic_proxy.errors import ExitCode
-from tests.e2e.test_connect import _assert_one_line_error
+from tests.conftest import assert_one_line_error
 
 pytestmark = pytest.mark.e2e
 
@@ -143,12 +143,12 @@ def test_broken_config_file_is_one_line_error(client, world):
     cfg.parent.mkdir(parents=True)
     cfg.write_text("[host web-*]\ncolour = blue\n")
     r = client.proxy("connect", "web-1", input=b"", timeout=30)
-    _assert_one_line_error(r, ExitCode.CONFIG, "colour", "config.ini")
+    assert_one_line_error(r, ExitCode.CONFIG, "colour", "config.ini")
 
 
 def test_stopped_by_name_says_use_start(client, world):
     r = client.proxy("connect", "stopped-1", input=b"", timeout=30)
-    _assert_one_line_error(r, ExitCode.INSTANCE_STATE, world.stopped.instance_id, "stopped", "--start")
+    assert_one_line_error(r, ExitCode.INSTANCE_STATE, world.stopped.instance_id, "stopped", "--start")
 
 
 def test_start_starts_and_waits_for_sshd(client, bed, world):

@@ -9,7 +9,7 @@ import botocore.exceptions
 import pytest
 
 from eic_proxy.errors import ExitCode
-from tests.e2e.test_connect import BlobServer
+from tests.conftest import BlobServer
 
 pytestmark = pytest.mark.e2e
 

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.e2e
 def _imports(result) -> set[str]:
     """Module names from the proxy's PYTHONPROFILEIMPORTTIME lines (ssh passes its stderr through)."""
     names = {line.rsplit("|", 1)[1].strip() for line in result.stderr.splitlines() if line.startswith("import time:")}
-    assert "eic_proxy.connect" in names, result.stderr[-2000:]  # the profile really ran
+    assert "eic_proxy.commands.connect" in names, result.stderr[-2000:]  # the profile really ran
     return names
 
 
@@ -101,5 +101,5 @@ def test_warm_connection_through_the_generated_block_stays_light(client, world):
     warm = client.run(argv, env=dict(client.env, PYTHONPROFILEIMPORTTIME="1"))
     assert warm.returncode == 0, warm.stderr[-2000:]
     names = _imports(warm)
-    assert "eic_proxy.knownhosts" in names  # the links were maintained...
-    assert not {"eic_proxy.sshconfig", "botocore", "cryptography"} & names  # ...without the heavy modules
+    assert "eic_proxy.store.knownhosts" in names  # the links were maintained...
+    assert not {"eic_proxy.commands.ssh_config", "botocore", "cryptography"} & names  # ...without the heavy modules

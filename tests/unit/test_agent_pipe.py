@@ -4,7 +4,7 @@ from __future__ import annotations
 import io
 import struct
 
-from eic_proxy import agent
+from eic_proxy.keys import agent
 
 
 class FakePipe(io.RawIOBase):

@@ -6,7 +6,7 @@ import time
 import botocore.session
 import pytest
 
-from eic_proxy.awsfiles import SharedSettings, cached_credentials, remember_credentials
+from eic_proxy.aws.sharedfiles import SharedSettings, cached_credentials, remember_credentials
 
 CONFIG = """
 [default]
@@ -207,7 +207,7 @@ def test_a_changed_source_profile_is_another_identity(files):
 
 
 def test_an_entry_stored_for_another_identity_is_a_miss(files, monkeypatch):
-    from eic_proxy.awsfiles import credentials_cache
+    from eic_proxy.aws.sharedfiles import credentials_cache
 
     monkeypatch.setenv("AWS_ROLE_ARN", "arn:aws:iam::1:role/a")
     s = SharedSettings(None)

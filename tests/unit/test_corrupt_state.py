@@ -6,9 +6,10 @@ import os
 
 import pytest
 
-from eic_proxy import audit, config
+from eic_proxy import config
 from eic_proxy.errors import ExitCode, KeyError_, UsageError
-from eic_proxy.keys import KeyManager
+from eic_proxy.keys.lifecycle import KeyManager
+from eic_proxy.store import audit
 
 
 @pytest.mark.parametrize("value", ["inf", "-1e999", "nan", "1e400h", "99999d"])

@@ -4,7 +4,7 @@ from __future__ import annotations
 import shlex
 from pathlib import Path
 
-from eic_proxy.policy import PolicySpec, build, to_terraform
+from eic_proxy.commands.policy import PolicySpec, build, to_terraform
 from tests.unit.test_policy import parse_hcl
 
 TF = Path(__file__).resolve().parents[2] / "examples" / "terraform"

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from eic_proxy import audit, files
 from eic_proxy.errors import ExitCode, UsageError
+from eic_proxy.store import audit, files
 
 
 def _mode(p: Path) -> int:
@@ -75,7 +75,7 @@ def test_a_planted_symlink_does_not_redirect_a_lock(isolated_env, tmp_path):
 
 
 def test_install_edits_the_target_of_a_symlinked_ssh_config_and_keeps_the_link(tmp_path):
-    from eic_proxy.sshconfig import BlockOptions, install, render
+    from eic_proxy.commands.ssh_config import BlockOptions, install, render
 
     dotfiles = tmp_path / "dotfiles"
     dotfiles.mkdir()

@@ -4,7 +4,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from eic_proxy.errors import UsageError
-from eic_proxy.resolve import parse_host
+from eic_proxy.path.resolve import parse_host
 
 
 @pytest.mark.parametrize("text,kind,value", [

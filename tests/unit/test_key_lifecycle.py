@@ -8,9 +8,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from eic_proxy import audit, keys
 from eic_proxy.errors import ExitCode, KeyError_
-from eic_proxy.keys import ROTATE_QUIET, KeyManager
+from eic_proxy.keys import lifecycle as keys
+from eic_proxy.keys import material
+from eic_proxy.keys.lifecycle import ROTATE_QUIET, KeyManager
+from eic_proxy.store import audit
 
 
 def test_rotation_waits_for_due_and_quiet(isolated_env):
@@ -60,7 +62,7 @@ def test_rsa_key_types(isolated_env):
     m = KeyManager("rsa-2048")
     k = m.ensure()
     assert k.key_type == "ssh-rsa" and m.private_path.name == "id_rsa"
-    keys.check_pushable(k.public_line, "x")
+    material.check_pushable(k.public_line, "x")
     assert KeyManager("rsa-4096").due(k)  # a configured size change makes the old key due
 
 
@@ -73,20 +75,20 @@ def _keygen(tmp_path, kind, bits=None):
 
 @pytest.mark.skipif(not shutil.which("ssh-keygen"), reason="needs ssh-keygen")
 def test_identity_accepts_ed25519_and_rsa_refuses_ecdsa_and_small_rsa(tmp_path):
-    ok = keys.identity_key(_keygen(tmp_path, "ed25519"))
+    ok = material.identity_key(_keygen(tmp_path, "ed25519"))
     assert ok.storage == "identity" and ok.key_type == "ssh-ed25519"
-    assert keys.identity_key(_keygen(tmp_path, "rsa", 2048).with_suffix(".pub")).key_type == "ssh-rsa"
+    assert material.identity_key(_keygen(tmp_path, "rsa", 2048).with_suffix(".pub")).key_type == "ssh-rsa"
     with pytest.raises(KeyError_) as info:
-        keys.identity_key(_keygen(tmp_path, "ecdsa"))
+        material.identity_key(_keygen(tmp_path, "ecdsa"))
     assert "ECDSA" in info.value.message and info.value.exit_code == ExitCode.KEY
     with pytest.raises(KeyError_) as info:
-        keys.identity_key(_keygen(tmp_path, "rsa", 1024))
+        material.identity_key(_keygen(tmp_path, "rsa", 1024))
     assert "2048" in info.value.message
     with pytest.raises(KeyError_) as info:
-        keys.check_pushable("sk-ssh-ed25519@openssh.com AAAAGnNrLXNzaC1lZDI1NTE5QG9wZW5zc2guY29t", "k")
+        material.check_pushable("sk-ssh-ed25519@openssh.com AAAAGnNrLXNzaC1lZDI1NTE5QG9wZW5zc2guY29t", "k")
     assert "security-key" in info.value.message
     with pytest.raises(KeyError_):
-        keys.identity_key(tmp_path / "missing")
+        material.identity_key(tmp_path / "missing")
 
 
 def test_audit_log_appends_user_only_and_rotates(isolated_env, monkeypatch):
@@ -114,7 +116,7 @@ def test_keyring_store_keeps_the_private_key_off_disk(isolated_env, tmp_path, mo
         k = m.ensure()
         assert k.storage == "keyring" and k.private_path is None and not m.private_path.exists()
         assert m.public_path.exists()
-        assert keys.format_public_line(m.private_key(k)) == k.public_line
+        assert material.format_public_line(m.private_key(k)) == k.public_line
         assert "OPENSSH PRIVATE KEY" in (tmp_path / "kr.json").read_text()
         m.clear()
         assert "OPENSSH PRIVATE KEY" not in (tmp_path / "kr.json").read_text()
@@ -131,7 +133,7 @@ def test_without_keyring_backend_falls_back_to_file(isolated_env):
 
 @pytest.mark.parametrize("kind", ["ed25519", "rsa-2048"])
 def test_agent_add_list_remove_with_lifetime(isolated_env, ssh_agent, kind):
-    from eic_proxy.agent import Agent, load_key, public_blob
+    from eic_proxy.keys.agent import Agent, load_key, public_blob
 
     m = KeyManager(kind)
     k = m.ensure()
@@ -145,7 +147,7 @@ def test_agent_add_list_remove_with_lifetime(isolated_env, ssh_agent, kind):
 
 
 def test_agent_lifetime_is_enforced_by_the_agent(isolated_env, ssh_agent):
-    from eic_proxy.agent import Agent, public_blob
+    from eic_proxy.keys.agent import Agent, public_blob
 
     m = KeyManager()
     k = m.ensure()
@@ -164,7 +166,7 @@ def test_agent_lifetime_is_enforced_by_the_agent(isolated_env, ssh_agent):
 
 
 def test_no_agent_is_a_clear_error(isolated_env, monkeypatch):
-    from eic_proxy.agent import Agent, AgentError
+    from eic_proxy.keys.agent import Agent, AgentError
 
     monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
     with pytest.raises(AgentError) as info:

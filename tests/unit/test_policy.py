@@ -9,8 +9,8 @@ import sys
 import hcl2
 import pytest
 
+from eic_proxy.commands.policy import PolicySpec, build, to_terraform
 from eic_proxy.errors import ExitCode, UsageError
-from eic_proxy.policy import PolicySpec, build, to_terraform
 from tests.iam_grammar import check_policy
 from tests.testbed.iam_eval import evaluate
 

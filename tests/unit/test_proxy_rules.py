@@ -1,7 +1,7 @@
 """NO_PROXY and proxy URL rules shared by the API calls and the WebSocket."""
 import pytest
 
-from eic_proxy.proxy import bypass, proxy_for
+from eic_proxy.aws.proxy import bypass, proxy_for
 
 
 @pytest.mark.parametrize("host, port, no_proxy, expected", [

@@ -10,8 +10,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from eic_proxy.errors import ExitCode
-from eic_proxy.protocol import MAX_FRAME, TunnelProtocol
-from eic_proxy.pump import first_bytes, pump
+from eic_proxy.path.probe import first_bytes
+from eic_proxy.path.protocol import MAX_FRAME, TunnelProtocol
+from eic_proxy.path.pump import pump
 from tests.unit.wsserver import ClientFrames, close_frame, server_frame
 
 

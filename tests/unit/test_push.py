@@ -2,9 +2,9 @@
 import pytest
 from botocore.exceptions import ClientError
 
-from eic_proxy import push
-from eic_proxy.aws import make_aws
+from eic_proxy.aws.client import make_aws
 from eic_proxy.errors import AccessDenied, ExitCode
+from eic_proxy.path import push
 
 
 class FakeEic:

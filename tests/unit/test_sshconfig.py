@@ -3,8 +3,8 @@ import os
 
 import pytest
 
-from eic_proxy import sshconfig
-from eic_proxy.sshconfig import BlockOptions, install, link_known_hosts, prepare_known_hosts, render
+from eic_proxy.commands import ssh_config as sshconfig
+from eic_proxy.commands.ssh_config import BlockOptions, install, link_known_hosts, prepare_known_hosts, render
 
 
 def test_install_replaces_only_its_own_block(tmp_path):
@@ -64,7 +64,7 @@ def test_entries_of_an_instance_file_match_every_name(isolated_env):
 
 def test_windows_block_names_the_exe_without_a_shell(monkeypatch, tmp_path):
     """Win32-OpenSSH runs ProxyCommand directly: absolute eic-proxy.exe, double quotes, no sh -c."""
-    from eic_proxy import sshconfig
+    from eic_proxy.commands import ssh_config as sshconfig
 
     exe = r"C:\Program Files\Python312\Scripts\eic-proxy.exe"
     monkeypatch.setattr(sshconfig, "WINDOWS", True)
@@ -88,7 +88,7 @@ def test_windows_block_names_the_exe_without_a_shell(monkeypatch, tmp_path):
     ("patterns", ()),
 ])
 def test_values_that_would_break_out_of_their_line_are_refused(field, value):
-    from eic_proxy import sshconfig
+    from eic_proxy.commands import ssh_config as sshconfig
     from eic_proxy.errors import ExitCode, UsageError
 
     with pytest.raises(UsageError) as err:
@@ -98,8 +98,8 @@ def test_values_that_would_break_out_of_their_line_are_refused(field, value):
 
 def test_generated_command_keeps_hosts_as_arguments(tmp_path, monkeypatch):
     """ssh's tokens come last, behind `--`, so a name that starts with `-` stays a host name."""
-    from eic_proxy import sshconfig
     from eic_proxy.cli import build_parser
+    from eic_proxy.commands import ssh_config as sshconfig
 
     monkeypatch.setattr(sshconfig, "executable_argv", lambda: ["/x/eic-proxy"])
     block = sshconfig.render(sshconfig.BlockOptions(patterns=("web-*", "!web-db", "i-0?"), user="ec2-user"),

@@ -1,0 +1,268 @@
+"""botocore session and clients: profile, region, endpoint overrides, timeouts, and error translation.
+
+botocore is imported lazily and boto3 not at all: the connect path pays only for what it uses.
+Endpoint overrides (``AWS_ENDPOINT_URL``, ``AWS_ENDPOINT_URL_EC2``, …), ``AWS_CA_BUNDLE`` and
+``use_fips_endpoint`` are botocore's own settings; we read them, we never invent our own.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any, Optional
+
+from eic_proxy.errors import (
+    AccessDenied,
+    AwsApiError,
+    CredentialsError,
+    EicProxyError,
+    ExitCode,
+    HostNotFound,
+    InstanceStateError,
+    KeyError_,
+    NetworkError,
+    NoEndpoint,
+    UsageError,
+)
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CONNECT_TIMEOUT = 10.0
+DEFAULT_READ_TIMEOUT = 30.0
+
+
+def _never_prompt(*_args: Any, **_kwargs: Any) -> str:
+    # botocore would call getpass() for an MFA token; inside a ProxyCommand that would read the
+    # user's terminal or hang. Fail instead and tell the user how to get credentials first.
+    raise CredentialsError(
+        "this profile needs an MFA code, and eic-proxy never prompts (it runs inside ssh)",
+        hint="get temporary credentials first, e.g. `aws sts get-session-token` or an aws-vault/granted shell",
+    )
+
+
+class Aws:
+    """The AWS settings every step needs, and a botocore session made only when one is needed.
+
+    A warm connection reads region, CA bundle, FIPS flag and credentials through
+    ``awsfiles.SharedSettings`` and never imports botocore; API calls, and profiles whose
+    credentials botocore has to resolve (roles, SSO, processes), create the session on first use.
+    """
+
+    def __init__(self, profile: Optional[str] = None, region: Optional[str] = None,
+                 connect_timeout: float = DEFAULT_CONNECT_TIMEOUT, read_timeout: float = DEFAULT_READ_TIMEOUT,
+                 use_cache: bool = True) -> None:
+        from eic_proxy.aws.sharedfiles import SharedSettings
+
+        self.profile = profile
+        self.connect_timeout = connect_timeout
+        self.read_timeout = read_timeout
+        self.use_cache = use_cache
+        self._session: Any = None
+        self._clients: dict[tuple[str, int], Any] = {}
+        self.shared = SharedSettings(profile)
+        self.region = region or (self.shared.region if self.shared.ok else None) or self._session_region()
+
+    @property
+    def session(self) -> Any:
+        if self._session is None:
+            self._session = _make_session(self.profile)
+        return self._session
+
+    def _session_region(self) -> str:
+        region = os.environ.get("AWS_REGION") or self.session.get_config_variable("region")
+        if not region:
+            raise UsageError("no AWS region configured",
+                             hint="pass --region, set AWS_REGION, or set `region` in the profile")
+        return region
+
+    @property
+    def use_fips(self) -> bool:
+        if self.shared.ok:
+            return self.shared.use_fips
+        from botocore.utils import ensure_boolean
+
+        return ensure_boolean(self.session.get_config_variable("use_fips_endpoint") or False)
+
+    @property
+    def ca_bundle(self) -> Optional[str]:
+        """``AWS_CA_BUNDLE`` or the profile's ``ca_bundle``; used for the WebSocket TLS as well."""
+        if self.shared.ok:
+            return self.shared.ca_bundle
+        return self.session.get_config_variable("ca_bundle")
+
+    def client(self, service: str, max_attempts: int = 3) -> Any:
+        """A botocore client, made once per (service, max_attempts) and then reused: creating one loads
+        its service model, and doctor, the listener and --start ask for the same clients many times.
+        ``max_attempts=1`` when the caller runs its own retry loop."""
+        key = (service, max_attempts)
+        if key not in self._clients:
+            self._clients[key] = self._new_client(service, max_attempts)
+        return self._clients[key]
+
+    def _new_client(self, service: str, max_attempts: int) -> Any:
+        from botocore.config import Config
+
+        cfg = Config(
+            connect_timeout=self.connect_timeout,
+            read_timeout=self.read_timeout,
+            retries={"mode": "standard", "max_attempts": max_attempts},
+            user_agent_extra="eic-proxy",
+        )
+        known: tuple[type[BaseException], ...] = (*api_errors(), ValueError)  # a bad endpoint URL: ValueError
+        try:
+            client = self.session.create_client(service, region_name=self.region, config=cfg)
+            if not _proxy_env():
+                return client
+            # Only with proxy settings: apply our NO_PROXY reading (CIDR, *.suffix, :port) over urllib's.
+            from botocore.utils import get_environ_proxies
+
+            from eic_proxy.aws.proxy import botocore_proxies
+
+            url = client.meta.endpoint_url
+            ours = botocore_proxies(url)
+            theirs = {k: v for k, v in get_environ_proxies(url).items() if k == url.split(":", 1)[0]}
+            if ours == theirs:
+                return client
+            return self.session.create_client(service, region_name=self.region, config=cfg.merge(Config(proxies=ours)))
+        except EicProxyError:
+            raise
+        except known as exc:
+            raise translate(exc, f"creating the {service} client") from exc
+
+    def frozen_credentials(self) -> Any:
+        """Credentials for presigning; raises CredentialsError with the command that fixes it.
+
+        Written-down credentials and cached temporary ones come without botocore; the rest from
+        botocore's chain (whose temporary results are then cached for the next process).
+        """
+        from eic_proxy.aws.sharedfiles import cached_credentials, remember_credentials
+
+        if self.shared.ok:
+            fast = self.shared.static_credentials() or (cached_credentials(self.shared) if self.use_cache else None)
+            if fast is not None:
+                return fast
+        try:
+            creds = self.session.get_credentials()
+            frozen = creds.get_frozen_credentials() if creds is not None else None
+        except EicProxyError:
+            raise
+        except api_errors() as exc:
+            raise translate(exc, "loading AWS credentials") from exc
+        if frozen is None or not frozen.access_key:
+            raise CredentialsError(
+                "no AWS credentials found" + (f" for profile {self.profile!r}" if self.profile else ""),
+                hint=self._login_hint(),
+            )
+        if self.shared.ok and self.use_cache:
+            remember_credentials(self.shared, creds, frozen)
+        return frozen
+
+    def _login_hint(self) -> str:
+        p = f" --profile {self.profile}" if self.profile else ""
+        return f"run `aws configure{p}` or `aws sso login{p}`, or set AWS_PROFILE / AWS_ACCESS_KEY_ID"
+
+
+def _proxy_env() -> bool:
+    return any(os.environ.get(k) for k in ("https_proxy", "HTTPS_PROXY", "http_proxy", "HTTP_PROXY"))
+
+
+def _make_session(profile: Optional[str]) -> Any:
+    import botocore.exceptions
+    import botocore.session
+
+    try:
+        session = botocore.session.Session(profile=profile)
+        session.get_config_variable("region")  # reads the profile: a missing one fails here
+    except botocore.exceptions.ProfileNotFound as exc:
+        raise UsageError(f"AWS profile {profile or exc.kwargs.get('profile')!r} does not exist",
+                         hint="check ~/.aws/config, or run `aws configure --profile NAME`") from exc
+    try:
+        provider = session.get_component("credential_provider").get_provider("assume-role")
+        provider._prompter = _never_prompt  # noqa: SLF001 - botocore offers no public hook for this
+    except Exception:  # pragma: no cover - botocore layout changed; prompting is still guarded by no-tty
+        log.debug("could not disable the MFA prompter")
+    return session
+
+
+def make_aws(profile: Optional[str] = None, region: Optional[str] = None,
+             connect_timeout: float = DEFAULT_CONNECT_TIMEOUT, read_timeout: float = DEFAULT_READ_TIMEOUT,
+             use_cache: bool = True) -> Aws:
+    return Aws(profile, region, connect_timeout, read_timeout, use_cache)
+
+
+_ACCESS_DENIED = {"AccessDenied", "AccessDeniedException", "UnauthorizedOperation", "AuthException",
+                  "AuthFailure", "UnauthorizedException"}
+_EXPIRED = {"ExpiredToken", "ExpiredTokenException", "RequestExpired", "InvalidClientTokenId",
+            "SignatureDoesNotMatch", "InvalidToken"}
+
+
+def api_errors() -> tuple[type[BaseException], ...]:
+    """What an AWS API call may raise that ``translate`` knows: botocore's errors and the network's.
+
+    Used as ``except api_errors() as exc`` so that anything else, a bug of ours, is not dressed up as
+    an "AWS error" but reaches ``cli.main`` as an internal error (exit 70, traceback with -v).
+    """
+    import botocore.exceptions as bx
+
+    return bx.BotoCoreError, bx.ClientError, OSError
+
+
+def translate(exc: BaseException, doing: str, profile: Optional[str] = None) -> EicProxyError:
+    """Turn a botocore/network exception into an EicProxyError with a hint."""
+    import botocore.exceptions as bx
+
+    p = f" --profile {profile}" if profile else ""
+    if isinstance(exc, EicProxyError):
+        return exc
+    if isinstance(exc, (bx.UnauthorizedSSOTokenError, bx.SSOTokenLoadError, bx.TokenRetrievalError)):
+        return CredentialsError(f"the SSO session has expired or was never started ({doing})",
+                                hint=f"run `aws sso login{p}`")
+    if isinstance(exc, bx.ProfileNotFound):
+        return UsageError(f"AWS profile {exc.kwargs.get('profile')!r} does not exist",
+                          hint="check ~/.aws/config, or run `aws configure --profile NAME`")
+    if isinstance(exc, bx.NoCredentialsError):
+        return CredentialsError("no AWS credentials found", hint=f"run `aws configure{p}` or `aws sso login{p}`")
+    if isinstance(exc, (bx.PartialCredentialsError, bx.CredentialRetrievalError, bx.InvalidConfigError)):
+        return CredentialsError(f"AWS credentials are incomplete or unreadable: {exc}",
+                                hint=f"check the profile in ~/.aws/config, or run `aws configure{p}`")
+    if isinstance(exc, (bx.ConnectTimeoutError, bx.ReadTimeoutError)):
+        return NetworkError(f"timed out {doing}: {exc}", hint="check the network, proxy settings and AWS_ENDPOINT_URL",
+                            exit_code=ExitCode.TIMEOUT)
+    if isinstance(exc, bx.SSLError):
+        return NetworkError(f"TLS error {doing}: {exc}", hint="check AWS_CA_BUNDLE / the profile's ca_bundle",
+                            exit_code=ExitCode.TLS)
+    if isinstance(exc, (bx.EndpointConnectionError, bx.ConnectionError, bx.HTTPClientError)):
+        return NetworkError(f"cannot reach the AWS API {doing}: {exc}",
+                            hint="check the network, proxy settings and AWS_ENDPOINT_URL")
+    if isinstance(exc, bx.ParamValidationError):
+        return UsageError(f"invalid request {doing}: {exc}")
+    if isinstance(exc, bx.ClientError):
+        err = exc.response.get("Error", {})
+        code = err.get("Code", "")
+        msg = err.get("Message", "") or str(exc)
+        if code in _ACCESS_DENIED:
+            return AccessDenied(f"access denied {doing}: {msg}",
+                                hint="your IAM identity needs this permission; `eic-proxy policy` prints a policy")
+        if code in _EXPIRED:
+            return CredentialsError(f"AWS rejected the credentials {doing}: {msg}",
+                                    hint=f"refresh them: `aws sso login{p}` or `aws configure{p}`")
+        if code.startswith("InvalidInstanceConnectEndpointId"):
+            return NoEndpoint(f"endpoint not found {doing}: {msg}",
+                              hint="check --eice-id (or eice-id in config.ini); "
+                                   "`aws ec2 describe-instance-connect-endpoints` lists them")
+        if code.startswith("InvalidInstanceID") or code == "EC2InstanceNotFoundException":
+            return HostNotFound(f"instance not found {doing}: {msg}",
+                                hint="check the instance ID, --region and --profile")
+        if code in ("EC2InstanceStateInvalidException", "IncorrectInstanceState"):
+            return InstanceStateError(f"instance is not running {doing}: {msg}",
+                                      hint="start it, e.g. `aws ec2 start-instances --instance-ids ID`")
+        if code == "InvalidArgsException":
+            return KeyError_(f"the service rejected the request {doing}: {msg}",
+                             hint="check --os-user and the key type (Ed25519 or RSA 2048/4096)")
+        if code in ("ThrottlingException", "Throttling", "RequestLimitExceeded", "ServiceUnavailable",
+                    "ServiceException", "EC2InstanceUnavailableException", "InternalError"):
+            return AwsApiError(f"AWS is busy or unavailable {doing}: {code}: {msg}", hint="retry in a moment",
+                               exit_code=ExitCode.SERVICE_UNAVAILABLE)
+        return AwsApiError(f"AWS error {doing}: {code}: {msg}")
+    if isinstance(exc, bx.BotoCoreError):
+        return AwsApiError(f"AWS client error {doing}: {exc}")
+    return AwsApiError(f"unexpected error {doing}: {exc.__class__.__name__}: {exc}")

@@ -1,0 +1,67 @@
+"""``eic-proxy ls``: the instances of a region and whether each can be reached through an endpoint.
+
+Two API calls in all (DescribeInstances and DescribeInstanceConnectEndpoints, both paginated),
+whatever the number of instances.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any, Optional
+
+from eic_proxy.aws.client import api_errors, make_aws, translate
+from eic_proxy.commands.options import add_common
+from eic_proxy.path.endpoint import choose_endpoint, describe_endpoints
+from eic_proxy.path.resolve import describe_all, target_from_instance
+
+
+def rows(aws: Any, ec2: Any, include_terminated: bool = False) -> list[dict[str, Any]]:
+    try:
+        instances = describe_all(ec2)
+    except api_errors() as exc:
+        raise translate(exc, "listing instances", aws.profile) from exc
+    endpoints = describe_endpoints(aws, ec2)
+    out: list[dict[str, Any]] = []
+    for inst in instances:
+        t = target_from_instance(inst)
+        if t.state == "terminated" and not include_terminated:
+            continue
+        chosen = choose_endpoint(endpoints, t) if t.vpc_id else None
+        out.append({
+            "name": t.name, "instance_id": t.instance_id, "ip": t.ip or None, "state": t.state,
+            "vpc_id": t.vpc_id or None, "subnet_id": t.subnet_id or None,
+            "endpoint_id": chosen.endpoint_id if chosen else None,
+            "reachable": bool(chosen and t.ip and t.state == "running"),
+        })
+    out.sort(key=lambda r: ((r["name"] or "~").lower(), r["instance_id"]))
+    return out
+
+
+def run_ls(profile: Optional[str], region: Optional[str], as_json: bool, include_terminated: bool) -> int:
+    aws = make_aws(profile, region)
+    table = rows(aws, aws.client("ec2"), include_terminated)
+    if as_json:
+        print(json.dumps(table, indent=2))
+        return 0
+    headers = ["NAME", "INSTANCE", "PRIVATE IP", "STATE", "VPC", "ENDPOINT"]
+    lines = [[r["name"] or "-", r["instance_id"], r["ip"] or "-", r["state"], r["vpc_id"] or "-",
+              r["endpoint_id"] or "none (create one)"] for r in table]
+    widths = [max(len(h), *(len(line[i]) for line in lines)) if lines else len(h) for i, h in enumerate(headers)]
+    for line in [headers, *lines]:
+        sys.stdout.write("  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip() + "\n")
+    if not table:
+        print(f"no instances in {aws.region}" + (f" (profile {aws.profile})" if aws.profile else ""), file=sys.stderr)
+    return 0
+
+
+def add_parser(sub: Any) -> None:
+    ls = sub.add_parser("ls", help="list instances and whether their VPC has a usable endpoint",
+                        description="List instances in the region: name, ID, private IP, state, VPC, endpoint.")
+    ls.add_argument("--json", action="store_true", help="machine-readable output")
+    ls.add_argument("--all", action="store_true", help="include terminated instances")
+    add_common(ls)
+
+
+def run(args: argparse.Namespace) -> int:
+    return run_ls(args.profile, args.region, args.json, args.all)

@@ -1,0 +1,49 @@
+"""``eic-proxy resolve HOST``: the whole resolution of a host alias, without connecting."""
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from eic_proxy.commands.options import add_common, add_lookup, settings
+
+
+def add_parser(sub: Any) -> None:
+    r = sub.add_parser("resolve", help="show how HOST resolves (instance, IP, VPC, endpoint, cache age)",
+                       description="Show the whole resolution of HOST without connecting.")
+    r.add_argument("host", metavar="HOST")
+    r.add_argument("--json", action="store_true", help="machine-readable output")
+    r.add_argument("--eice-id", help="use this endpoint instead of discovering one")
+    add_lookup(r)
+    add_common(r)
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+
+    from eic_proxy.aws.client import make_aws
+    from eic_proxy.path.locate import Locator
+    from eic_proxy.path.resolve import parse_host
+    from eic_proxy.store.cache import Cache
+
+    spec = parse_host(args.host)
+    s = settings(args, args.host)
+    aws = make_aws(s.profile, s.region)
+    located = Locator(aws, Cache() if args.use_cache else None, args.pick, s.eice_id,
+                      allow_stopped=True).locate(spec)
+    t, e = located.target, located.endpoint
+    doc = {
+        "host": args.host, "kind": spec.kind, "instance_id": t.instance_id, "name": t.name, "ip": t.ip,
+        "state": t.state, "vpc_id": t.vpc_id, "subnet_id": t.subnet_id, "endpoint_id": e.endpoint_id,
+        "endpoint_dns_name": e.fips_dns_name if aws.use_fips else e.dns_name, "endpoint_state": e.state,
+        "region": aws.region, "profile": aws.profile, "os_user": s.os_user or "ec2-user",
+        "target_cache_age": located.target_age, "endpoint_cache_age": located.endpoint_age,
+    }
+    if args.json:
+        print(json.dumps(doc, indent=2))
+    else:
+        width = max(len(k) for k in doc)
+        for k, v in doc.items():
+            if k.endswith("cache_age"):
+                v = "fresh lookup" if v is None else f"{v:.0f} s"
+            print(f"{k:<{width}}  {'-' if v is None else v}")
+    return 0

@@ -1,0 +1,74 @@
+"""Cross-process connection slots per endpoint: the 21st tunnel waits instead of being refused.
+
+The service allows 20 concurrent connections per endpoint (docs/protocol.md §7). Each tunnel holds
+one of ``limit`` lock files ``<cache dir>/slots/<endpoint>/<n>.lock`` for its whole life; the
+kernel releases it when the process ends, however it ends, so a crash never leaks a slot.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Optional
+
+from eic_proxy.errors import ExitCode, TunnelClosed
+from eic_proxy.store import files
+
+log = logging.getLogger(__name__)
+
+DEFAULT_LIMIT = 20
+DEFAULT_QUEUE_TIMEOUT = 300.0
+POLL = 0.1
+
+
+class Slot:
+    """A held slot; ``release()`` (or process exit) frees it."""
+
+    def __init__(self, fd: int, path: Path) -> None:
+        self.fd: Optional[int] = fd
+        self.path = path
+
+    def release(self) -> None:
+        fd, self.fd = self.fd, None
+        if fd is not None:
+            os.close(fd)  # closing the descriptor drops the flock
+
+
+def _try(path: Path) -> Optional[int]:
+    fd = os.open(str(path), os.O_RDWR | os.O_CREAT | files.O_NOFOLLOW, 0o600)
+    try:
+        if files.try_lock(fd):
+            return fd
+    except OSError:
+        pass
+    os.close(fd)
+    return None
+
+
+def acquire(endpoint_id: str, limit: int = DEFAULT_LIMIT, timeout: float = DEFAULT_QUEUE_TIMEOUT,
+            directory: Optional[Path] = None) -> Slot:
+    """Take a free slot for ``endpoint_id``, waiting (with one line on stderr) while all are busy."""
+    base = files.ensure_private_dir((directory or files.cache_dir() / "slots") / endpoint_id)
+    deadline = time.monotonic() + timeout
+    said = False
+    start = os.getpid() % limit  # spread the probing so many waiters do not all hammer slot 0
+    while True:
+        for i in range(limit):
+            n = (start + i) % limit
+            path = base / f"{n}.lock"
+            fd = _try(path)
+            if fd is not None:
+                if said:
+                    log.warning("got a connection slot on %s", endpoint_id)
+                return Slot(fd, path)
+        if not said:
+            log.warning("all %d connections of endpoint %s are in use by this user's tunnels; waiting "
+                        "(up to %.0f s)", limit, endpoint_id, timeout)
+            said = True
+        if time.monotonic() >= deadline:
+            raise TunnelClosed(f"no free connection on endpoint {endpoint_id}: {limit} tunnels are open",
+                               hint="the service allows 20 per endpoint; close some, use ControlMaster to share "
+                                    "one, or raise --queue-timeout",
+                               exit_code=ExitCode.SERVICE_UNAVAILABLE)
+        time.sleep(POLL)

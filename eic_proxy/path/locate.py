@@ -1,0 +1,142 @@
+"""Alias → (Target, Endpoint), through the on-disk cache: a warm lookup makes no AWS call at all.
+
+The EC2 client (and its large service model) is created only on a cache miss.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
+
+from eic_proxy.aws.client import Aws
+from eic_proxy.model import Endpoint, Target
+from eic_proxy.path.resolve import HostSpec
+from eic_proxy.store.cache import ENDPOINT_TTL, TARGET_TTL, Cache
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Located:
+    target: Target
+    endpoint: Endpoint
+    target_age: Optional[float] = None    # seconds since cached; None = looked up now
+    endpoint_age: Optional[float] = None
+
+
+LOOKUP_LOCK_WAIT = 30.0
+
+
+class _BestEffortLock:
+    """FileLock that gives up waiting after ``timeout`` and lets the caller proceed unlocked."""
+
+    def __init__(self, path: Any, timeout: float) -> None:
+        from eic_proxy.store.files import FileLock
+
+        self.lock = FileLock(path, timeout=timeout)
+        self.held = False
+
+    def __enter__(self) -> "_BestEffortLock":
+        try:
+            self.lock.__enter__()
+            self.held = True
+        except (TimeoutError, OSError):
+            log.debug("lookup lock busy; looking up without it")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.held:
+            self.lock.__exit__(*exc)
+
+
+class Locator:
+    def __init__(self, aws: Aws, cache: Optional[Cache], pick: Optional[str] = None,
+                 eice_id: Optional[str] = None, allow_stopped: bool = False) -> None:
+        self.aws = aws
+        self.allow_stopped = allow_stopped
+        self.cache = cache
+        self.pick = pick
+        self.eice_id = eice_id
+
+    @property
+    def ec2(self) -> Any:
+        """Made on first use only (a warm lookup needs no client); Aws keeps it for the next caller."""
+        return self.aws.client("ec2")
+
+    def _target_key(self, spec: HostSpec) -> str:
+        return f"target|{self.aws.profile or ''}|{self.aws.region}|{spec.kind}|{spec.tag_key or ''}|{spec.value}"
+
+    def _endpoint_key(self, target: Target) -> str:
+        family = "6" if target.is_ipv6 else "4"
+        return (f"endpoint|{self.aws.profile or ''}|{self.aws.region}|{target.vpc_id}|{target.subnet_id}|{family}"
+                f"|{self.eice_id or ''}")
+
+    def locate(self, spec: HostSpec) -> Located:
+        """Cached when fresh; otherwise looked up by one process while the others wait for its result.
+
+        Fifty ssh processes started at once for one host (Ansible forks, parallel scp) would each
+        load botocore and make two Describe calls; with the lock one does, and the rest read the cache.
+        """
+        from eic_proxy.path.endpoint import find_endpoint
+        from eic_proxy.path.resolve import resolve
+
+        target, t_age = self._lookup(self._target_key(spec), self._cached_target,
+                                     lambda: resolve(self.aws, self.ec2, spec, self.pick, self.allow_stopped),
+                                     keep=lambda t: t.state == "running")
+        endpoint, e_age = self._lookup(self._endpoint_key(target), self._cached_endpoint,
+                                       lambda: find_endpoint(self.aws, self.ec2, target, self.eice_id))
+        return Located(target, endpoint, t_age, e_age)
+
+    def _lookup(self, key: str, cached: Callable[[str], tuple[Any, Optional[float]]], fetch: Callable[[], Any],
+                keep: Callable[[Any], bool] = lambda _: True) -> tuple[Any, Optional[float]]:
+        """(value, cache age): the cached value, or — checked again under the key's lock — a fresh one,
+        cached when ``keep`` says so."""
+        value, age = cached(key)
+        if value is not None:
+            return value, age
+        with self._single_flight(key):
+            value, age = cached(key)
+            if value is None:
+                value = fetch()
+                if self.cache is not None and keep(value):
+                    self.cache.put(key, value.to_dict())
+        return value, age
+
+    def _cached_target(self, key: str) -> tuple[Optional[Target], Optional[float]]:
+        hit = self.cache.get(key, TARGET_TTL) if self.cache is not None else None
+        try:
+            return (Target(**hit[0]), hit[1]) if hit else (None, None)
+        except (TypeError, ValueError, AttributeError):  # another version's shape, or a crafted file: a miss
+            log.debug("cache entry %s unusable; looking up again", key)
+            return None, None
+
+    def _cached_endpoint(self, key: str) -> tuple[Optional[Endpoint], Optional[float]]:
+        hit = self.cache.get(key, ENDPOINT_TTL) if self.cache is not None else None
+        if not hit:
+            return None, None
+        try:
+            d = dict(hit[0], security_group_ids=tuple(hit[0].get("security_group_ids") or ()))
+            return Endpoint(**d), hit[1]
+        except (TypeError, ValueError, AttributeError):
+            log.debug("cache entry %s unusable; looking up again", key)
+            return None, None
+
+    def _single_flight(self, key: str) -> Any:
+        import contextlib
+
+        if self.cache is None:
+            return contextlib.nullcontext()
+        # Bounded: a stuck lookup elsewhere must not hold everyone; after the wait we just look up too.
+        return _BestEffortLock(self.cache.lock_path(key), LOOKUP_LOCK_WAIT)
+
+    def remember(self, spec: HostSpec, target: Target) -> None:
+        """Cache a target found outside locate() (after --start made it run)."""
+        if self.cache is not None:
+            self.cache.put(self._target_key(spec), target.to_dict())
+
+    def forget(self, spec: HostSpec, located: Located) -> None:
+        """Drop both cached entries after they proved stale; the next locate() asks AWS again."""
+        if self.cache is not None:
+            self.cache.drop(self._target_key(spec))
+            self.cache.drop(self._endpoint_key(located.target))
+        log.info("cached location of %s was stale; looking it up again", spec.value)

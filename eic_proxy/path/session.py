@@ -1,0 +1,238 @@
+"""One connection's session: the located target, the push, the slot, the WebSocket and its re-opening.
+
+Used by ``connect`` (the ProxyCommand), the ``tunnel`` listener, doctor and ``--start``; the bytes
+then go through ``pump`` with a ``TunnelProtocol`` from ``new_protocol``, audited by ``tunnel_audited``.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import random
+import time
+from typing import Any, Optional
+
+from eic_proxy.config import ConnectOptions
+
+log = logging.getLogger(__name__)
+
+
+class Session:
+    """One connect: the located target, and how to open (and re-open) its tunnel."""
+
+    def __init__(self, opts: ConnectOptions, aws: Any = None, located: Any = None) -> None:
+        """Locates the target now, unless ``aws`` and ``located`` come from the caller (doctor)."""
+        from eic_proxy.aws.client import make_aws
+        from eic_proxy.path.locate import Locator
+        from eic_proxy.path.resolve import parse_host
+        from eic_proxy.store.cache import Cache
+
+        self.opts = opts
+        self.spec = parse_host(opts.host)
+        timeouts = {} if opts.timeout is None else {"connect_timeout": opts.timeout, "read_timeout": opts.timeout}
+        self.aws = aws or make_aws(self.spec.profile or opts.profile, self.spec.region or opts.region, **timeouts,
+                                   use_cache=opts.use_cache)
+        self.locator = Locator(self.aws, Cache() if opts.use_cache else None, opts.pick, opts.eice_id,
+                               allow_stopped=opts.start)
+        self.located = located or self.locator.locate(self.spec)
+        self.pushed_at: Optional[float] = None
+        self._key_manager: Any = None
+        self.slot: Any = None
+        self.slot_endpoint: Optional[str] = None
+        self.push_request_id: Optional[str] = None  # SendSSHPublicKey RequestId made (or reused) for this tunnel
+        self.opened = False  # the tunnel was up (its end is audited by _run)
+
+    @property
+    def cached(self) -> bool:
+        return self.located.target_age is not None or self.located.endpoint_age is not None
+
+    def open(self, push: bool = True) -> Any:
+        """Push (when due), take this process's slot, and open the WebSocket."""
+        if self.opts.push and push:
+            self.push_key()
+            self.pushed_at = time.monotonic()
+        self.take_slot()
+        return self.handshake()
+
+    def handshake(self) -> Any:
+        """A fresh presigned URL and WebSocket (its TLS socket); 429/503 (endpoint full or busy) retried."""
+        from eic_proxy.errors import HandshakeError
+        from eic_proxy.path.endpoint import dns_name_for
+        from eic_proxy.path.handshake import open_websocket
+        from eic_proxy.path.signer import presign_url
+
+        opts, aws, located = self.opts, self.aws, self.located
+        dns = dns_name_for(located.endpoint, aws.use_fips)
+        deadline = time.monotonic() + min(HANDSHAKE_RETRY_BUDGET, opts.queue_timeout)
+        attempt = 0
+        while True:
+            attempt += 1
+            url = presign_url(aws.frozen_credentials(), aws.region, dns, located.endpoint.endpoint_id, opts.port,
+                              located.target.ip, opts.max_tunnel_duration)  # a fresh URL per attempt
+            try:
+                return open_websocket(url, aws.ca_bundle, max_duration_sent=opts.max_tunnel_duration is not None,
+                                      **({} if opts.timeout is None else {"timeout": opts.timeout}))
+            except HandshakeError as exc:
+                delay = random.uniform(0, min(4.0, 0.25 * 2 ** attempt))
+                if exc.status not in (429, 503) or time.monotonic() + delay >= deadline:
+                    raise
+                log.info("endpoint busy (HTTP %s); retrying in %.1f s", exc.status, delay)
+                time.sleep(delay)
+
+    def take_slot(self) -> None:
+        """One of the endpoint's connection slots for this process (queued when all are taken)."""
+        from eic_proxy.path.limiter import acquire
+
+        eid = self.located.endpoint.endpoint_id
+        if self.slot is not None and self.slot_endpoint == eid:
+            return
+        if self.slot is not None:
+            self.slot.release()
+        self.slot = acquire(eid, self.opts.max_connections, self.opts.queue_timeout)
+        self.slot_endpoint = eid
+
+    def push_key(self) -> None:
+        """Make sure a fresh push of our key exists for (instance, user), and the agent holds the key."""
+        from eic_proxy.path.push import ensure_pushed
+
+        opts, iid = self.opts, self.located.target.instance_id
+        if opts.identity:
+            from pathlib import Path
+
+            from eic_proxy.keys.material import identity_key
+
+            self.push_request_id = ensure_pushed(self.aws, identity_key(Path(opts.identity)), iid, opts.os_user,
+                                                 opts.use_cache)
+            return
+        manager = self.key_manager()
+        with manager.using() as key:
+            self.push_request_id = ensure_pushed(self.aws, key, iid, opts.os_user, opts.use_cache)
+            manager.note_use()
+            if opts.agent:
+                from eic_proxy.keys.agent import load_key
+
+                load_key(manager, key)
+
+    def key_manager(self) -> Any:
+        if self._key_manager is None:
+            from eic_proxy.keys.lifecycle import make_key_manager
+
+            self._key_manager = make_key_manager(self.opts)
+        return self._key_manager
+
+    def open_healing(self) -> Any:
+        """open(), re-locating once when a cached location proves stale (instance or endpoint gone)."""
+        from eic_proxy.errors import HandshakeError, HostNotFound, InstanceStateError
+
+        try:
+            return self.open()
+        except (HostNotFound, InstanceStateError, HandshakeError) as exc:
+            # Every handshake message names "endpoint"; only one naming our cached endpoint ID says it is gone.
+            stale = not isinstance(exc, HandshakeError) or self.located.endpoint.endpoint_id in exc.message
+            if not self.cached or not stale:
+                raise
+            self.relocate()
+            return self.open()
+
+    def relocate(self) -> bool:
+        """Drop the cached location and look it up again; False when nothing changed."""
+        old = self.located
+        self.locator.forget(self.spec, old)
+        self.located = self.locator.locate(self.spec)
+        return (self.located.target.ip, self.located.endpoint.endpoint_id) != (old.target.ip,
+                                                                              old.endpoint.endpoint_id)
+
+    def reconnect(self) -> Optional[Any]:
+        """Called by the pump when the endpoint cannot reach a target we took from the cache."""
+        if not self.relocate():
+            return None
+        log.info("instance %s moved to %s; reconnecting", self.located.target.instance_id, self.located.target.ip)
+        self.link_known_hosts()
+        return self.open()
+
+    def link_known_hosts(self) -> None:
+        if self.opts.known_hosts_alias:
+            from eic_proxy.store.knownhosts import link_known_hosts
+
+            link_known_hosts(self.opts.known_hosts_alias, self.located.target.instance_id)
+
+    def new_protocol(self, can_replay: bool = False) -> Any:
+        """The tunnel's state machine for a WebSocket that opened just now, with this connect's settings."""
+        from eic_proxy.path.protocol import TunnelProtocol
+
+        opts = self.opts
+        return TunnelProtocol(time.monotonic(), max_duration=float(opts.max_tunnel_duration or 3600),
+                              keepalive=opts.keepalive, warn_before=opts.expiry_warning or None,
+                              expect_banner=opts.port == 22, banner_wait=opts.banner_wait, can_replay=can_replay)
+
+    def start_and_probe(self) -> tuple[Any, Any, bytes]:
+        """--start: start the instance, then open tunnels until its server answers (or the deadline)."""
+        from eic_proxy.path.locate import Located
+        from eic_proxy.path.probe import first_bytes
+        from eic_proxy.path.start import Progress, start_and_wait
+
+        progress = Progress()
+        deadline = time.monotonic() + self.opts.start_timeout
+        try:
+            target = start_and_wait(self.aws, self.locator.ec2, self.located.target, deadline, progress)
+            self.locator.remember(self.spec, target)
+            self.located = Located(target, self.located.endpoint)
+            while True:
+                fresh = self.pushed_at is not None and time.monotonic() - self.pushed_at < PROBE_PUSH_REUSE
+                ws = self.open(push=not fresh)
+                proto = self.new_protocol()
+                first = first_bytes(ws, proto, PROBE_WAIT)
+                if first is not None:
+                    progress.say(f"port {self.opts.port} on {target.instance_id} answers")
+                    return ws, proto, first
+                if time.monotonic() >= deadline:
+                    from eic_proxy.errors import ExitCode, TunnelClosed
+
+                    raise TunnelClosed(f"{target.instance_id} is running but nothing answers on port {self.opts.port}",
+                                       hint="raise --start-timeout, or check that sshd starts on boot",
+                                       exit_code=ExitCode.TIMEOUT)
+                progress.say(f"waiting for port {self.opts.port} on {target.instance_id} to answer")
+                time.sleep(PROBE_INTERVAL)
+        finally:
+            progress.done()
+
+
+# A handshake refused for load (429/503) is retried within this many seconds.
+HANDSHAKE_RETRY_BUDGET = 20.0
+
+# --start: how often to try the port, and how long one push serves the probes (the key lives 60 s).
+PROBE_INTERVAL = 2.0
+PROBE_WAIT = 10.0
+PROBE_PUSH_REUSE = 40.0
+
+
+def tunnel_audited(session: "Session", ws: Any, in_fd: int, out_fd: int, proto: Any, first: bytes = b"",
+                   close_output: Optional[Any] = None, reconnect: Optional[Any] = None,
+                   tell: Optional[Any] = None) -> Any:
+    """Pump one open WebSocket, with a ``connect`` and a ``disconnect`` entry in the audit log."""
+    from eic_proxy.path.pump import pump, stderr_line
+    from eic_proxy.store import audit
+
+    opts, located = session.opts, session.located
+    log.debug("= tunnel open to %s (%s:%d) via %s", located.target.instance_id, located.target.ip, opts.port,
+              located.endpoint.endpoint_id)
+    conn_id = os.urandom(6).hex()
+    session.opened = True
+    audit.append("connect", id=conn_id, host=opts.host, instance_id=located.target.instance_id,
+                 os_user=opts.os_user if opts.push else None, port=opts.port, ip=located.target.ip,
+                 endpoint_id=located.endpoint.endpoint_id, push_request_id=session.push_request_id,
+                 profile=session.aws.profile, region=session.aws.region, pid=os.getpid())
+    result = None
+    try:
+        result = pump(ws, proto, in_fd, out_fd, close_output or (lambda: None), reconnect=reconnect, first=first,
+                      tell=tell or stderr_line)
+        return result
+    finally:
+        if result is None:
+            audit.append("disconnect", id=conn_id, host=opts.host, instance_id=session.located.target.instance_id,
+                         reason="internal-error", exit_code=70)
+        else:
+            err = result.error
+            audit.append("disconnect", id=conn_id, host=opts.host, instance_id=session.located.target.instance_id,
+                         bytes_up=result.bytes_up, bytes_down=result.bytes_down, duration=round(result.duration, 3),
+                         reason=result.reason, exit_code=result.exit_code,
+                         error=err.message if err is not None else None)
