@@ -1,4 +1,4 @@
-"""Issue 9: what people already use works unchanged through the ProxyCommand — Ansible (examples/
+"""What people already use works unchanged through the ProxyCommand — Ansible (examples/
 ansible), VS Code Remote-SSH's connection pattern, git, paramiko — and an IPv6-only instance."""
 from __future__ import annotations
 

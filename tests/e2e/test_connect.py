@@ -1,4 +1,4 @@
-"""Real ssh/scp/sftp/rsync through ``eic-proxy connect`` on the local test bed (issue 3 acceptance)."""
+"""Real ssh/scp/sftp/rsync through ``eic-proxy connect`` on the local test bed."""
 from __future__ import annotations
 
 import hashlib

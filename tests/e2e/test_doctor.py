@@ -1,4 +1,4 @@
-"""`eic-proxy doctor` (issue 8): healthy → all ✔, exit 0; each known failure found and its fix named."""
+"""`eic-proxy doctor`: healthy → all ✔, exit 0; each known failure found and its fix named."""
 from __future__ import annotations
 
 import json

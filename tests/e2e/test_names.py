@@ -1,4 +1,4 @@
-"""Connect by name: every alias form through real ssh, ambiguity, the cache, self-healing (issue 4)."""
+"""Connect by name: every alias form through real ssh, ambiguity, the cache, self-healing."""
 from __future__ import annotations
 
 import json

@@ -1,4 +1,4 @@
-"""Issue 9 packaging: `python -m build` makes an sdist and a wheel; `pipx install` of the wheel into a
+"""Packaging: `python -m build` makes an sdist and a wheel; `pipx install` of the wheel into a
 fresh venv gives an `eic-proxy` that carries real ssh traffic on the bed."""
 from __future__ import annotations
 

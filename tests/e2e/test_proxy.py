@@ -1,4 +1,4 @@
-"""HTTPS_PROXY / HTTP_PROXY / NO_PROXY through a real CONNECT proxy (tinyproxy) on loopback (issue 6)."""
+"""HTTPS_PROXY / HTTP_PROXY / NO_PROXY through a real CONNECT proxy (tinyproxy) on loopback."""
 from __future__ import annotations
 
 import shutil

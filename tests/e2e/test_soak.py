@@ -1,4 +1,4 @@
-"""500 connect/transfer/disconnect cycles in one process: nothing leaks, every byte arrives (issue 6)."""
+"""500 connect/transfer/disconnect cycles in one process: nothing leaks, every byte arrives."""
 from __future__ import annotations
 
 import hashlib

@@ -1,4 +1,4 @@
-"""The fake AWS side follows the API shapes, and connect's options reach the wire (issue 3)."""
+"""The fake AWS side follows the API shapes, and connect's options reach the wire."""
 from __future__ import annotations
 
 import subprocess

@@ -1,4 +1,4 @@
-"""The warm path (issue 7): a connection with a cached location and a fresh push imports no botocore,
+"""The warm path: a connection with a cached location and a fresh push imports no botocore,
 whatever kind of credentials the profile has, and SSO/role/process credentials are resolved once."""
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Issue 9: --version, a --help for every sub-command, and shell completion generated from the parser."""
+"""--version, a --help for every sub-command, and shell completion generated from the parser."""
 from __future__ import annotations
 
 import shutil

@@ -1,4 +1,4 @@
-"""Credentials that cannot work inside a ProxyCommand fail fast with the exact command to run (issue 6)."""
+"""Credentials that cannot work inside a ProxyCommand fail fast with the exact command to run."""
 import subprocess
 import sys
 

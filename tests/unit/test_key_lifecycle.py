@@ -1,4 +1,4 @@
-"""Key lifecycle (issue 5): rotation only when due and quiet, types, BYO keys, audit log, agent protocol."""
+"""Key lifecycle: rotation only when due and quiet, types, BYO keys, audit log, agent protocol."""
 import os
 import shutil
 import stat

@@ -1,4 +1,4 @@
-"""Push retries (issue 5): back-off with jitter on throttling within a budget; other errors at once."""
+"""Push retries: back-off with jitter on throttling within a budget; other errors at once."""
 import pytest
 from botocore.exceptions import ClientError
 

@@ -1,4 +1,4 @@
-"""Faults from the endpoint and the network (issue 6): a clear line, the right exit code, no hang."""
+"""Faults from the endpoint and the network: a clear line, the right exit code, no hang."""
 from __future__ import annotations
 
 import hashlib

@@ -1,4 +1,4 @@
-"""Keys without key management (issue 5): one push per burst, retries, BYO key, agent + keyring, audit."""
+"""Keys without key management: one push per burst, retries, BYO key, agent + keyring, audit."""
 from __future__ import annotations
 
 import json

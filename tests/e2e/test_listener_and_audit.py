@@ -1,4 +1,4 @@
-"""`eic-proxy tunnel` (listener mode) and `eic-proxy audit` (issue 8)."""
+"""`eic-proxy tunnel` (listener mode) and `eic-proxy audit`."""
 from __future__ import annotations
 
 import json
