@@ -57,6 +57,7 @@ class Settings:
     key_store: Optional[str] = None       # file | keyring (keyring needs agent)
     agent: Optional[bool] = None          # add the key to the ssh-agent
     identity: Optional[str] = None        # bring-your-own key to push instead
+    host_keys: Optional[str] = None       # verify | strict | tofu (README: "Host keys")
 
     def over(self, lower: "Settings") -> "Settings":
         """This layer on top of ``lower``: our values win, gaps are filled from below."""
@@ -71,6 +72,7 @@ _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 MAX_KEY_LIFETIME = 30 * 86400
+HOST_KEY_MODES = ("verify", "strict", "tofu")
 
 
 def _coerce(key: str, value: str, where: str) -> object:
@@ -96,6 +98,8 @@ def _coerce(key: str, value: str, where: str) -> object:
         return n
     if name == "key_type" and value not in ("ed25519", "rsa-2048", "rsa-4096"):
         raise ConfigError(f"{where}: {key} must be ed25519, rsa-2048 or rsa-4096, not {value!r}")
+    if name == "host_keys" and value not in HOST_KEY_MODES:
+        raise ConfigError(f"{where}: {key} must be verify, strict or tofu, not {value!r}")
     if name == "key_store" and value not in ("file", "keyring"):
         raise ConfigError(f"{where}: {key} must be file or keyring, not {value!r}")
     if name == "max_tunnel_duration":
@@ -229,6 +233,7 @@ class ConnectOptions:
     timeout: Optional[float] = None  # API connect/read and WebSocket handshake, seconds
     keepalive: float = 30.0
     expiry_warning: float = 60.0
+    host_keys: str = "verify"  # verify | strict | tofu: how first contact learns the host key
     banner_wait: float = 5.0  # port 22: warn when the instance has sent nothing this long after the upgrade
 
 

@@ -52,6 +52,7 @@ class ExitCode(IntEnum):
     AMBIGUOUS_HOST = 22
     CHECKS_FAILED = 23  # `doctor` found at least one problem
     LOCKED = 24  # another eic-proxy process held a lock (or the keyring did not answer) for the whole wait
+    HOST_KEY = 25  # the host key is not the one the console lists, or cannot be verified (host-keys = strict)
     INTERNAL = 70
     # 128 + N, as shells report a process ended by signal N (we end cleanly, with the same code)
     INTERRUPTED = 130  # SIGINT

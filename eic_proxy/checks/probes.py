@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import shutil
-import subprocess
-import time
 from typing import Any, Callable, Optional
 
 from eic_proxy.checks.rules import FAIL, PASS, SKIP, Check, Facts, iam_principal, rule_allows, simulation_asks
+from eic_proxy.checks.tunnel import TunnelChecks
 from eic_proxy.errors import EicProxyError
 
 
@@ -30,7 +28,7 @@ BANNER_WAIT = 10.0
 LOGIN_TIMEOUT = 30.0
 
 
-class Doctor:
+class Doctor(TunnelChecks):
     def __init__(self, opts: Any, client_ip: Optional[str] = None,
                  emit: Optional[Callable[[Check], None]] = None) -> None:
         self.opts = opts
@@ -63,6 +61,7 @@ class Doctor:
             ("endpoint egress", self.check_endpoint_egress),
             ("instance ingress", self.check_instance_ingress),
             ("iam", self.check_iam),
+            ("host keys", self.check_host_keys),
             ("push", self.check_push),
             ("handshake", self.check_handshake),
         ]
@@ -289,96 +288,23 @@ class Doctor:
             hint += f" (a condition on ec2:osuser may exclude {opts.os_user!r})"
         return self.add("iam", FAIL, f"{principal} is denied {names}", hint)
 
-    # ---- push, handshake, banner, login -----------------------------------------------------------
-    def _session(self) -> Any:
-        if self.facts.session is None:
-            from eic_proxy.path.locate import Located
-            from eic_proxy.path.session import Session
+    def check_host_keys(self) -> bool:
+        """Can first contact verify the host key: does the console list keys, and do they match what we hold?"""
+        from eic_proxy.path.hostkey_guard import console_keys
+        from eic_proxy.store import knownhosts
 
-            # What the checks found, not a second (cached) lookup.
-            self.facts.session = Session(self.opts, aws=self.facts.aws,
-                                          located=Located(self.facts.target, self.facts.endpoint))
-        return self.facts.session
-
-    def check_push(self) -> bool:
-        if not self.opts.push:
-            return self.add("push", SKIP, "--no-push: you bring a key the instance trusts")
-        s = self._session()
-        s.push_key()
-        return self.add("push", PASS, f"key pushed for {self.opts.os_user}@{self.facts.target.instance_id}"
-                        + (f" (request {s.push_request_id})" if s.push_request_id else ""))
-
-    def check_handshake(self) -> bool:
-        from eic_proxy.path.probe import first_bytes, say_goodbye
-
-        s = self._session()
-        t0 = time.monotonic()
-        ws = s.handshake()
-        took = (time.monotonic() - t0) * 1000
-        self.add("handshake", PASS, f"WebSocket to {self.facts.endpoint.endpoint_id} open in {took:.0f} ms")
-        try:
-            first = first_bytes(ws, s.new_protocol(), BANNER_WAIT)
-        except EicProxyError as exc:
-            self.add("ssh banner", FAIL, exc.message, exc.hint)
-            self.skip_rest(["ssh login"], "needs the SSH banner")
-            return True
-        finally:
-            say_goodbye(ws)
-        port, ip = self.opts.port, self.facts.target.ip
-        if first is None:
-            self.add("ssh banner", FAIL, f"the endpoint could not reach {ip}:{port}",
-                     "check the security groups above, the instance's own firewall, and that sshd listens "
-                     f"on port {port}")
-            self.skip_rest(["ssh login"], "needs the SSH banner")
-            return True
-        if not first.startswith(b"SSH-"):
-            self.add("ssh banner", FAIL, f"{ip}:{port} answered, but not with an SSH banner"
-                     + (f" ({first[:40]!r})" if first else " (it waits for the client to speak)"),
-                     "is --port right? ssh needs an SSH server there")
-            self.skip_rest(["ssh login"], "needs the SSH banner")
-            return True
-        banner = first.split(b"\r\n", 1)[0].decode("ascii", "replace")
-        self.add("ssh banner", PASS, banner)
-        self.check_login()
-        return True
-
-    def check_login(self) -> bool:
-        if shutil.which("ssh") is None:
-            return self.add("ssh login", SKIP, "no ssh client on this machine")
-        if not self.opts.push or self.opts.identity:
-            return self.add("ssh login", SKIP, "only checked with the managed key")
-        key = self._session().key_manager().ensure()
-        identity = key.private_path or key.public_path
-        opts = self.opts
-        from eic_proxy.commands.ssh_config import executable_argv, quote_command
-
-        proxy = executable_argv() + ["connect", "%h", "%p", "%r"]
-        for flag, value in (("--region", self.facts.aws.region), ("--profile", opts.profile),
-                            ("--eice-id", self.facts.endpoint.endpoint_id),
-                            ("--max-tunnel-duration", opts.max_tunnel_duration)):
-            if value:
-                proxy += [flag, str(value)]
-        argv = ["ssh", "-F", os.devnull, "-T", "-o", "BatchMode=yes", "-o", "ProxyCommand=" + quote_command(proxy),
-                "-o", f"IdentityFile={identity}", "-o", "IdentitiesOnly=yes", "-o", "IdentityAgent=none",
-                "-o", "PreferredAuthentications=publickey", "-o", "StrictHostKeyChecking=no",
-                "-o", f"UserKnownHostsFile={os.devnull}", "-o", "LogLevel=ERROR", "-o", "ConnectTimeout=20",
-                "-p", str(opts.port), "-l", opts.os_user, self.facts.target.instance_id, "exit 0"]
-        try:
-            p = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=LOGIN_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            return self.add("ssh login", FAIL, f"ssh did not finish within {LOGIN_TIMEOUT:.0f} s",
-                            "retry with `ssh -vvv`")
-        err = p.stderr.decode(errors="replace").strip().splitlines()
-        if p.returncode == 0:
-            return self.add("ssh login", PASS, f"logged in as {opts.os_user} with the pushed key")
-        last = err[-1] if err else f"ssh exited {p.returncode}"
-        if any("Permission denied" in line for line in err):
-            return self.add("ssh login", FAIL, f"the instance refused the pushed key for {opts.os_user!r}: {last}",
-                            "either the instance lacks the EC2 Instance Connect package (install it: "
-                            "`sudo dnf install ec2-instance-connect` / `sudo apt install ec2-instance-connect`), "
-                            f"or {opts.os_user!r} is not a user there (--os-user; AMI defaults: ec2-user on "
-                            "Amazon Linux, ubuntu on Ubuntu, admin on Debian)")
-        return self.add("ssh login", FAIL, last, "retry with `ssh -vvv` to see where it stops")
+        iid = self.facts.target.instance_id
+        keys, why = console_keys(self.facts.aws, iid)
+        held = {b64 for _, b64 in knownhosts.known_keys(iid)}
+        if not keys:
+            status = FAIL if self.opts.host_keys == "strict" else SKIP
+            return self.add("host keys", status, f"not verifiable: {why}",
+                            "connections trust the first key seen (host-keys = verify) or refuse (strict)")
+        shown = ", ".join(f"{k.key_type} {k.fingerprint}" for k in keys)
+        if held and not held & {k.line.split()[1] for k in keys}:
+            return self.add("host keys", FAIL, f"the keys held for {iid} are not the console's ({shown})",
+                            f"if the instance was rebuilt: `eic-proxy known-hosts {self.opts.host} --refresh`")
+        return self.add("host keys", PASS, f"the console lists {len(keys)} (verified on first contact): {shown}")
 
 
 def discover_client_ip(timeout: float = 3.0) -> Optional[str]:

@@ -6,7 +6,7 @@ import logging
 import os
 from typing import Any
 
-from eic_proxy.commands.options import DEFAULTS, add_common, add_key_options, add_lookup, connect_options
+from eic_proxy.commands.options import DEFAULTS, add_common, add_host_keys, add_key_options, add_lookup, connect_options
 from eic_proxy.config import ConnectOptions, validate
 from eic_proxy.errors import ExitCode
 from eic_proxy.path.session import Session, tunnel_audited
@@ -46,14 +46,17 @@ def _run(session: "Session", opts: ConnectOptions, in_fd: int, out_fd: int) -> i
     first, proto = b"", None
     if session.located.target.state != "running":
         ws, proto, first = session.start_and_probe()
+        guard = session.host_key_guard()
     else:
+        guard = session.host_key_guard()  # first contact: the console's keys, before anything is opened
         ws = session.open_healing()
     session.link_known_hosts()
     can_replay = session.cached and proto is None
     try:
         result = tunnel_audited(session, ws, in_fd, out_fd, proto or session.new_protocol(can_replay), first,
                                 close_output=lambda: _close_quietly(out_fd),
-                                reconnect=session.reconnect if can_replay else None)
+                                reconnect=session.reconnect if can_replay else None,
+                                inspect=guard.inspect if guard is not None else None)
     finally:
         if session._key_manager is not None:
             session._key_manager.rotate_if_due()  # our ssh is done with the key: the one safe moment
@@ -114,6 +117,7 @@ def add_parser(sub: Any) -> None:
                         "(default 5)")
     c.add_argument("--expiry-warning", type=float, default=DEFAULTS.expiry_warning, metavar="SECONDS",
                    help="warn this long before the maximum tunnel duration is reached (default 60; 0: off)")
+    add_host_keys(c)
     add_key_options(c)
     add_lookup(c)
     add_common(c)

@@ -26,6 +26,13 @@ def add_key_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--key-lifetime", metavar="DURATION", help="rotate the managed key after this long (default 4h)")
 
 
+def add_host_keys(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--host-keys", choices=["verify", "strict", "tofu"],
+                   help="first contact: verify the host key against the console output, falling back to "
+                        "first use with a warning (verify, default); refuse without it (strict); or trust the "
+                        "first key seen without asking AWS (tofu)")
+
+
 def add_lookup(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-cache", dest="use_cache", action="store_false",
                    help="ignore and do not write the resolution cache")
@@ -46,7 +53,7 @@ def connect_options(args: argparse.Namespace, host: str, port: int, os_user: Opt
         max_connections=getattr(args, "endpoint_connections", d.max_connections),
         queue_timeout=getattr(args, "queue_timeout", d.queue_timeout), timeout=getattr(args, "timeout", d.timeout),
         keepalive=getattr(args, "keepalive", d.keepalive), expiry_warning=getattr(args, "expiry_warning", d.expiry_warning),
-        banner_wait=getattr(args, "banner_wait", d.banner_wait),
+        banner_wait=getattr(args, "banner_wait", d.banner_wait), host_keys=s.host_keys or d.host_keys,
         host=host, port=port, os_user=s.os_user or DEFAULT_OS_USER,
         region=s.region, profile=s.profile, eice_id=s.eice_id,
         max_tunnel_duration=s.max_tunnel_duration, push=getattr(args, "push", True) is not False,
@@ -67,7 +74,8 @@ def settings(args: argparse.Namespace, host: str, os_user: Optional[str] = None)
     flags = Settings(profile=args.profile, region=args.region, os_user=os_user, eice_id=getattr(args, "eice_id", None),
                      max_tunnel_duration=getattr(args, "max_tunnel_duration", None),
                      key_type=getattr(args, "key_type", None), key_lifetime=lifetime,
-                     agent=getattr(args, "agent", None), identity=getattr(args, "identity", None))
+                     agent=getattr(args, "agent", None), identity=getattr(args, "identity", None),
+                     host_keys=getattr(args, "host_keys", None))
     if not host:
         return effective("", flags)
     spec = parse_host(host)

@@ -3,8 +3,8 @@
 Actions, resources and condition keys follow docs/protocol.md §7 (the Service Authorization
 Reference): ``SendSSHPublicKey`` on instances with ``ec2:osuser``; ``OpenTunnel`` on endpoints with
 ``ec2-instance-connect:remotePort`` / ``privateIpAddress`` / ``maxTunnelDuration``; the two
-Describe actions (which take no resource-level permissions) on ``*``; ``aws:SourceIp`` on every
-statement when source CIDRs are given.
+Describe actions (which take no resource-level permissions) on ``*``; ``ec2:GetConsoleOutput`` on the
+same instances (verified host keys); ``aws:SourceIp`` on every statement when source CIDRs are given.
 """
 from __future__ import annotations
 
@@ -134,6 +134,8 @@ def build(spec: PolicySpec) -> dict[str, Any]:
         statement("EicProxySendSSHPublicKey", ["ec2-instance-connect:SendSSHPublicKey"], instance_arns,
                   push_conditions),
         statement("EicProxyOpenTunnel", ["ec2-instance-connect:OpenTunnel"], endpoint_arns, tunnel_conditions),
+        # First contact reads the instance's host keys from its console output (README: "Host keys").
+        statement("EicProxyHostKeys", ["ec2:GetConsoleOutput"], instance_arns, tag_conditions),
     ]
     if spec.allow_start:
         statements.append(statement("EicProxyStartInstances", ["ec2:StartInstances"], instance_arns, tag_conditions))

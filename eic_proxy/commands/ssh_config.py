@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from eic_proxy import __version__
-from eic_proxy.commands.options import add_common, add_key_options, settings
+from eic_proxy.commands.options import add_common, add_host_keys, add_key_options, settings
 from eic_proxy.store import files
 from eic_proxy.store.knownhosts import known_hosts_dir, link_known_hosts, prepare_known_hosts  # noqa: F401 - re-exported
 
@@ -66,11 +66,12 @@ class BlockOptions:
     agent: bool = False
     key_type: Optional[str] = None
     key_lifetime: Optional[str] = None
+    host_keys: Optional[str] = None
 
     def __post_init__(self) -> None:
         for what, value in (("--user", self.user), ("--profile", self.profile), ("--region", self.region),
                             ("--name", self.name), ("--key-type", self.key_type),
-                            ("--key-lifetime", self.key_lifetime)):
+                            ("--key-lifetime", self.key_lifetime), ("--host-keys", self.host_keys)):
             check_value(what, value)
         if not self.patterns:
             check_value("pattern", "")
@@ -132,6 +133,8 @@ def render(opts: BlockOptions, identity_file: Path) -> str:
         cmd += ["--key-type", opts.key_type]
     if opts.key_lifetime:
         cmd += ["--key-lifetime", opts.key_lifetime]
+    if opts.host_keys:
+        cmd += ["--host-keys", opts.host_keys]
     cmd += ["--typed=%n", "--", "%h", "%p", "%r"]
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d")
     lines = [
@@ -145,9 +148,10 @@ def render(opts: BlockOptions, identity_file: Path) -> str:
         f"    ProxyCommand {quote_command(cmd)}",
         f"    IdentityFile {_quote_path(str(identity_file))}",
         "    IdentitiesOnly yes",
-        # Host keys per instance ID (see the module docstring); a new instance is accepted on first use.
+        # Host keys per instance ID (see the module docstring), verified against the console output on
+        # first contact by connect: ssh itself refuses any key not in the file.
         f"    UserKnownHostsFile {_quote_path(str(known_hosts_dir() / 'by-name' / '%h'))}",
-        "    StrictHostKeyChecking accept-new",
+        "    StrictHostKeyChecking yes",
         f"{_END}{opts.block_name}",
     ]
     return "\n".join(lines) + "\n"
@@ -224,6 +228,7 @@ def add_parser(sub: Any) -> None:
     g.add_argument("--user", help="set User in the block (the OS user; default: ssh's own default)")
     g.add_argument("--name", help="block name in the managed file (default: PROFILE[@REGION] or 'default')")
     g.add_argument("--install", action="store_true", help="write the block and add one Include to ~/.ssh/config")
+    add_host_keys(g)
     add_key_options(g)
     add_common(g)
 
@@ -234,7 +239,7 @@ def run(args: argparse.Namespace) -> int:
     s = settings(args, "")
     opts = BlockOptions(patterns=tuple(args.patterns) or DEFAULT_PATTERNS, profile=args.profile,
                         region=args.region, user=args.user, name=args.name, agent=bool(s.agent),
-                        key_type=args.key_type, key_lifetime=args.key_lifetime)
+                        key_type=args.key_type, key_lifetime=args.key_lifetime, host_keys=args.host_keys)
     key = make_key_manager(s).ensure()  # IdentityFile must exist before ssh starts
     prepare_known_hosts()
     # With the agent, ssh must be pointed at the public half, which exists before it starts (docs/testbed.md §4).

@@ -166,6 +166,10 @@ class TunnelProtocol:
         self._send_frame(OP_CLOSE, close_payload(1000))
         self._t.close_deadline = now + CLOSE_WAIT
 
+    def fail(self, error: EicProxyError, now: float) -> None:
+        """The driver found a reason to stop (a host key the console did not list): end with its line."""
+        self._finish("refused", error)
+
     def output_failed(self, now: float) -> None:
         """Writing to ssh failed: ssh is gone, nothing more to deliver; end quietly."""
         self._output_closed = True

@@ -85,12 +85,14 @@ class Driver:
 
     def __init__(self, link: Link, proto: TunnelProtocol, in_fd: int, out_fd: int,
                  close_output: Callable[[], None], reconnect: Optional[Callable[[], Optional[socket.socket]]] = None,
-                 tell: Callable[[str], None] = stderr_line, handle_signals: Optional[bool] = None) -> None:
+                 tell: Callable[[str], None] = stderr_line, handle_signals: Optional[bool] = None,
+                 inspect: Optional[Callable[[bytes], Optional[EicProxyError]]] = None) -> None:
         self.link, self.proto = link, proto
         self.in_fd, self.out_fd = in_fd, out_fd
         self.close_output_fn = close_output
         self.reconnect = reconnect
         self.tell = tell
+        self.inspect = inspect  # sees every byte for ssh before it is written; an error stops the tunnel
         self.handle_signals = (threading.current_thread() is threading.main_thread()
                                if handle_signals is None else handle_signals)
         self.lock = threading.Lock()
@@ -116,6 +118,11 @@ class Driver:
     def perform(self, effects: list[Effect]) -> None:
         for e in effects:
             if isinstance(e, Write):
+                refusal = self.inspect(e.data) if self.inspect is not None else None
+                if refusal is not None:  # not a byte of it reaches ssh
+                    self.inspect = None
+                    self.step(partial(self.proto.fail, refusal))
+                    return
                 try:
                     write_all(self.out_fd, e.data)
                 except OSError:
@@ -311,20 +318,27 @@ def _readinto(fd: int, buf: bytearray) -> int:
 
 def pump(sock: socket.socket, proto: TunnelProtocol, in_fd: int, out_fd: int, close_output: Callable[[], None],
          reconnect: Optional[Callable[[], Optional[socket.socket]]] = None, first: bytes = b"",
-         tell: Callable[[str], None] = stderr_line) -> PumpResult:
+         tell: Callable[[str], None] = stderr_line,
+         inspect: Optional[Callable[[bytes], Optional[EicProxyError]]] = None) -> PumpResult:
     """Move bytes both ways until either side ends; the protocol decides how it ended.
 
     ``first``: bytes a probe already read through this WebSocket, written to ssh before anything else.
     ``reconnect``: opens a new WebSocket for the one replay the protocol may ask for (None: no replay).
+    ``inspect``: sees every byte for ssh before it is written (the host-key guard); an error it
+    returns ends the tunnel with that error's line, and those bytes are not written.
     """
     started = time.monotonic()
     if first:
+        refusal = inspect(first) if inspect is not None else None
         try:
-            write_all(out_fd, first)
+            if refusal is not None:
+                proto.fail(refusal, time.monotonic())
+            else:
+                write_all(out_fd, first)
         except OSError:
             proto.output_failed(time.monotonic())
     link = Link(sock)
-    driver = Driver(link, proto, in_fd, out_fd, close_output, reconnect, tell)
+    driver = Driver(link, proto, in_fd, out_fd, close_output, reconnect, tell, inspect=inspect)
     if not proto.finished:
         driver.run()
     else:

@@ -155,6 +155,16 @@ class Session:
 
             link_known_hosts(self.opts.known_hosts_alias, self.located.target.instance_id)
 
+    def host_key_guard(self) -> Any:
+        """For ssh through the generated block (known_hosts per instance): the host-key guard, which
+        fetches the console's keys on first contact (docs/architecture.md, "Host keys")."""
+        if not self.opts.known_hosts_alias or self.opts.port != 22:
+            return None
+        from eic_proxy.path.hostkey_guard import prepare
+        from eic_proxy.path.pump import stderr_line
+
+        return prepare(self.aws, self.located.target.instance_id, self.opts.host, self.opts.host_keys, stderr_line)
+
     def new_protocol(self, can_replay: bool = False) -> Any:
         """The tunnel's state machine for a WebSocket that opened just now, with this connect's settings."""
         from eic_proxy.path.protocol import TunnelProtocol
@@ -207,7 +217,7 @@ PROBE_PUSH_REUSE = 40.0
 
 def tunnel_audited(session: "Session", ws: Any, in_fd: int, out_fd: int, proto: Any, first: bytes = b"",
                    close_output: Optional[Any] = None, reconnect: Optional[Any] = None,
-                   tell: Optional[Any] = None) -> Any:
+                   tell: Optional[Any] = None, inspect: Optional[Any] = None) -> Any:
     """Pump one open WebSocket, with a ``connect`` and a ``disconnect`` entry in the audit log."""
     from eic_proxy.path.pump import pump, stderr_line
     from eic_proxy.store import audit
@@ -224,7 +234,7 @@ def tunnel_audited(session: "Session", ws: Any, in_fd: int, out_fd: int, proto: 
     result = None
     try:
         result = pump(ws, proto, in_fd, out_fd, close_output or (lambda: None), reconnect=reconnect, first=first,
-                      tell=tell or stderr_line)
+                      tell=tell or stderr_line, inspect=inspect)
         return result
     finally:
         if result is None:

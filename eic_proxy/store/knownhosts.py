@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
 from eic_proxy.store import files
 
@@ -78,3 +79,56 @@ def _any_name(path: Path) -> None:
             files.write_private_atomic(path, ("\n".join(fixed) + "\n").encode("utf-8"))
         except OSError as exc:
             log.debug("cannot rewrite %s: %s", path, exc)
+
+
+# ---- verified host keys ---------------------------------------------------------------------------------
+# Beside each by-instance/<id> file, <id>.json says where its keys came from: "console" (the instance's
+# console output, fetched on first contact) or "first-use" (the key the server presented, when the console
+# showed none), and when.
+
+def instance_file(instance_id: str) -> Path:
+    return known_hosts_dir() / "by-instance" / instance_id
+
+
+def known_keys(instance_id: str) -> list[tuple[str, str]]:
+    """The (type, base64) keys we hold for an instance, from its known_hosts file."""
+    try:
+        text = instance_file(instance_id).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return []
+    out = []
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) >= 3 and not line.startswith(("#", "@")):
+            out.append((parts[1], parts[2]))
+    return out
+
+
+def source_of(instance_id: str) -> dict[str, Any]:
+    import json
+
+    try:
+        doc = json.loads(instance_file(instance_id).with_suffix(".json").read_text())
+        return doc if isinstance(doc, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def record_keys(instance_id: str, lines: list[str], source: str, note: str = "") -> None:
+    """Write the instance's known_hosts (``* TYPE BASE64`` lines) and where they came from, atomically."""
+    import json
+    import time
+
+    prepare_known_hosts()
+    path = instance_file(instance_id)
+    files.write_private_atomic(path, "".join(f"* {line}\n" for line in lines).encode())
+    meta = {"source": source, "at": time.time(), "note": note}
+    files.write_private_atomic(path.with_suffix(".json"), json.dumps(meta).encode(), durable=False)
+
+
+def forget_keys(instance_id: str) -> None:
+    for p in (instance_file(instance_id), instance_file(instance_id).with_suffix(".json")):
+        try:
+            p.unlink()
+        except FileNotFoundError:
+            pass

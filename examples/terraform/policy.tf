@@ -38,6 +38,18 @@ data "aws_iam_policy_document" "eic_proxy" {
       values   = ["22"]
     }
   }
+  statement {
+    sid       = "EicProxyHostKeys"
+    effect    = "Allow"
+    actions   = ["ec2:GetConsoleOutput"]
+    resources = ["arn:aws:ec2:*:*:instance/*"]
+
+    condition {
+      test     = "StringEquals"
+      variable = "ec2:ResourceTag/EicProxy"
+      values   = ["true"]
+    }
+  }
 }
 
 resource "aws_iam_policy" "eic_proxy" {

@@ -203,7 +203,7 @@ def test_hostile_text_from_the_endpoint_cannot_reach_the_terminal_raw(client, wo
     line = _assert_said(r, "403")
     assert "\x1b" not in r.stderr and "\x07" not in r.stderr
     assert "\\x1b" in line and len(line) < 1000
-    assert r.stderr.count("eic-proxy: error:") == 1  # the smuggled "line" stayed inside ours
+    assert sum(line.startswith("eic-proxy: error:") for line in r.stderr.splitlines()) == 1  # smuggled "line" stayed in ours
     r, _ = _run(client, "close:4000:bye\x1b[31m\r\nfake line")
     line = _assert_said(r, "4000")
     assert "\x1b" not in r.stderr and "\\x1b" in line and r.stderr.count("fake line") == 1

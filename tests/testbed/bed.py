@@ -170,6 +170,7 @@ class Testbed:
         if sshd:
             inst.sshd = Sshd(self.workdir, iid, ip, self.aws.keys_root / iid, eic_package=eic_package)
             inst.sshd.start()
+            self.aws.host_keys[iid] = " ".join(inst.sshd.host_public_key())
         self.instances[iid] = inst
         return inst
 

@@ -57,6 +57,11 @@ class FakeAws:
         self.client_public_ip = "203.0.113.10"  # what the fake checkip service answers
         # Instances shown with only an IPv6 address (moto always gives one a private IPv4): id → address.
         self.ipv6_only: dict[str, str] = {}
+        # GetConsoleOutput: each instance's real sshd host key (the bed fills it in), and per-instance
+        # consoles for tests: "missing" (no key block), "other" (another machine's keys), "scrolled"
+        # (the block cut off), or any text.
+        self.host_keys: dict[str, str] = {}
+        self.consoles: dict[str, str] = {}
         self._server: Any = None
         self._thread: Optional[threading.Thread] = None
         self.url = ""
@@ -95,6 +100,7 @@ class FakeAws:
             self.trail.clear()
             self.caller_arn = f"arn:aws:iam::{ACCOUNT}:user/eic-tester"
             self.identity_policies = None
+            self.consoles.clear()
 
     def record_event(self, name: str, request_id: str, params: dict[str, Any], error: Optional[str] = None,
                      resources: Optional[list[dict[str, str]]] = None) -> None:
@@ -182,6 +188,29 @@ class FakeAws:
         with self.lock:
             record = self.endpoints.pop(endpoint_id)
         return dict(record, State="delete-in-progress")
+
+    def console_output(self, instance_id: str) -> str:
+        """A cloud-init-like boot console (Amazon Linux shape: ``ec2:`` prefixes) with the host keys."""
+        kind = self.consoles.get(instance_id, "")
+        if kind and kind not in ("missing", "other", "scrolled"):
+            return kind
+        key = self.host_keys.get(instance_id, "")
+        if kind == "other" or (key and kind != "missing"):
+            if kind == "other":
+                key = _other_host_key()
+            boot = ["[    0.000000] Linux version 6.1.0-amazon (builder@build) #1 SMP",
+                    "[    9.812345] cloud-init[1600]: Cloud-init v. 22.2.2 running 'modules:final'", "ec2: ",
+                    "ec2: #############################################################",
+                    "ec2: -----BEGIN SSH HOST KEY FINGERPRINTS-----",
+                    f"ec2: 256 {_fingerprint(key)} no comment (ED25519)",
+                    "ec2: -----END SSH HOST KEY FINGERPRINTS-----",
+                    "ec2: #############################################################",
+                    "-----BEGIN SSH HOST KEY KEYS-----", f"{key} root@{instance_id}",
+                    "-----END SSH HOST KEY KEYS-----"]
+            if kind == "scrolled":
+                boot = boot[:9] + [f"{key[:30]}"]
+            return "\r\n".join(boot) + "\r\n"
+        return "[    0.000000] Linux version 6.1.0-amazon (builder@build) #1 SMP\r\nlogin: \r\n"
 
     def key_file(self, instance_id: str, os_user: str) -> Path:
         return self.keys_root / instance_id / os_user
@@ -309,6 +338,7 @@ def _install_moto_patches() -> None:
     from moto.cloudtrail.responses import CloudTrailResponse
     from moto.core.exceptions import JsonRESTError
     from moto.core.responses import ActionResult
+    from moto.core.utils import utcnow
     from moto.ec2.exceptions import EC2ClientError
     from moto.ec2.responses import EC2Response
     from moto.ec2instanceconnect.responses import Ec2InstanceConnectResponse
@@ -438,6 +468,16 @@ def _install_moto_patches() -> None:
             out["NextToken"] = str(first + size)
         return json.dumps(out)
 
+    def get_console_output(self: Any) -> Any:
+        import base64
+
+        iid = self._get_param("InstanceId")
+        instance = self.ec2_backend.get_instance(iid)  # raises InvalidInstanceID.NotFound as EC2 does
+        text = bed().console_output(instance.id)
+        return ActionResult({"InstanceId": instance.id, "Timestamp": utcnow(),
+                             "Output": base64.b64encode(text.encode()).decode()})
+
+    EC2Response.get_console_output = get_console_output
     EC2Response.create_instance_connect_endpoint = create_instance_connect_endpoint
     EC2Response.describe_instance_connect_endpoints = describe_instance_connect_endpoints
     EC2Response.delete_instance_connect_endpoint = delete_instance_connect_endpoint
@@ -480,6 +520,22 @@ def _matches(endpoint: dict[str, Any], filters: dict[str, list[str]]) -> bool:
         else:
             return False
     return True
+
+
+def _fingerprint(line: str) -> str:
+    import base64
+    import hashlib
+
+    blob = base64.b64decode(line.split()[1]) if len(line.split()) > 1 else b""
+    return "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
+
+
+def _other_host_key() -> str:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    return ed25519.Ed25519PrivateKey.generate().public_key().public_bytes(
+        serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode()
 
 
 def _valid_public_key(line: str) -> bool:

@@ -41,7 +41,9 @@ SCENARIOS = {
           "Condition": {"StringEquals": {"ec2:osuser": "ec2-user"}}},
          {"Sid": "EicProxyOpenTunnel", "Effect": "Allow", "Action": "ec2-instance-connect:OpenTunnel",
           "Resource": "arn:aws:ec2:eu-west-1:111122223333:instance-connect-endpoint/*",
-          "Condition": {"NumericEquals": {"ec2-instance-connect:remotePort": "22"}}}]),
+          "Condition": {"NumericEquals": {"ec2-instance-connect:remotePort": "22"}}},
+         {"Sid": "EicProxyHostKeys", "Effect": "Allow", "Action": "ec2:GetConsoleOutput",
+          "Resource": "arn:aws:ec2:eu-west-1:111122223333:instance/i-0123456789abcdef0"}]),
     "tagged fleet, RDP too, pinned endpoint and network": (
         PolicySpec(tags=("Team=web",), os_users=("ec2-user", "ubuntu"), endpoints=("eice-0123456789abcdef0",),
                    ports=(22, 3389), private_ips=("10.0.0.0/16",), max_tunnel_duration=900,
@@ -56,7 +58,11 @@ SCENARIOS = {
           "Condition": {"NumericEquals": {"ec2-instance-connect:remotePort": ["22", "3389"]},
                         "IpAddress": {"ec2-instance-connect:privateIpAddress": "10.0.0.0/16",
                                       "aws:SourceIp": ["203.0.113.0/24"]},
-                        "NumericLessThanEquals": {"ec2-instance-connect:maxTunnelDuration": "900"}}}]),
+                        "NumericLessThanEquals": {"ec2-instance-connect:maxTunnelDuration": "900"}}},
+         {"Sid": "EicProxyHostKeys", "Effect": "Allow", "Action": "ec2:GetConsoleOutput",
+          "Resource": "arn:aws:ec2:us-east-1:111122223333:instance/*",
+          "Condition": {"StringEquals": {"ec2:ResourceTag/Team": "web"},
+                        "IpAddress": {"aws:SourceIp": ["203.0.113.0/24"]}}}]),
     "ARNs in China, with --start": (
         PolicySpec(instances=("arn:aws-cn:ec2:cn-north-1:111122223333:instance/i-0aaaaaaaaaaaaaaaa",),
                    endpoints=("arn:aws-cn:ec2:cn-north-1:111122223333:instance-connect-endpoint/eice-0bbbbbbbbbbbbbbbb",),
@@ -68,6 +74,8 @@ SCENARIOS = {
          {"Sid": "EicProxyOpenTunnel", "Effect": "Allow", "Action": "ec2-instance-connect:OpenTunnel",
           "Resource": "arn:aws-cn:ec2:cn-north-1:111122223333:instance-connect-endpoint/eice-0bbbbbbbbbbbbbbbb",
           "Condition": {"NumericEquals": {"ec2-instance-connect:remotePort": "22"}}},
+         {"Sid": "EicProxyHostKeys", "Effect": "Allow", "Action": "ec2:GetConsoleOutput",
+          "Resource": "arn:aws-cn:ec2:cn-north-1:111122223333:instance/i-0aaaaaaaaaaaaaaaa"},
          {"Sid": "EicProxyStartInstances", "Effect": "Allow", "Action": "ec2:StartInstances",
           "Resource": "arn:aws-cn:ec2:cn-north-1:111122223333:instance/i-0aaaaaaaaaaaaaaaa"}]),
 }
