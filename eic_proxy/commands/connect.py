@@ -46,17 +46,16 @@ def _run(session: "Session", opts: ConnectOptions, in_fd: int, out_fd: int) -> i
     first, proto = b"", None
     if session.located.target.state != "running":
         ws, proto, first = session.start_and_probe()
-        guard = session.host_key_guard()
     else:
-        guard = session.host_key_guard()  # first contact: the console's keys, before anything is opened
         ws = session.open_healing()
+    guard = session.prepare_host_keys()  # first contact: the console's keys, before ssh sees a byte
     session.link_known_hosts()
     can_replay = session.cached and proto is None
     try:
         result = tunnel_audited(session, ws, in_fd, out_fd, proto or session.new_protocol(can_replay), first,
                                 close_output=lambda: _close_quietly(out_fd),
                                 reconnect=session.reconnect if can_replay else None,
-                                inspect=guard.inspect if guard is not None else None)
+                                inspect=session.inspect_output if guard is not None else None)
     finally:
         if session._key_manager is not None:
             session._key_manager.rotate_if_due()  # our ssh is done with the key: the one safe moment

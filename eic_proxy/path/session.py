@@ -39,7 +39,8 @@ class Session:
         self.slot: Any = None
         self.slot_endpoint: Optional[str] = None
         self.push_request_id: Optional[str] = None  # SendSSHPublicKey RequestId made (or reused) for this tunnel
-        self.opened = False  # the tunnel was up (its end is audited by _run)
+        self.opened = False
+        self.guard: Any = None  # the host-key guard, when known_hosts is ours  # the tunnel was up (its end is audited by _run)
 
     @property
     def cached(self) -> bool:
@@ -146,6 +147,8 @@ class Session:
         if not self.relocate():
             return None
         log.info("instance %s moved to %s; reconnecting", self.located.target.instance_id, self.located.target.ip)
+        if self.guard is not None and self.guard.instance_id != self.located.target.instance_id:
+            self.prepare_host_keys()
         self.link_known_hosts()
         return self.open()
 
@@ -155,15 +158,22 @@ class Session:
 
             link_known_hosts(self.opts.known_hosts_alias, self.located.target.instance_id)
 
-    def host_key_guard(self) -> Any:
-        """For ssh through the generated block (known_hosts per instance): the host-key guard, which
-        fetches the console's keys on first contact (docs/architecture.md, "Host keys")."""
+    def prepare_host_keys(self) -> Any:
+        """For ssh through the generated block (known_hosts per instance): the host-key guard of the
+        instance located now, which fetches the console's keys on first contact (README: "Host keys")."""
         if not self.opts.known_hosts_alias or self.opts.port != 22:
             return None
         from eic_proxy.path.hostkey_guard import prepare
         from eic_proxy.path.pump import stderr_line
 
-        return prepare(self.aws, self.located.target.instance_id, self.opts.host, self.opts.host_keys, stderr_line)
+        self.guard = prepare(self.aws, self.located.target.instance_id, self.opts.host, self.opts.host_keys,
+                             stderr_line)
+        return self.guard
+
+    def inspect_output(self, data: bytes) -> Any:
+        """Every byte for ssh passes the guard of the instance the tunnel reaches now (a replay may
+        have moved it to another instance)."""
+        return self.guard.inspect(data) if self.guard is not None else None
 
     def new_protocol(self, can_replay: bool = False) -> Any:
         """The tunnel's state machine for a WebSocket that opened just now, with this connect's settings."""
