@@ -12,7 +12,7 @@ import ipaddress
 import os
 from typing import Any, Callable, Optional
 
-from eic_proxy.checks.rules import FAIL, PASS, SKIP, Check, Facts, iam_principal, rule_allows, simulation_asks
+from eic_proxy.checks.rules import FAIL, PASS, SKIP, Check, Facts, iam_principal, records_management_events, rule_allows, simulation_asks
 from eic_proxy.checks.tunnel import TunnelChecks
 from eic_proxy.errors import EicProxyError
 
@@ -62,6 +62,7 @@ class Doctor(TunnelChecks):
             ("instance ingress", self.check_instance_ingress),
             ("iam", self.check_iam),
             ("host keys", self.check_host_keys),
+            ("audit trail", self.check_trail),
             ("push", self.check_push),
             ("handshake", self.check_handshake),
         ]
@@ -287,6 +288,33 @@ class Doctor(TunnelChecks):
         if any(a.endswith("SendSSHPublicKey") for a, _ in denied):
             hint += f" (a condition on ec2:osuser may exclude {opts.os_user!r})"
         return self.add("iam", FAIL, f"{principal} is denied {names}", hint)
+
+    def check_trail(self) -> bool:
+        """A trail that records management events here records every EC2 Instance Connect call; none is
+        a warning (skip), not a failure: connecting works without it."""
+        from eic_proxy.aws.client import api_errors, translate
+
+        aws = self.facts.aws
+        ct = aws.client("cloudtrail")
+        try:
+            trails = ct.describe_trails(includeShadowTrails=True).get("trailList") or []
+            for t in trails:
+                if not (t.get("IsMultiRegionTrail") or t.get("HomeRegion") == aws.region):
+                    continue
+                if not ct.get_trail_status(Name=t.get("TrailARN") or t["Name"]).get("IsLogging"):
+                    continue
+                sel = ct.get_event_selectors(TrailName=t.get("TrailARN") or t["Name"])
+                if records_management_events(sel):
+                    group = str(t.get("CloudWatchLogsLogGroupArn") or "").split(":log-group:")[-1].rstrip(":*")
+                    where = f", delivered to the CloudWatch Logs group {group} (`eic-proxy audit --log-group " \
+                            f"{group}`)" if group else ""
+                    return self.add("audit trail", PASS, f"trail {t['Name']} records EC2 Instance Connect calls{where}")
+        except api_errors() as exc:
+            err = translate(exc, "reading the CloudTrail set-up", aws.profile)
+            return self.add("audit trail", SKIP, f"could not check: {err.message}")
+        return self.add("audit trail", SKIP, f"warning: no logging trail in {aws.region} records management events, "
+                        "so EC2 Instance Connect calls leave no record beyond 90 days of event history",
+                        "create one: examples/terraform/audit.tf (trail, CloudWatch Logs, alarms)")
 
     def check_host_keys(self) -> bool:
         """Can first contact verify the host key: does the console list keys, and do they match what we hold?"""

@@ -95,3 +95,20 @@ def simulation_asks(partition: str, region: str, account: str, endpoint_id: str,
         asks.insert(0, ("ec2-instance-connect:SendSSHPublicKey", instance_arn,
                         [{"ContextKeyName": "ec2:osuser", "ContextKeyValues": [os_user], "ContextKeyType": "string"}]))
     return asks
+
+
+def records_management_events(selectors: dict[str, Any]) -> bool:
+    """Whether a trail's event selectors (classic or advanced) include management events; a trail with
+    none set records them (CloudTrail's default)."""
+    classic = selectors.get("EventSelectors")
+    advanced = selectors.get("AdvancedEventSelectors")
+    if not classic and not advanced:
+        return True
+    if any(s.get("IncludeManagementEvents", True) and s.get("ReadWriteType", "All") in ("All", "WriteOnly")
+           for s in classic or []):
+        return True
+    for s in advanced or []:
+        for f in s.get("FieldSelectors") or []:
+            if f.get("Field") == "eventCategory" and "Management" in (f.get("Equals") or []):
+                return True
+    return False

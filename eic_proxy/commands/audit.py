@@ -91,6 +91,8 @@ def run_audit(args: Any) -> int:
     entries = local_entries(log, args.host, since)
     if args.limit:
         entries = entries[-args.limit:]
+    if args.log_group:
+        return run_log_group(args, entries, log, since)
     trail = None
     if args.cloudtrail:
         trail = _cloudtrail(args, entries, log, since)
@@ -108,18 +110,74 @@ def run_audit(args: Any) -> int:
         print(f"{entry.get('time', '?'):<25} {describe(entry)}")
     if trail is not None:
         print(f"\nCloudTrail ({len(trail)} EC2 Instance Connect events):")
-        for t in trail:
-            what = (f"{t.instance_id} as {t.os_user}" if t.name == "SendSSHPublicKey"
-                    else f"{t.private_ip}:{t.port} via {t.endpoint_id}")
-            mark = f"= local {t.matched}" if t.matched else "no local entry (another machine, user or tool)"
-            err = f" ERROR {t.error}" if t.error else ""
-            print(f"{t.time:<25} {t.name:<17} {what}  by {t.principal}  request {t.request_id or '-'}{err}  [{mark}]")
-        matched = {t.matched for t in trail if t.matched}
-        missing = [e for e in entries if e.get("event") in ("push", "connect") and e.get("time") not in matched]
-        if missing:
-            print(f"{len(missing)} local push/connect entries have no CloudTrail event yet "
-                  "(CloudTrail delivers within about 15 minutes)")
+        print_trail(trail, entries)
     return 0
+
+
+def print_trail(trail: list, entries: list[dict[str, Any]]) -> None:
+    """CloudTrail's records, one line each, marked with the local entry each one records."""
+    for t in trail:
+        what = (f"{t.instance_id} as {t.os_user}" if t.name == "SendSSHPublicKey"
+                else f"{t.private_ip}:{t.port} via {t.endpoint_id}")
+        mark = f"= local {t.matched}" if t.matched else "no local entry (another machine, user or tool)"
+        err = f" DENIED {t.error}" + (f": {t.error_message}" if t.error_message else "") if t.error else ""
+        src = f" from {t.source_ip}" if t.source_ip else ""
+        print(f"{t.time:<25} {t.name:<17} {what}  by {t.principal}{src}  request {t.request_id or '-'}{err}  [{mark}]")
+    matched = {t.matched for t in trail if t.matched}
+    missing = [e for e in entries if e.get("event") in ("push", "connect") and e.get("time") not in matched]
+    if missing:
+        print(f"{len(missing)} local push/connect entries have no CloudTrail event yet "
+              "(CloudTrail delivers within about 15 minutes)")
+
+
+def run_log_group(args: Any, entries: list[dict[str, Any]], log: list[dict[str, Any]],
+                  since: Optional[dt.datetime]) -> int:
+    """``--log-group``: a trail's EC2 Instance Connect records from CloudWatch Logs, for the whole team."""
+    from eic_proxy.aws.client import make_aws
+    from eic_proxy.aws.cloudtrail import line_up, log_group_events, select
+
+    start = since or dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=1)
+    aws = make_aws(args.profile, args.region)
+    ids, ips = _host_filter(args, entries, aws)
+    tty = sys.stderr.isatty()
+
+    def progress(pages: int, found: int) -> None:
+        if tty:
+            sys.stderr.write(f"\r  reading {args.log_group}: page {pages}, {found} EC2 Instance Connect events")
+            sys.stderr.flush()
+
+    events = log_group_events(aws, args.log_group, start, principal=args.principal, progress=progress)
+    if tty:
+        sys.stderr.write("\r\033[K")
+    events = select(events, ids, ips, args.principal)
+    line_up(events, with_reused_pushes(entries, log))
+    if args.json:
+        print(json.dumps([dict(t.to_dict(), denied=bool(t.error)) for t in events], indent=2))
+        return 0
+    print(f"{len(events)} EC2 Instance Connect events in {args.log_group} since {start.isoformat(timespec='seconds')}:")
+    print_trail(events, [e for e in entries if e.get("event") in ("push", "connect")])
+    return 0
+
+
+def _host_filter(args: Any, entries: list[dict[str, Any]], aws: Any) -> tuple[set[str], set[str]]:
+    """--host as instance IDs and addresses: from the local log, else asked of AWS (others' connections
+    to it are not in our log)."""
+    from eic_proxy.path.resolve import is_instance_id
+
+    if not args.host:
+        return set(), set()
+    if is_instance_id(args.host):
+        return {args.host}, set()
+    ids = {e["instance_id"] for e in entries if e.get("instance_id")}
+    ips = {e["ip"] for e in entries if e.get("ip")}
+    if ids:
+        return ids, ips
+    from eic_proxy.path.locate import Locator
+    from eic_proxy.path.resolve import parse_host
+    from eic_proxy.store.cache import Cache
+
+    target = Locator(aws, Cache(), "newest", None, allow_stopped=True).locate(parse_host(args.host)).target
+    return {target.instance_id}, {target.ip} if target.ip else set()
 
 
 def _cloudtrail(args: Any, entries: list[dict[str, Any]], log: list[dict[str, Any]],
@@ -159,7 +217,11 @@ def add_parser(sub: Any) -> None:
     au.add_argument("--since", metavar="WHEN", help="30m, 2h, 7d, or an ISO date/time")
     au.add_argument("--limit", type=int, metavar="N", help="only the last N local entries")
     au.add_argument("--cloudtrail", action="store_true", help="also look up CloudTrail events and line them up")
-    au.add_argument("--principal", metavar="ARN", help="with --cloudtrail: only events by this principal (substring)")
+    au.add_argument("--log-group", metavar="NAME",
+                    help="read the EC2 Instance Connect records of a CloudTrail trail delivered to this CloudWatch "
+                         "Logs group (FilterLogEvents): every user, every account the trail covers")
+    au.add_argument("--principal", metavar="ARN",
+                    help="with --cloudtrail / --log-group: only events by this principal (substring)")
     au.add_argument("--json", action="store_true", help="machine-readable output")
     add_common(au)
 

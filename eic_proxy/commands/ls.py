@@ -13,12 +13,13 @@ from typing import Any, Optional
 from eic_proxy.aws.client import api_errors, make_aws, translate
 from eic_proxy.commands.options import add_common
 from eic_proxy.path.endpoint import choose_endpoint, describe_endpoints
-from eic_proxy.path.resolve import describe_all, target_from_instance
+from eic_proxy.path.resolve import ASG_TAG, describe_all, target_from_instance
 
 
-def rows(aws: Any, ec2: Any, include_terminated: bool = False) -> list[dict[str, Any]]:
+def rows(aws: Any, ec2: Any, include_terminated: bool = False, asg: Optional[str] = None) -> list[dict[str, Any]]:
+    query: dict[str, Any] = {"Filters": [{"Name": f"tag:{ASG_TAG}", "Values": [asg]}]} if asg else {}
     try:
-        instances = describe_all(ec2)
+        instances = describe_all(ec2, **query)
     except api_errors() as exc:
         raise translate(exc, "listing instances", aws.profile) from exc
     endpoints = describe_endpoints(aws, ec2)
@@ -33,14 +34,16 @@ def rows(aws: Any, ec2: Any, include_terminated: bool = False) -> list[dict[str,
             "vpc_id": t.vpc_id or None, "subnet_id": t.subnet_id or None,
             "endpoint_id": chosen.endpoint_id if chosen else None,
             "reachable": bool(chosen and t.ip and t.state == "running"),
+            "launch_time": t.launch_time,
         })
     out.sort(key=lambda r: ((r["name"] or "~").lower(), r["instance_id"]))
     return out
 
 
-def run_ls(profile: Optional[str], region: Optional[str], as_json: bool, include_terminated: bool) -> int:
+def run_ls(profile: Optional[str], region: Optional[str], as_json: bool, include_terminated: bool,
+           asg: Optional[str] = None) -> int:
     aws = make_aws(profile, region)
-    table = rows(aws, aws.client("ec2"), include_terminated)
+    table = rows(aws, aws.client("ec2"), include_terminated, asg)
     if as_json:
         print(json.dumps(table, indent=2))
         return 0
@@ -51,7 +54,11 @@ def run_ls(profile: Optional[str], region: Optional[str], as_json: bool, include
     for line in [headers, *lines]:
         sys.stdout.write("  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip() + "\n")
     if not table:
-        print(f"no instances in {aws.region}" + (f" (profile {aws.profile})" if aws.profile else ""), file=sys.stderr)
+        print(f"no instances{' in the Auto Scaling group ' + asg if asg else ''} in {aws.region}"
+              + (f" (profile {aws.profile})" if aws.profile else ""), file=sys.stderr)
+    elif asg:
+        print(f"connect to one with `ssh asg:{asg}` and --pick newest / oldest (ssh-config pattern: asg:*)",
+              file=sys.stderr)
     return 0
 
 
@@ -60,8 +67,9 @@ def add_parser(sub: Any) -> None:
                         description="List instances in the region: name, ID, private IP, state, VPC, endpoint.")
     ls.add_argument("--json", action="store_true", help="machine-readable output")
     ls.add_argument("--all", action="store_true", help="include terminated instances")
+    ls.add_argument("--asg", metavar="NAME", help="only the instances of this Auto Scaling group")
     add_common(ls)
 
 
 def run(args: argparse.Namespace) -> int:
-    return run_ls(args.profile, args.region, args.json, args.all)
+    return run_ls(args.profile, args.region, args.json, args.all, args.asg)

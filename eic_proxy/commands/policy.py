@@ -142,6 +142,19 @@ def build(spec: PolicySpec) -> dict[str, Any]:
     return {"Version": "2012-10-17", "Statement": statements}
 
 
+def build_audit(region: str = "*", account: str = "*", log_group: str = "*") -> dict[str, Any]:
+    """Read-only permissions of the audit side: ``audit --log-group`` (FilterLogEvents on that group),
+    ``audit --cloudtrail`` (LookupEvents) and doctor's trail check (the three CloudTrail reads)."""
+    part = partition_for(region) if region != "*" else "aws"
+    group_arn = f"arn:{part}:logs:{region}:{account}:log-group:{log_group}:*"
+    return {"Version": "2012-10-17", "Statement": [
+        {"Sid": "EicProxyAuditLogGroup", "Effect": "Allow", "Action": "logs:FilterLogEvents", "Resource": group_arn},
+        {"Sid": "EicProxyAuditCloudTrail", "Effect": "Allow",
+         "Action": ["cloudtrail:LookupEvents", "cloudtrail:DescribeTrails", "cloudtrail:GetTrailStatus",
+                    "cloudtrail:GetEventSelectors"], "Resource": "*"},
+    ]}
+
+
 def _one_or_list(values: Any) -> Any:
     values = list(values)
     return values[0] if len(values) == 1 else values
@@ -225,6 +238,9 @@ def add_parser(sub: Any) -> None:
     po.add_argument("--region", default="*", help="region in the ARNs (default *)")
     po.add_argument("--account", default="*", help="account ID in the ARNs (default *)")
     po.add_argument("--allow-start", action="store_true", help="also allow ec2:StartInstances (for --start)")
+    po.add_argument("--audit", action="store_true",
+                    help="instead: the read-only permissions of `audit --log-group/--cloudtrail` and doctor's trail check")
+    po.add_argument("--log-group", metavar="NAME", help="with --audit: the CloudWatch Logs group of the trail (default *)")
     po.add_argument("--format", choices=["json", "terraform"], default="json")
     po.add_argument("--name", default="eic_proxy", help="Terraform name of the policy document (default eic_proxy)")
     po.add_argument("-v", "--verbose", action="count", default=0, help=argparse.SUPPRESS)
@@ -233,6 +249,10 @@ def add_parser(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from eic_proxy.commands.policy import PolicySpec, build, notes, to_json, to_terraform
 
+    if args.audit:
+        doc = build_audit(args.region, args.account, args.log_group or "*")
+        sys.stdout.write(to_terraform(doc, args.name) if args.format == "terraform" else to_json(doc))
+        return 0
     spec = PolicySpec(instances=tuple(args.instance), tags=tuple(args.tag), os_users=tuple(args.os_user),
                       endpoints=tuple(args.endpoint), ports=tuple(args.port) or (22,),
                       private_ips=tuple(args.private_ip), max_tunnel_duration=args.max_tunnel_duration,

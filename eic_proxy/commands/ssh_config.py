@@ -67,6 +67,7 @@ class BlockOptions:
     key_type: Optional[str] = None
     key_lifetime: Optional[str] = None
     host_keys: Optional[str] = None
+    pick: Optional[str] = None
 
     def __post_init__(self) -> None:
         for what, value in (("--user", self.user), ("--profile", self.profile), ("--region", self.region),
@@ -135,6 +136,8 @@ def render(opts: BlockOptions, identity_file: Path) -> str:
         cmd += ["--key-lifetime", opts.key_lifetime]
     if opts.host_keys:
         cmd += ["--host-keys", opts.host_keys]
+    if opts.pick:
+        cmd += ["--pick", opts.pick]
     cmd += ["--typed=%n", "--", "%h", "%p", "%r"]
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d")
     lines = [
@@ -228,6 +231,8 @@ def add_parser(sub: Any) -> None:
     g.add_argument("--user", help="set User in the block (the OS user; default: ssh's own default)")
     g.add_argument("--name", help="block name in the managed file (default: PROFILE[@REGION] or 'default')")
     g.add_argument("--install", action="store_true", help="write the block and add one Include to ~/.ssh/config")
+    g.add_argument("--pick", choices=["newest", "oldest"],
+                   help="when a name matches several instances (an Auto Scaling group: asg:*), take the newest/oldest")
     add_host_keys(g)
     add_key_options(g)
     add_common(g)
@@ -239,7 +244,8 @@ def run(args: argparse.Namespace) -> int:
     s = settings(args, "")
     opts = BlockOptions(patterns=tuple(args.patterns) or DEFAULT_PATTERNS, profile=args.profile,
                         region=args.region, user=args.user, name=args.name, agent=bool(s.agent),
-                        key_type=args.key_type, key_lifetime=args.key_lifetime, host_keys=args.host_keys)
+                        key_type=args.key_type, key_lifetime=args.key_lifetime, host_keys=args.host_keys,
+                        pick=args.pick)
     key = make_key_manager(s).ensure()  # IdentityFile must exist before ssh starts
     prepare_known_hosts()
     # With the agent, ssh must be pointed at the public half, which exists before it starts (docs/testbed.md §4).

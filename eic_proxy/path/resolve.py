@@ -18,6 +18,7 @@ INSTANCE_ID_RE = re.compile(r"^i-[0-9a-f]{8,17}$")
 REGION_RE = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d+$")
 PRIVATE_DNS_RE = re.compile(r"^ip-(\d+)-(\d+)-(\d+)-(\d+)\.(ec2\.internal|[a-z0-9-]+\.compute\.internal)$")
 SEPARATOR = "--"
+ASG_TAG = "aws:autoscaling:groupName"  # EC2 Auto Scaling tags every instance it launches with its group
 
 
 @dataclass(frozen=True)
@@ -28,7 +29,7 @@ class HostSpec:
     (``eu-west-1``), so ``web--1`` stays a name while ``web-1--eu-west-1--prod`` carries both.
     """
 
-    kind: str  # id | name | glob | tag | ipv4 | ipv6 | dns
+    kind: str  # id | name | glob | tag | asg | ipv4 | ipv6 | dns
     value: str
     tag_key: Optional[str] = None
     region: Optional[str] = None
@@ -58,6 +59,10 @@ def _parse(text: str) -> HostSpec:
         host, region = SEPARATOR.join(parts[:-1]), parts[-1]
     if not host:
         raise UsageError(f"no host before the region in {text!r}")
+    if host.startswith("asg:"):
+        if not host[4:]:
+            raise UsageError(f"{text!r}: an Auto Scaling group alias is asg:NAME")
+        return HostSpec("asg", host[4:], ASG_TAG, region, profile)
     if host.startswith("tag:"):
         key, eq, value = host[4:].partition("=")
         if not key or not eq:
@@ -103,7 +108,7 @@ def _query(spec: HostSpec) -> dict[str, Any]:
         return {"Filters": [{"Name": "tag:Name", "Values": [spec.value]}, running]}
     if spec.kind == "glob":
         return {"Filters": [{"Name": "tag-key", "Values": ["Name"]}, running]}
-    if spec.kind == "tag":
+    if spec.kind in ("tag", "asg"):
         return {"Filters": [{"Name": f"tag:{spec.tag_key}", "Values": [spec.value]}, running]}
     if spec.kind == "ipv4":
         return {"Filters": [{"Name": "private-ip-address", "Values": [spec.value]}, alive]}
@@ -144,7 +149,8 @@ def pick(spec: HostSpec, matches: list[Target], how: Optional[str], where: str) 
     """One target from the matches, or an error that lists the candidates."""
     if not matches:
         what = {"id": "instance", "name": "running instance named", "glob": "running instance matching",
-                "tag": f"running instance with tag {spec.tag_key} =", "ipv4": "instance with private IP",
+                "tag": f"running instance with tag {spec.tag_key} =", "asg": "running instance in the Auto Scaling group",
+                "ipv4": "instance with private IP",
                 "ipv6": "instance with IPv6 address", "dns": "instance with private DNS name"}[spec.kind]
         raise HostNotFound(f"no {what} {spec.value} in {where}",
                            hint="check the name, --region and --profile; `eic-proxy ls` lists instances")
@@ -155,8 +161,10 @@ def pick(spec: HostSpec, matches: list[Target], how: Optional[str], where: str) 
         return ordered[-1] if how == "newest" else ordered[0]
     listing = "; ".join(f"{t.instance_id} {t.name or '-'} {t.ip} launched {t.launch_time or '?'}"
                         for t in sorted(matches, key=lambda t: t.launch_time or ""))
-    raise AmbiguousHost(f"{spec.value} matches {len(matches)} instances: {listing}",
-                        hint="use an instance ID, a narrower name, or --pick newest / --pick oldest")
+    hint = ("a group's instances are alike: --pick newest / --pick oldest (ssh-config --pick puts it in the "
+            "block), or an instance ID" if spec.kind == "asg" else
+            "use an instance ID, a narrower name, or --pick newest / --pick oldest")
+    raise AmbiguousHost(f"{spec.value} matches {len(matches)} instances: {listing}", hint=hint)
 
 
 STARTABLE = ("pending", "stopping", "stopped")
@@ -170,7 +178,7 @@ def resolve(aws: Aws, ec2: Any, spec: HostSpec, how: Optional[str] = None, allow
     """
     where = aws.region + (f" (profile {aws.profile})" if aws.profile else "")
     matches = find_instances(aws, ec2, spec)
-    if not matches and spec.kind in ("name", "glob", "tag"):
+    if not matches and spec.kind in ("name", "glob", "tag", "asg"):
         matches = [t for t in find_instances(aws, ec2, spec, states=STARTABLE)]
     target = pick(spec, matches, how, where)
     if not (allow_stopped and target.state in STARTABLE):

@@ -54,8 +54,8 @@ def test_healthy_host_is_all_green(client, world):
     assert r.returncode == 0, r.stdout
     assert doc["ok"] is True
     assert [c["status"] for c in doc["checks"]] == ["pass"] * len(doc["checks"])
-    for name in ("credentials", "region/profile", "instance", "endpoint", "endpoint egress", "instance ingress", "iam", "host keys", "push",
-                 "handshake", "ssh banner", "ssh login"):
+    for name in ("credentials", "region/profile", "instance", "endpoint", "endpoint egress", "instance ingress", "iam",
+                 "host keys", "audit trail", "push", "handshake", "ssh banner", "ssh login"):
         assert checks[name]["status"] == "pass", checks
     assert checks["ssh banner"]["detail"].startswith("SSH-2.0-")
     text = client.proxy("doctor", "web-1")

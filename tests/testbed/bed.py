@@ -4,6 +4,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import random
+import secrets
 import shutil
 import socket
 import sys
@@ -13,7 +14,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from .ca import TestCA
-from .fake_aws import TESTBED_UA, FakeAws
+from .fake_aws import ACCOUNT, TESTBED_UA, FakeAws
 from .fake_eice import FakeEice
 from .sshd import Sshd, ensure_users, install_script
 
@@ -98,13 +99,47 @@ class Testbed:
     @property
     def ec2(self) -> Any:
         if self._ec2 is None:
-            import boto3
-            from botocore.config import Config
-
-            self._ec2 = boto3.client("ec2", region_name=self.region, endpoint_url=self.aws.url,
-                                     aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY,
-                                     config=Config(user_agent_extra=TESTBED_UA))
+            self._ec2 = self.client("ec2")
         return self._ec2
+
+    def client(self, service: str) -> Any:
+        """A boto3 client of the bed's own (not the product's) for setting up fake AWS resources."""
+        import boto3
+        from botocore.config import Config
+
+        return boto3.client(service, region_name=self.region, endpoint_url=self.aws.url,
+                            aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY,
+                            config=Config(user_agent_extra=TESTBED_UA))
+
+    def put_trail_records(self, log_group: str, records: list[dict[str, Any]]) -> None:
+        """CloudTrail records into the log group, as the trail's delivery to CloudWatch Logs writes them."""
+        import json
+        import time
+
+        logs = self.client("logs")
+        stream = f"{ACCOUNT}_CloudTrail_{self.region}_{secrets.token_hex(3)}"
+        logs.create_log_stream(logGroupName=log_group, logStreamName=stream)
+        now = int(time.time() * 1000)
+        events = [{"timestamp": now - 1000 * (len(records) - i), "message": json.dumps(r)}
+                  for i, r in enumerate(records)]
+        for i in range(0, len(events), 5000):
+            logs.put_log_events(logGroupName=log_group, logStreamName=stream, logEvents=events[i:i + 5000])
+
+    def add_trail(self, name: str = "org-trail", log_group: str = "/aws/cloudtrail/org") -> str:
+        """A logging, multi-region trail of management events delivered to a CloudWatch Logs group."""
+        s3, logs, trail = self.client("s3"), self.client("logs"), self.client("cloudtrail")
+        bucket = f"trail-{name}-{secrets.token_hex(4)}"
+        if self.region == "us-east-1":
+            s3.create_bucket(Bucket=bucket)
+        else:
+            s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": self.region})
+        logs.create_log_group(logGroupName=log_group)
+        group_arn = logs.describe_log_groups(logGroupNamePrefix=log_group)["logGroups"][0]["arn"]
+        trail.create_trail(Name=name, S3BucketName=bucket, IsMultiRegionTrail=True,
+                           CloudWatchLogsLogGroupArn=group_arn,
+                           CloudWatchLogsRoleArn=f"arn:aws:iam::{ACCOUNT}:role/trail-to-logs")
+        trail.start_logging(Name=name)
+        return log_group
 
     def free_octet(self) -> int:
         """A second octet for another VPC: free on this machine and not used by this bed yet."""
@@ -211,6 +246,7 @@ class Testbed:
         self.add_vpc("main")
         self.add_subnet("main-a", "main", 1)
         self.add_endpoint("main-a")
+        self.add_trail()  # as most accounts have: doctor finds EC2 Instance Connect calls recorded
         return self.add_instance("web-1", "main-a", 10)
 
     # ---- clients ---------------------------------------------------------------------------------

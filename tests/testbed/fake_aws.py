@@ -62,6 +62,7 @@ class FakeAws:
         # (the block cut off), or any text.
         self.host_keys: dict[str, str] = {}
         self.consoles: dict[str, str] = {}
+        self.logs_page_size: Optional[int] = None  # FilterLogEvents page size when the caller sets none
         self._server: Any = None
         self._thread: Optional[threading.Thread] = None
         self.url = ""
@@ -101,6 +102,7 @@ class FakeAws:
             self.caller_arn = f"arn:aws:iam::{ACCOUNT}:user/eic-tester"
             self.identity_policies = None
             self.consoles.clear()
+            self.logs_page_size = None
 
     def record_event(self, name: str, request_id: str, params: dict[str, Any], error: Optional[str] = None,
                      resources: Optional[list[dict[str, str]]] = None) -> None:
@@ -478,6 +480,37 @@ def _install_moto_patches() -> None:
                              "Output": base64.b64encode(text.encode()).decode()})
 
     EC2Response.get_console_output = get_console_output
+
+    # CloudWatch Logs: honour JSON filter patterns as CloudWatch does (moto matches them all).
+    from moto.logs.utils import EventMessageFilter
+
+    from .logs_pattern import matches as json_pattern_matches
+
+    original_init, original_matches = EventMessageFilter.__init__, EventMessageFilter.matches
+
+    def filter_init(self: Any, pattern: str) -> None:
+        original_init(self, pattern)
+        self.eic_json = pattern.strip() if pattern and pattern.strip().startswith("{") else None
+
+    def filter_matches(self: Any, message: str) -> bool:
+        if getattr(self, "eic_json", None):
+            return json_pattern_matches(self.eic_json, message)
+        return original_matches(self, message)
+
+    EventMessageFilter.__init__ = filter_init
+    EventMessageFilter.matches = filter_matches
+
+    from moto.logs.models import LogsBackend
+
+    original_filter = LogsBackend.filter_log_events
+
+    def filter_log_events(self: Any, group: str, streams: Any, start: Any, end: Any, limit: Any, token: Any,
+                          pattern: Any, interleaved: Any) -> Any:
+        # A smaller page when a test asks for one, so that pagination is exercised with few records.
+        return original_filter(self, group, streams, start, end, limit or bed().logs_page_size, token, pattern,
+                               interleaved)
+
+    LogsBackend.filter_log_events = filter_log_events
     EC2Response.create_instance_connect_endpoint = create_instance_connect_endpoint
     EC2Response.describe_instance_connect_endpoints = describe_instance_connect_endpoints
     EC2Response.delete_instance_connect_endpoint = delete_instance_connect_endpoint

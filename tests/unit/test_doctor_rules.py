@@ -40,3 +40,17 @@ def test_simulation_asks_follow_the_connection():
                                                       "ec2-instance-connect:maxTunnelDuration"}
     assert "SendSSHPublicKey" not in str(simulation_asks("aws", "r", "1", "eice-0123456789abcdef0",
                                                          "i-0123456789abcdef0", "10.0.0.5", 22, None, None))
+
+
+@pytest.mark.parametrize("selectors, records", [
+    ({}, True),
+    ({"EventSelectors": [{"ReadWriteType": "All", "IncludeManagementEvents": True}]}, True),
+    ({"EventSelectors": [{"ReadWriteType": "ReadOnly", "IncludeManagementEvents": True}]}, False),
+    ({"EventSelectors": [{"ReadWriteType": "All", "IncludeManagementEvents": False}]}, False),
+    ({"AdvancedEventSelectors": [{"FieldSelectors": [{"Field": "eventCategory", "Equals": ["Management"]}]}]}, True),
+    ({"AdvancedEventSelectors": [{"FieldSelectors": [{"Field": "eventCategory", "Equals": ["Data"]}]}]}, False),
+])
+def test_records_management_events(selectors, records):
+    from eic_proxy.checks.rules import records_management_events
+
+    assert records_management_events(selectors) is records

@@ -52,3 +52,14 @@ def test_suffix_round_trip(name, region, profile):
     spec = parse_host(f"{name}--{region}--{profile}")
     assert (spec.region, spec.profile) == (region, profile)
     assert parse_host(name).value == spec.value
+
+
+def test_auto_scaling_group_alias():
+    from eic_proxy.path.resolve import ASG_TAG, _query
+
+    spec = parse_host("asg:web-fleet--eu-west-1")
+    assert (spec.kind, spec.value, spec.tag_key, spec.region, spec.alias) == ("asg", "web-fleet", ASG_TAG,
+                                                                               "eu-west-1", "asg:web-fleet")
+    assert {"Name": f"tag:{ASG_TAG}", "Values": ["web-fleet"]} in _query(spec)["Filters"]
+    with pytest.raises(UsageError):
+        parse_host("asg:")

@@ -164,3 +164,16 @@ def test_cli_prints_json_and_notes_and_fails_in_one_line():
     assert p.stderr.count("\n") == 1 and "not an instance ID" in p.stderr and "Traceback" not in p.stderr
     p = subprocess.run(run + ["--format", "terraform", "--os-user", "ec2-user"], capture_output=True, text=True)
     assert p.returncode == 0 and parse_hcl(p.stdout)["data"]
+
+
+def test_audit_policy_is_read_only_and_names_the_log_group():
+    from eic_proxy.commands.policy import build_audit
+
+    doc = build_audit("eu-west-1", "111122223333", "/aws/cloudtrail/org")
+    check_policy(doc)
+    actions = [a for s in doc["Statement"] for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])]
+    assert "logs:FilterLogEvents" in actions and "cloudtrail:LookupEvents" in actions
+    assert all(a.split(":")[1].startswith(("Filter", "Lookup", "Describe", "Get")) for a in actions)
+    group = next(s for s in doc["Statement"] if s["Action"] == "logs:FilterLogEvents")
+    assert group["Resource"] == "arn:aws:logs:eu-west-1:111122223333:log-group:/aws/cloudtrail/org:*"
+    assert evaluate([doc], "logs:FilterLogEvents", group["Resource"], {}) == "allowed"
