@@ -64,7 +64,9 @@ class Locator:
         return self.aws.client("ec2")
 
     def _target_key(self, spec: HostSpec) -> str:
-        return f"target|{self.aws.profile or ''}|{self.aws.region}|{spec.kind}|{spec.tag_key or ''}|{spec.value}"
+        # --pick is part of the question: "the newest of the group" and "the oldest" are different answers.
+        return (f"target|{self.aws.profile or ''}|{self.aws.region}|{spec.kind}|{spec.tag_key or ''}|{spec.value}"
+                f"|{self.pick or ''}")
 
     def _endpoint_key(self, target: Target) -> str:
         family = "6" if target.is_ipv6 else "4"

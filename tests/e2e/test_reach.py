@@ -1,0 +1,50 @@
+"""Reach: Auto Scaling groups by name, through real ssh."""
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import pytest
+
+from eic_proxy.errors import ExitCode
+from tests.conftest import assert_one_line_error
+
+pytestmark = pytest.mark.e2e
+
+GROUP_TAG = "aws:autoscaling:groupName"
+
+
+@pytest.fixture(scope="module")
+def fleet(bed, world):
+    """Two instances of one Auto Scaling group, launched an hour apart."""
+    insts = [bed.add_instance(f"fleet-a-{i}", "main-a", 87 + i, tags={GROUP_TAG: "fleet-a"}) for i in range(2)]
+    backend = bed.aws.ec2_backend()
+    base = dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=2)
+    for i, inst in enumerate(insts):
+        backend.get_instance(inst.instance_id).launch_time = (base + dt.timedelta(hours=i)).isoformat()
+    return insts
+
+
+def test_a_group_of_several_is_ambiguous_and_lists_them(client, fleet):
+    r = client.proxy("connect", "asg:fleet-a", input=b"", timeout=60)
+    assert_one_line_error(r, ExitCode.AMBIGUOUS_HOST, "fleet-a", fleet[0].instance_id, fleet[1].instance_id,
+                          "--pick")
+
+
+def test_pick_newest_and_oldest_through_the_generated_block(client, fleet):
+    """One alias, different instances: the block's per-instance known_hosts keeps ssh from crying wolf."""
+    for how, want in (("newest", fleet[1]), ("oldest", fleet[0])):
+        r = client.proxy("ssh-config", "--install", "asg:*", "--user", "ec2-user", "--name", "asg", "--pick", how)
+        assert r.returncode == 0, r.stderr
+        client.config = client.home / ".ssh" / "config"
+        r = client.ssh("asg:fleet-a", "echo ok", timeout=60)
+        assert r.returncode == 0 and r.stdout.endswith(b"ok\n"), r.stderr
+        assert client.bed.eice.handshakes[-1].params["privateIpAddress"] == want.ip
+
+
+def test_ls_lists_one_group(client, fleet):
+    r = client.proxy("ls", "--asg", "fleet-a", "--json")
+    assert r.returncode == 0, r.stderr
+    rows = json.loads(r.stdout)
+    assert sorted(row["instance_id"] for row in rows) == sorted(i.instance_id for i in fleet)
+    assert "asg:fleet-a" in r.stderr or r.stderr == ""
