@@ -83,6 +83,7 @@ def bed():
     from tests.testbed.bed import Testbed
 
     tb = Testbed().start()
+    tb.eice.test_ports = _EXEMPT_PORTS  # the one set BlobServers register in
     try:
         yield tb
     finally:
@@ -193,6 +194,9 @@ def client(bed, world, tmp_path: Path) -> Client:
     return Client(bed, tmp_path / "client-home")
 
 
+_EXEMPT_PORTS: set[int] = set()
+
+
 # ---- helpers shared by the end-to-end tests --------------------------------------------------------
 def assert_one_line_error(r, code: ExitCode, *needles: str) -> None:
     assert r.returncode == int(code), (r.returncode, r.stderr)
@@ -213,6 +217,7 @@ class BlobServer:
         self.sock.bind((address, 0))
         self.sock.listen(8)
         self.port = self.sock.getsockname()[1]
+        _EXEMPT_PORTS.add(self.port)  # a test service on a random port: the fake endpoint's port rule lets it by
         self.payload = payload
         self.echo = echo
         self.thread = threading.Thread(target=self._serve, daemon=True)
@@ -241,4 +246,5 @@ class BlobServer:
                 pass  # a test that ends its tunnel abruptly (429, drop) resets this side too
 
     def close(self) -> None:
+        _EXEMPT_PORTS.discard(self.port)
         self.sock.close()

@@ -205,6 +205,11 @@ def run_tunnel(opts: Any, local_port: int, max_connections: int, push: Optional[
         raise InstanceStateError(f"{session.located.target.instance_id} is {session.located.target.state}",
                                  hint="start it first (or use `eic-proxy connect --start` once)")
     listener = Listener(session, local_port, max_connections, opts.port == 22 if push is None else push)
+    from eic_proxy.path.session import SERVICE_PORTS
+
+    if opts.port not in SERVICE_PORTS:  # said once up front; each refused connection says it again
+        _say(f"warning: the endpoint accepts remote ports 22 and 3389 only; port {opts.port} will likely be "
+             f"refused (forward it through ssh instead: ssh -N -L {opts.port}:localhost:{opts.port} {opts.host})")
     previous = {}
 
     def on_signal(signum: int, _frame: Any) -> None:
@@ -229,7 +234,9 @@ def add_parser(sub: Any) -> None:
                                    "(3389), or port 22 for tools that cannot run a ProxyCommand. Ctrl-C stops it.")
     t.add_argument("host", metavar="HOST", help="instance ID, Name tag, tag:KEY=VALUE, IP or DNS name")
     t.add_argument("--local-port", type=int, required=True, metavar="N", help="local port (0: pick a free one)")
-    t.add_argument("--remote-port", type=int, default=DEFAULTS.port, metavar="P", help="instance port (default 22)")
+    t.add_argument("--remote-port", type=int, default=DEFAULTS.port, metavar="P",
+                   help="instance port (default 22); the endpoint accepts 22 and 3389 only: for other ports "
+                        "forward through ssh (ssh -L)")
     t.add_argument("--os-user", help="OS user for the key push on port 22 (default ec2-user)")
     t.add_argument("--max-connections", type=int, default=DEFAULT_MAX_CONNECTIONS, metavar="N",
                    help="connections open at once through this listener (default 10; the endpoint allows 20)")

@@ -15,6 +15,19 @@ from eic_proxy.config import ConnectOptions
 
 log = logging.getLogger(__name__)
 
+SERVICE_PORTS = (22, 3389)  # the endpoint's port rule (docs/protocol.md §3.2)
+
+
+def port_rule_error(port: int, host: str, refused: Any) -> Any:
+    """The endpoint's refusal of a port other than 22/3389, said as the rule and what to do instead."""
+    from eic_proxy.errors import HandshakeError
+
+    return HandshakeError(
+        f"the endpoint accepts remote ports 22 and 3389 only, not {port} ({refused.message})",
+        hint=f"reach port {port} through ssh over port 22: `ssh -N -L {port}:localhost:{port} {host}` "
+             f"(or `eic-proxy tunnel {host} --local-port 2222 --remote-port 22`, then ssh -p 2222 -L …)",
+        exit_code=refused.exit_code, status=refused.status, error_code=refused.error_code)
+
 
 class Session:
     """One connect: the located target, and how to open (and re-open) its tunnel."""
@@ -73,6 +86,9 @@ class Session:
                 return open_websocket(url, aws.ca_bundle, max_duration_sent=opts.max_tunnel_duration is not None,
                                       **({} if opts.timeout is None else {"timeout": opts.timeout}))
             except HandshakeError as exc:
+                if (exc.status == 400 and opts.port not in SERVICE_PORTS and "remoteport" in exc.message.lower()
+                        and (exc.error_code or "").startswith(("InvalidParameter", "ValidationException"))):
+                    raise port_rule_error(opts.port, opts.host, exc) from exc
                 delay = random.uniform(0, min(4.0, 0.25 * 2 ** attempt))
                 if exc.status not in (429, 503) or time.monotonic() + delay >= deadline:
                     raise

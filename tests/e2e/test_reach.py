@@ -48,3 +48,23 @@ def test_ls_lists_one_group(client, fleet):
     rows = json.loads(r.stdout)
     assert sorted(row["instance_id"] for row in rows) == sorted(i.instance_id for i in fleet)
     assert "asg:fleet-a" in r.stderr or r.stderr == ""
+
+
+def test_the_port_rule_is_one_line_that_names_the_alternative(client, world):
+    r = client.proxy("connect", "web-1", "5432", "--no-push", input=b"", timeout=60)
+    assert_one_line_error(r, ExitCode.HANDSHAKE_REJECTED, "22 and 3389", "not 5432", "ssh -N -L 5432:localhost:5432")
+    assert client.bed.eice.handshakes[-1].status == 400  # the endpoint's refusal, not a guess of ours
+
+
+def test_the_listener_warns_about_the_port_rule_up_front(client, world):
+    import signal
+    import subprocess
+
+    proc = subprocess.Popen([client.bed.eic_proxy_path(), "tunnel", "web-1", "--local-port", "0", "--remote-port",
+                             "5432"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=client.env, text=True)
+    try:
+        first = proc.stderr.readline()
+        assert "accepts remote ports 22 and 3389 only" in first and "ssh -N -L" in first, first
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(10)

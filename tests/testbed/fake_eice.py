@@ -29,6 +29,7 @@ from .sigv4 import SigV4Error, verify
 
 USABLE_STATES = ("create-complete", "update-in-progress", "update-complete", "update-failed")
 MAX_CONNECTIONS = 20
+SERVICE_PORTS = (22, 3389)  # the endpoint's port rule, seen since mid-2023 (docs/protocol.md §3.2)
 PORT = 443
 
 
@@ -60,6 +61,8 @@ class FakeEice:
         self.lock = threading.Lock()
         self.clock_skew = 0.0  # seconds the endpoint's clock runs ahead (tests of URL expiry)
         self.stall_hold = 5.0  # how long a stalled connection is kept before it is dropped
+        self.port_rule = True  # refuse remote ports other than 22 and 3389, as the service does
+        self.test_ports: set[int] = set()  # ports of test services (BlobServer) that the rule lets through
 
     def start(self) -> None:
         self.thread.start()
@@ -166,6 +169,9 @@ class FakeEice:
         if not 1 <= port <= 65535 or not 1 <= duration <= 3600:
             return self._refuse(connection, 400, "InvalidParameter", "The specified RemotePort or "
                                 "MaxTunnelDuration is not valid", host, eid, params)
+        if self.port_rule and port not in SERVICE_PORTS and port not in self.test_ports:
+            return self._refuse(connection, 400, "InvalidParameter", "The specified RemotePort is not valid. Specify "
+                                "either 22 or 3389 as the RemotePort and retry your request.", host, eid, params)
         if not ip.is_loopback:
             return self._refuse(connection, 400, "InvalidParameter",
                                 "privateIpAddress is not reachable from this endpoint", host, eid, params)
