@@ -59,3 +59,23 @@ def test_pipx_install_of_the_wheel_connects(dist, client, world, tmp_path):
     (tmp_path / "ssh_config").write_text(cfg)
     r = client.run(["ssh", "-F", str(tmp_path / "ssh_config"), "web-1", "echo via-pipx"], env=env)
     assert r.returncode == 0 and r.stdout == b"via-pipx\n", r.stderr
+
+
+def test_pipx_install_of_a_checkout_as_the_readme_says(tmp_path):
+    """The README's first command, `pipx install ./eic-proxy`, from a fresh copy of the sources."""
+    import shutil
+
+    src = tmp_path / "eic-proxy"
+    files = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
+    for name in files:
+        (src / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO / name, src / name)
+    env = dict(PIPX_HOME=str(tmp_path / "pipx"), PIPX_BIN_DIR=str(tmp_path / "bin"), PIPX_MAN_DIR=str(tmp_path / "man"),
+               PATH="/usr/bin:/bin", HOME=str(tmp_path))
+    p = subprocess.run([sys.executable, "-m", "pipx", "install", "--python", sys.executable, "./eic-proxy"],
+                       cwd=tmp_path, capture_output=True, text=True, env=env, timeout=600)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    version = subprocess.run([str(tmp_path / "bin" / "eic-proxy"), "--version"], capture_output=True, text=True)
+    assert version.stdout.strip() == f"eic-proxy {__version__}"
+    readme = (REPO / "README.md").read_text()
+    assert "pipx install ./eic-proxy" in readme and "\npipx install eic-proxy" not in readme
