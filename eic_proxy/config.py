@@ -13,7 +13,7 @@ or ``$EIC_PROXY_CONFIG``::
     max-tunnel-duration = 3600
 
 Keys: profile, region, os-user, eice-id, max-tunnel-duration, agent, identity, key-type,
-key-lifetime, key-store. Host sections match the alias as typed (without any ``--REGION--PROFILE`` suffix) with shell
+key-lifetime, key-store, host-keys, ip-family. Host sections match the alias as typed (without any ``--REGION--PROFILE`` suffix) with shell
 globs, several patterns per section, ``!pattern`` to exclude. As in ssh_config, the first section
 that matches and sets a key wins for that key.
 
@@ -58,6 +58,7 @@ class Settings:
     agent: Optional[bool] = None          # add the key to the ssh-agent
     identity: Optional[str] = None        # bring-your-own key to push instead
     host_keys: Optional[str] = None       # verify | strict | tofu (README: "Host keys")
+    ip_family: Optional[str] = None       # auto | 4 | 6: which endpoint name to reach (dual-stack for 6)
 
     def over(self, lower: "Settings") -> "Settings":
         """This layer on top of ``lower``: our values win, gaps are filled from below."""
@@ -98,6 +99,8 @@ def _coerce(key: str, value: str, where: str) -> object:
         return n
     if name == "key_type" and value not in ("ed25519", "rsa-2048", "rsa-4096"):
         raise ConfigError(f"{where}: {key} must be ed25519, rsa-2048 or rsa-4096, not {value!r}")
+    if name == "ip_family" and value not in ("auto", "4", "6"):
+        raise ConfigError(f"{where}: {key} must be auto, 4 or 6, not {value!r}")
     if name == "host_keys" and value not in HOST_KEY_MODES:
         raise ConfigError(f"{where}: {key} must be verify, strict or tofu, not {value!r}")
     if name == "key_store" and value not in ("file", "keyring"):
@@ -234,6 +237,7 @@ class ConnectOptions:
     keepalive: float = 30.0
     expiry_warning: float = 60.0
     host_keys: str = "verify"  # verify | strict | tofu: how first contact learns the host key
+    ip_family: str = "auto"  # auto | 4 | 6: the endpoint's dual-stack name for 6, or auto without IPv4
     banner_wait: float = 5.0  # port 22: warn when the instance has sent nothing this long after the upgrade
 
 

@@ -90,12 +90,17 @@ class Endpoint:
     ip_address_type: Optional[str] = None
     preserve_client_ip: bool = False
     security_group_ids: tuple[str, ...] = field(default_factory=tuple)
+    # PublicDnsNames.Dualstack: names with AAAA records too (the plain names resolve to IPv4 only)
+    dualstack_dns_name: Optional[str] = None
+    dualstack_fips_dns_name: Optional[str] = None
 
     def __post_init__(self) -> None:
         _check("endpoint ID", self.endpoint_id, isinstance(self.endpoint_id, str)
                and bool(ENDPOINT_ID.match(self.endpoint_id)))
         _check_host("endpoint DNS name", self.dns_name)
         _check_host("endpoint FIPS DNS name", self.fips_dns_name)
+        _check_host("endpoint dual-stack DNS name", self.dualstack_dns_name)
+        _check_host("endpoint dual-stack FIPS DNS name", self.dualstack_fips_dns_name)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -104,6 +109,7 @@ class Endpoint:
 
     @classmethod
     def from_api(cls, item: dict[str, Any]) -> "Endpoint":
+        dual = (item.get("PublicDnsNames") or {}).get("Dualstack") or {}
         return cls(
             endpoint_id=item["InstanceConnectEndpointId"],
             dns_name=item.get("DnsName") or "",
@@ -114,4 +120,6 @@ class Endpoint:
             ip_address_type=item.get("IpAddressType") or None,
             preserve_client_ip=bool(item.get("PreserveClientIp")),
             security_group_ids=tuple(item.get("SecurityGroupIds") or ()),
+            dualstack_dns_name=dual.get("DnsName") or None,
+            dualstack_fips_dns_name=dual.get("FipsDnsName") or None,
         )

@@ -6,7 +6,7 @@ import logging
 import os
 from typing import Any
 
-from eic_proxy.commands.options import DEFAULTS, add_common, add_host_keys, add_key_options, add_lookup, connect_options
+from eic_proxy.commands.options import DEFAULTS, add_common, add_host_keys, add_ip_family, add_key_options, add_lookup, connect_options
 from eic_proxy.config import ConnectOptions, validate
 from eic_proxy.errors import ExitCode
 from eic_proxy.path.session import Session, tunnel_audited
@@ -119,6 +119,7 @@ def add_parser(sub: Any) -> None:
     add_host_keys(c)
     add_key_options(c)
     add_lookup(c)
+    add_ip_family(c)
     add_common(c)
 
 

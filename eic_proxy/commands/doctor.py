@@ -14,7 +14,7 @@ from typing import Any, Optional
 
 from eic_proxy.checks.probes import Doctor
 from eic_proxy.checks.rules import FAIL, PASS, Check
-from eic_proxy.commands.options import DEFAULTS, add_common, add_key_options, connect_options
+from eic_proxy.commands.options import DEFAULTS, add_common, add_ip_family, add_key_options, connect_options
 from eic_proxy.errors import ExitCode
 
 
@@ -70,6 +70,7 @@ def add_parser(sub: Any) -> None:
     d.add_argument("--json", action="store_true", help="machine-readable output")
     add_key_options(d)
     d.add_argument("--pick", choices=["newest", "oldest"], help="when the name matches several instances")
+    add_ip_family(d)
     add_common(d)
 
 

@@ -33,6 +33,12 @@ def add_host_keys(p: argparse.ArgumentParser) -> None:
                         "first key seen without asking AWS (tofu)")
 
 
+def add_ip_family(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--ip-family", choices=["auto", "4", "6"],
+                   help="reach the endpoint over IPv6 through its dual-stack name (6), IPv4 (4), or IPv6 only when "
+                        "this machine has no IPv4 route (auto, default)")
+
+
 def add_lookup(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-cache", dest="use_cache", action="store_false",
                    help="ignore and do not write the resolution cache")
@@ -54,6 +60,7 @@ def connect_options(args: argparse.Namespace, host: str, port: int, os_user: Opt
         queue_timeout=getattr(args, "queue_timeout", d.queue_timeout), timeout=getattr(args, "timeout", d.timeout),
         keepalive=getattr(args, "keepalive", d.keepalive), expiry_warning=getattr(args, "expiry_warning", d.expiry_warning),
         banner_wait=getattr(args, "banner_wait", d.banner_wait), host_keys=s.host_keys or d.host_keys,
+        ip_family=s.ip_family or d.ip_family,
         host=host, port=port, os_user=s.os_user or DEFAULT_OS_USER,
         region=s.region, profile=s.profile, eice_id=s.eice_id,
         max_tunnel_duration=s.max_tunnel_duration, push=getattr(args, "push", True) is not False,
@@ -75,7 +82,7 @@ def settings(args: argparse.Namespace, host: str, os_user: Optional[str] = None)
                      max_tunnel_duration=getattr(args, "max_tunnel_duration", None),
                      key_type=getattr(args, "key_type", None), key_lifetime=lifetime,
                      agent=getattr(args, "agent", None), identity=getattr(args, "identity", None),
-                     host_keys=getattr(args, "host_keys", None))
+                     host_keys=getattr(args, "host_keys", None), ip_family=getattr(args, "ip_family", None))
     if not host:
         return effective("", flags)
     spec = parse_host(host)

@@ -17,7 +17,7 @@ import threading
 import time
 from typing import Any, Callable, Optional
 
-from eic_proxy.commands.options import DEFAULTS, add_common, add_key_options, add_lookup, connect_options
+from eic_proxy.commands.options import DEFAULTS, add_common, add_ip_family, add_key_options, add_lookup, connect_options
 from eic_proxy.errors import EicProxyError, InstanceStateError, UsageError
 
 log = logging.getLogger(__name__)
@@ -250,6 +250,7 @@ def add_parser(sub: Any) -> None:
     t.add_argument("--timeout", type=float, metavar="SECONDS", help="API and handshake timeout")
     add_key_options(t)
     add_lookup(t)
+    add_ip_family(t)
     add_common(t)
 
 

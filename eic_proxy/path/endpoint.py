@@ -32,7 +32,41 @@ def choose_endpoint(candidates: Iterable[Endpoint], target: Target) -> Optional[
     return usable[0] if usable else None
 
 
-def dns_name_for(endpoint: Endpoint, use_fips: bool) -> str:
+IP_FAMILIES = ("auto", "4", "6")
+
+
+def has_ipv4_route() -> bool:
+    """Whether this machine can send IPv4 anywhere: a UDP "connect" to a documentation address sends
+    nothing, but fails at once without a route (an IPv6-only network)."""
+    import socket
+
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        s.connect(("192.0.2.1", 443))
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+
+
+def dns_name_for(endpoint: Endpoint, use_fips: bool, family: str = "auto",
+                 ipv4_route: Any = has_ipv4_route) -> str:
+    """The endpoint name to connect to (and sign for): IPv4 ``DnsName``, or the dual-stack name when
+    asked for (``family`` 6) or when the client has no IPv4 route (``auto``); FIPS variants with FIPS."""
+    dual = endpoint.dualstack_fips_dns_name if use_fips else endpoint.dualstack_dns_name
+    if endpoint.ip_address_type not in ("dualstack", "ipv6"):
+        dual = None  # an IPv4 endpoint answers on IPv4 whatever its names say
+    if family == "6":
+        if not dual:
+            raise NoEndpoint(f"endpoint {endpoint.endpoint_id} has no dual-stack DNS name (its IpAddressType is "
+                             f"{endpoint.ip_address_type or 'ipv4'})",
+                             hint="make it dual-stack (`aws ec2 modify-instance-connect-endpoint --ip-address-type "
+                                  "dualstack`), or connect over IPv4 (--ip-family 4)")
+        return dual
+    if family == "auto" and dual and not ipv4_route():
+        log.debug("no IPv4 route here: using the dual-stack name %s", dual)
+        return dual
     if use_fips:
         if not endpoint.fips_dns_name:
             raise UsageError(f"endpoint {endpoint.endpoint_id} has no FIPS DNS name",

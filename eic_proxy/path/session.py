@@ -75,7 +75,7 @@ class Session:
         from eic_proxy.path.signer import presign_url
 
         opts, aws, located = self.opts, self.aws, self.located
-        dns = dns_name_for(located.endpoint, aws.use_fips)
+        dns = dns_name_for(located.endpoint, aws.use_fips, opts.ip_family)
         deadline = time.monotonic() + min(HANDSHAKE_RETRY_BUDGET, opts.queue_timeout)
         attempt = 0
         while True:

@@ -193,3 +193,17 @@ def test_ipv6_only_instance_through_a_dual_stack_endpoint(client, six, tmp_path)
     src.write_bytes(os.urandom(300_000))
     r = client.run(["scp", "-F", str(client.config), str(src), "six-1:/tmp/eic-six.bin"])
     assert r.returncode == 0 and Path("/tmp/eic-six.bin").read_bytes() == src.read_bytes(), r.stderr
+
+
+def test_an_ipv6_client_reaches_the_endpoint_through_its_dual_stack_name(client, six):
+    """The client side of IPv6: the endpoint's dual-stack name (on ::1 here), signed for that host."""
+    from eic_proxy.errors import ExitCode
+    from tests.conftest import assert_one_line_error
+
+    client.config = client.bed.ssh_config(client.home, "--ip-family 6")
+    r = client.ssh("six-1", "echo $SSH_CONNECTION")
+    assert r.returncode == 0, r.stderr
+    shake = client.bed.eice.handshakes[-1]
+    assert shake.status == 101 and shake.host.strip("[]") == "::1"  # a wrong signature host would be a 403
+    r = client.proxy("connect", "web-1", "--ip-family", "6", "--no-push", input=b"", timeout=60)
+    assert_one_line_error(r, ExitCode.NO_ENDPOINT, "no dual-stack DNS name", "--ip-family 4")

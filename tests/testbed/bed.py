@@ -75,6 +75,7 @@ class Testbed:
         self.aws.start()
         self.eice.start()
         self.aws.dns_allocator = self._allocate_endpoint_addresses
+        self.aws.dualstack_allocator = self._allocate_dualstack_address
         return self
 
     def stop(self) -> None:
@@ -94,6 +95,12 @@ class Testbed:
         self.eice.listen(dns)
         self.eice.listen(fips)
         return dns, fips
+
+    def _allocate_dualstack_address(self, _endpoint_id: str) -> tuple[str, str]:
+        if "::1" in self.eice.servers:
+            raise ValueError("the bed has one IPv6 loopback address: one dual-stack endpoint at most")
+        self.eice.listen("::1")
+        return "::1", "::1"
 
     # ---- AWS resources ---------------------------------------------------------------------------
     @property

@@ -48,6 +48,7 @@ class FakeAws:
         self.faults: dict[str, collections.deque] = collections.defaultdict(collections.deque)
         self.lock = threading.RLock()
         self.dns_allocator: Optional[Callable[[str], tuple[str, str]]] = None
+        self.dualstack_allocator: Optional[Callable[[str], tuple[str, str]]] = None
         self.push_hooks: list[Callable[[dict], None]] = []
         # What STS says the caller is, and the identity policies SimulatePrincipalPolicy evaluates
         # (None: an administrator, everything allowed). CloudTrail events, newest last.
@@ -155,6 +156,10 @@ class FakeAws:
         subnet = backend.get_subnet(subnet_id)
         eid = "eice-" + secrets.token_hex(9)[:17]
         dns, fips = self.dns_allocator(eid) if self.dns_allocator else (f"{eid}.invalid", f"{eid}.fips.invalid")
+        # A dual-stack endpoint's dual-stack names reach it over IPv6 too: on the bed, ::1 (there is one
+        # IPv6 loopback address, so one such endpoint per bed); other endpoints' names are IPv4 only.
+        dual = (self.dualstack_allocator(eid) if self.dualstack_allocator and ip_address_type == "dualstack"
+                else (dns, fips))
         record = {
             "OwnerId": ACCOUNT,
             "InstanceConnectEndpointId": eid,
@@ -175,7 +180,7 @@ class FakeAws:
             "IpAddressType": ip_address_type or "ipv4",
             "PublicDnsNames": {
                 "Ipv4": {"DnsName": dns, "FipsDnsName": fips},
-                "Dualstack": {"DnsName": dns, "FipsDnsName": fips},
+                "Dualstack": {"DnsName": dual[0], "FipsDnsName": dual[1]},
             },
         }
         with self.lock:

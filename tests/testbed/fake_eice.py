@@ -156,7 +156,9 @@ class FakeEice:
         if endpoint is None or endpoint["State"] not in USABLE_STATES:
             return self._refuse(connection, 403, "AccessDeniedException",
                                 f"Instance Connect Endpoint {eid} not found or not available", host, eid, params)
-        if host not in (endpoint["DnsName"], endpoint["FipsDnsName"]):
+        dual = endpoint.get("PublicDnsNames", {}).get("Dualstack", {})
+        names = {endpoint["DnsName"], endpoint["FipsDnsName"], dual.get("DnsName"), dual.get("FipsDnsName")}
+        if host.strip("[]") not in names:
             return self._refuse(connection, 403, "InvalidSignatureException",
                                 "Host does not belong to this endpoint", host, eid, params)
         try:

@@ -49,3 +49,30 @@ def test_fips_name():
     assert dns_name_for(ep("e1"), True) == "fips.example"
     with pytest.raises(UsageError):
         dns_name_for(ep("e1", fips=None), True)
+
+
+def _dual(kind="dualstack"):
+    return Endpoint(E("e9"), "e9.example", "vpc-1", "subnet-a", "create-complete", "fips.example", kind,
+                    dualstack_dns_name="e9.dualstack.example", dualstack_fips_dns_name="e9.fips.dualstack.example")
+
+
+def test_ip_family_chooses_the_name():
+    from eic_proxy.errors import NoEndpoint
+
+    ep_ = _dual()
+    assert dns_name_for(ep_, False, "4", ipv4_route=lambda: False) == "e9.example"
+    assert dns_name_for(ep_, False, "6") == "e9.dualstack.example"
+    assert dns_name_for(ep_, True, "6") == "e9.fips.dualstack.example"
+    assert dns_name_for(ep_, False, "auto", ipv4_route=lambda: True) == "e9.example"
+    assert dns_name_for(ep_, False, "auto", ipv4_route=lambda: False) == "e9.dualstack.example"  # IPv6-only client
+    assert dns_name_for(_dual("ipv4"), False, "auto", ipv4_route=lambda: False) == "e9.example"
+    with pytest.raises(NoEndpoint):
+        dns_name_for(_dual("ipv4"), False, "6")
+
+
+def test_dual_stack_names_come_from_the_api():
+    item = {"InstanceConnectEndpointId": E("e8"), "DnsName": "a.example", "IpAddressType": "dualstack",
+            "PublicDnsNames": {"Ipv4": {"DnsName": "a.example"},
+                               "Dualstack": {"DnsName": "a.dualstack.example", "FipsDnsName": "a.fips.dualstack.example"}}}
+    got = Endpoint.from_api(item)
+    assert (got.dualstack_dns_name, got.dualstack_fips_dns_name) == ("a.dualstack.example", "a.fips.dualstack.example")
