@@ -73,6 +73,14 @@ _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 MAX_KEY_LIFETIME = 30 * 86400
+MAX_TUNNEL_DURATION = 3600  # the service's cap per connection (docs/protocol.md §7)
+
+
+def check_max_tunnel_duration(seconds: int, what: str = "--max-tunnel-duration") -> None:
+    """The one check of 1..3600, for flags, the config file and the policy generator."""
+    if not 1 <= seconds <= MAX_TUNNEL_DURATION:
+        raise ConfigError(f"{what} {seconds} is out of range 1..{MAX_TUNNEL_DURATION} seconds",
+                          hint=f"the endpoint allows at most {MAX_TUNNEL_DURATION} s per connection")
 HOST_KEY_MODES = ("verify", "strict", "tofu")
 
 
@@ -110,8 +118,7 @@ def _coerce(key: str, value: str, where: str) -> object:
             n = int(value)
         except ValueError:
             raise ConfigError(f"{where}: {key} must be a whole number of seconds, not {value!r}") from None
-        if not 1 <= n <= 3600:
-            raise ConfigError(f"{where}: {key} {n} is out of range 1..3600 seconds")
+        check_max_tunnel_duration(n, f"{where}: {key}")
         return n
     if not value:
         raise ConfigError(f"{where}: {key} is empty")
@@ -244,9 +251,8 @@ class ConnectOptions:
 def validate(opts: ConnectOptions) -> None:
     if not 1 <= opts.port <= 65535:
         raise UsageError(f"port {opts.port} is out of range 1..65535")
-    if opts.max_tunnel_duration is not None and not 1 <= opts.max_tunnel_duration <= 3600:
-        raise UsageError(f"--max-tunnel-duration {opts.max_tunnel_duration} is out of range 1..3600 seconds",
-                         hint="the endpoint allows at most 3600 s per connection")
+    if opts.max_tunnel_duration is not None:
+        check_max_tunnel_duration(opts.max_tunnel_duration)
     if opts.start_timeout <= 0:
         raise UsageError("--start-timeout must be positive")
     if opts.max_connections < 1:

@@ -84,8 +84,10 @@ def validate(spec: PolicySpec) -> None:
         key, sep, _ = tag.partition("=")
         if not sep or not TAG_KEY_RE.match(key):
             raise UsageError(f"--tag {tag!r} must be KEY=VALUE")
-    if spec.max_tunnel_duration is not None and not 1 <= spec.max_tunnel_duration <= 3600:
-        raise UsageError(f"--max-tunnel-duration {spec.max_tunnel_duration} is out of range 1..3600")
+    if spec.max_tunnel_duration is not None:
+        from eic_proxy.config import check_max_tunnel_duration
+
+        check_max_tunnel_duration(spec.max_tunnel_duration)
 
 
 def build(spec: PolicySpec) -> dict[str, Any]:

@@ -13,7 +13,6 @@ from typing import Any, Optional
 
 from eic_proxy.errors import ExitCode, KeyError_
 
-SSH_AGENT_FAILURE = 5
 SSH_AGENT_SUCCESS = 6
 SSH_AGENTC_REQUEST_IDENTITIES = 11
 SSH_AGENT_IDENTITIES_ANSWER = 12
@@ -54,14 +53,6 @@ def socket_path() -> Optional[str]:
     if os.name == "nt":
         return WINDOWS_PIPE
     return None
-
-
-def public_blob(private_key: Any) -> bytes:
-    import base64
-
-    from eic_proxy.keys.material import format_public_line
-
-    return base64.b64decode(format_public_line(private_key).split()[1])
 
 
 def _key_payload(private_key: Any, comment: str) -> bytes:

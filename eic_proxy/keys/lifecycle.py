@@ -258,11 +258,6 @@ class KeyManager:
                 raise
 
 
-def default_key_path() -> Path:
-    """The private key path that ``key-path`` prints and ssh_config names in ``IdentityFile``."""
-    return KeyManager().private_path
-
-
 def remaining_life(key: LocalKey, lifetime: float, now: Optional[float] = None) -> float:
     """Seconds until the key is due for rotation (at least one push window, for the agent's lifetime)."""
     return max(lifetime - key.age(now), PUSH_VALIDITY + PUSH_SAFETY_MARGIN)

@@ -96,20 +96,6 @@ def check_pushable(public_line: str, where: str) -> None:
                         hint="EC2 Instance Connect accepts Ed25519 and RSA (2048 bits or more)")
 
 
-def read_public_line(private_path: Path) -> str:
-    """The public line for a key on disk: from its ``.pub`` beside it, else derived from the private key."""
-    pub = private_path.with_name(private_path.name + ".pub")
-    try:
-        parts = pub.read_text().split()
-        if len(parts) >= 2:
-            return f"{parts[0]} {parts[1]}"
-    except FileNotFoundError:
-        pass
-    except OSError as exc:
-        raise KeyError_(f"cannot read {pub}: {exc.strerror}") from exc
-    return format_public_line(load_private_file(private_path))
-
-
 def looks_like_private_key(path: Path) -> bool:
     """A cheap check (no cryptography import on the warm path): an OpenSSH private key file, whole."""
     try:

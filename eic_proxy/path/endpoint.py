@@ -32,9 +32,6 @@ def choose_endpoint(candidates: Iterable[Endpoint], target: Target) -> Optional[
     return usable[0] if usable else None
 
 
-IP_FAMILIES = ("auto", "4", "6")
-
-
 def has_ipv4_route() -> bool:
     """Whether this machine can send IPv4 anywhere: a UDP "connect" to a documentation address sends
     nothing, but fails at once without a route (an IPv6-only network)."""

@@ -14,7 +14,6 @@ from urllib.parse import quote
 
 SIGNING_NAME = "ec2-instance-connect"
 URL_EXPIRES = 60  # bounds the handshake only, not the tunnel (§3.1)
-MAX_TUNNEL_DURATION = 3600
 _EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()  # payload hash of a presigned GET (§3.1), not UNSIGNED-PAYLOAD
 
 

@@ -15,7 +15,6 @@ from eic_proxy.model import Target
 from eic_proxy.path.resolve import describe_all, target_from_instance
 
 POLL_INTERVAL = 2.0
-DEFAULT_START_TIMEOUT = 300.0
 
 
 class Progress:

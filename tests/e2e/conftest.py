@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 
 import pytest
+
+from tests.conftest import wait_until
 
 LINGER = 2.0
 
@@ -37,13 +38,14 @@ def our_processes() -> dict[int, str]:
 def nothing_of_ours_lingers():
     before = set(our_processes())
     yield
-    deadline = time.monotonic() + LINGER
-    left = {}
-    while True:
-        left = {pid: cmd for pid, cmd in our_processes().items() if pid not in before}
-        if not left or time.monotonic() >= deadline:
-            break
-        time.sleep(0.05)
+    left: dict[int, str] = {}
+
+    def none_left() -> bool:
+        left.clear()
+        left.update({pid: cmd for pid, cmd in our_processes().items() if pid not in before})
+        return not left
+
+    wait_until(none_left, LINGER, 0.05)
     for pid in left:
         try:
             os.kill(pid, 9)

@@ -12,6 +12,8 @@ import time
 
 import pytest
 
+from tests.conftest import wait_until
+
 pytestmark = pytest.mark.e2e
 
 
@@ -160,12 +162,8 @@ def _audit(client, *args):
 def _wait_for_disconnects(client, n: int, timeout: float = 15.0) -> None:
     """ssh does not wait for its ProxyCommand: the proxy writes its `disconnect` line just after."""
     log = client.home / ".local/state" / "eic-proxy" / "audit.jsonl"
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if log.exists() and log.read_text().count('"event":"disconnect"') >= n:
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"fewer than {n} disconnect entries in {log} after {timeout} s")
+    done = wait_until(lambda: log.exists() and log.read_text().count('"event":"disconnect"') >= n, timeout, 0.05)
+    assert done, f"fewer than {n} disconnect entries in {log} after {timeout} s"
 
 
 def test_connections_are_audited_at_start_and_end(client, world):

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from tests.conftest import BlobServer
+from tests.conftest import BlobServer, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 CYCLES = 500
@@ -21,8 +21,7 @@ def _fds() -> int:
 
 def _settle(baseline: int, deadline: float) -> int:
     """Threads of a finished tunnel end once their blocking read returns: wait for that, bounded."""
-    while threading.active_count() > baseline and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_until(lambda: threading.active_count() <= baseline, max(deadline - time.monotonic(), 0), 0.01)
     return threading.active_count()
 
 

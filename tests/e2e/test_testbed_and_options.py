@@ -9,7 +9,7 @@ import botocore.exceptions
 import pytest
 
 from eic_proxy.errors import ExitCode
-from tests.conftest import BlobServer
+from tests.conftest import BlobServer, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -160,8 +160,7 @@ def test_twenty_connection_cap_per_endpoint(client, world):
         procs.append(queued)
         seen = len(client.bed.eice.handshakes)
         over = tunnel("--max-connections", "40")  # past our own limit: the service answers 429
-        while not any(h.status == 429 for h in client.bed.eice.handshakes[seen:]):
-            time.sleep(0.05)
+        assert wait_until(lambda: any(h.status == 429 for h in client.bed.eice.handshakes[seen:]), 30)
         procs[0].stdin.close()
         assert procs.pop(0).wait(10) == 0
         established(over)                # the 429 was retried with back-off and then got through

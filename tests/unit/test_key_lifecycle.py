@@ -13,6 +13,7 @@ from eic_proxy.keys import lifecycle as keys
 from eic_proxy.keys import material
 from eic_proxy.keys.lifecycle import ROTATE_QUIET, KeyManager
 from eic_proxy.store import audit
+from tests.conftest import wait_until
 
 
 def test_rotation_waits_for_due_and_quiet(isolated_env):
@@ -133,7 +134,7 @@ def test_without_keyring_backend_falls_back_to_file(isolated_env):
 
 @pytest.mark.parametrize("kind", ["ed25519", "rsa-2048"])
 def test_agent_add_list_remove_with_lifetime(isolated_env, ssh_agent, kind):
-    from eic_proxy.keys.agent import Agent, load_key, public_blob
+    from eic_proxy.keys.agent import Agent, load_key
 
     m = KeyManager(kind)
     k = m.ensure()
@@ -147,7 +148,7 @@ def test_agent_add_list_remove_with_lifetime(isolated_env, ssh_agent, kind):
 
 
 def test_agent_lifetime_is_enforced_by_the_agent(isolated_env, ssh_agent):
-    from eic_proxy.keys.agent import Agent, public_blob
+    from eic_proxy.keys.agent import Agent
 
     m = KeyManager()
     k = m.ensure()
@@ -155,14 +156,11 @@ def test_agent_lifetime_is_enforced_by_the_agent(isolated_env, ssh_agent):
         agent.add(m.private_key(k), "short", 1)
         blob = public_blob(m.private_key(k))
         assert agent.has(blob)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:  # ssh-agent expires keys on its own clock: poll for it
+    def expired() -> bool:  # ssh-agent expires keys on its own clock: poll for it
         with Agent() as agent:
-            if not agent.has(blob):
-                break
-        time.sleep(0.2)
-    else:
-        pytest.fail("the agent kept a key past its lifetime")
+            return not agent.has(blob)
+
+    assert wait_until(expired, 10, interval=0.2), "the agent kept a key past its lifetime"
 
 
 def test_no_agent_is_a_clear_error(isolated_env, monkeypatch):
@@ -172,3 +170,10 @@ def test_no_agent_is_a_clear_error(isolated_env, monkeypatch):
     with pytest.raises(AgentError) as info:
         Agent()
     assert "SSH_AUTH_SOCK" in info.value.message
+
+
+def public_blob(private_key) -> bytes:
+    """The SSH wire blob of a key's public half (what the agent lists)."""
+    import base64
+
+    return base64.b64decode(material.format_public_line(private_key).split()[1])

@@ -10,7 +10,7 @@ from eic_proxy.keys import material
 
 def test_created_once_user_only_and_openssh_format(isolated_env):
     k = keys.KeyManager().ensure()
-    assert k.private_path == keys.default_key_path()
+    assert k.private_path == keys.KeyManager().private_path
     assert str(k.private_path).startswith(str(isolated_env))
     assert stat.S_IMODE(k.private_path.stat().st_mode) == 0o600
     assert stat.S_IMODE(k.private_path.parent.stat().st_mode) == 0o700
@@ -33,11 +33,11 @@ def test_concurrent_first_use_agrees_on_one_key(isolated_env):
     with ThreadPoolExecutor(8) as pool:
         lines = set(pool.map(lambda _: keys.KeyManager().ensure().public_line, range(16)))
     assert len(lines) == 1
-    leftovers = [p for p in keys.default_key_path().parent.iterdir() if p.name.endswith(".tmp")]
+    leftovers = [p for p in keys.KeyManager().private_path.parent.iterdir() if p.name.endswith(".tmp")]
     assert not leftovers
 
 
 def test_private_key_derives_public_line_without_pub_file(isolated_env):
     k = keys.KeyManager().ensure()
     os.unlink(str(k.private_path) + ".pub")
-    assert material.read_public_line(k.private_path) == k.public_line
+    assert material.format_public_line(material.load_private_file(k.private_path)) == k.public_line
