@@ -102,6 +102,12 @@ def world(bed) -> World:
     return World(web=web, stopped=stopped, no_endpoint=no_endpoint)
 
 
+@pytest.fixture(scope="session")
+def fleet(bed, world):
+    """Ten instances (app-0 … app-9, as examples/ansible names them) for fan-out, Ansible and parallel scp."""
+    return [bed.add_instance(f"app-{i}", "main-a", 150 + i) for i in range(10)]
+
+
 @dataclass
 class Result:
     returncode: int

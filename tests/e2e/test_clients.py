@@ -52,11 +52,6 @@ def _installed_config(client, pattern: str) -> Path:
 
 
 # ---- Ansible ---------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def fleet(bed, world):
-    return [bed.add_instance(f"app-{i}", "main-a", 150 + i) for i in range(10)]
-
-
 @pytest.mark.skipif(not (BIN / "ansible").exists(), reason="ansible-core is installed by the test extras")
 def test_ansible_ping_command_copy_on_ten_instances_one_push_each(client, fleet, tmp_path):
     _installed_config(client, "app-*")

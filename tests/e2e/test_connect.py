@@ -199,7 +199,7 @@ def test_endpoint_missing_in_vpc(client, world):
 
 
 def test_target_port_closed(client, world):
-    r = client.proxy("connect", world.web.instance_id, "2", "--no-push", input=b"", timeout=30)
+    r = client.proxy("connect", world.web.instance_id, "3389", "--no-push", input=b"", timeout=30)  # no RDP here
     assert_one_line_error(r, ExitCode.TARGET_UNREACHABLE, "Unable to connect to target", "security group")
 
 

@@ -17,12 +17,6 @@ pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(scope="module")
-def fleet(bed, world):
-    """Ten more instances for fan-out."""
-    return [bed.add_instance(f"fan-{i}", "main-a", 100 + i) for i in range(10)]
-
-
 def _pushes(bed) -> list[dict]:
     return list(bed.aws.pushes)
 
@@ -160,7 +154,7 @@ def test_agent_with_keyring_keeps_the_private_key_off_disk(client, fleet, tmp_pa
     env = dict(client.env, SSH_AUTH_SOCK=str(ssh_agent), PYTHONPATH=str(REPO),
                PYTHON_KEYRING_BACKEND="tests.testbed.keyring_backend.FileKeyring",
                EIC_TEST_KEYRING_FILE=str(tmp_path / "keyring.json"))
-    r = client.run([client.bed.eic_proxy_path(), "ssh-config", "--install", "--agent", "fan-*",
+    r = client.run([client.bed.eic_proxy_path(), "ssh-config", "--install", "--agent", "app-*",
                     "--user", "ec2-user"], env=env)
     assert r.returncode == 0, r.stderr
     own = (client.home / ".ssh/eic-proxy.config").read_text()
