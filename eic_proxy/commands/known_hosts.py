@@ -13,7 +13,7 @@ import sys
 import time
 from typing import Any
 
-from eic_proxy.commands.options import add_common, add_lookup, settings
+from eic_proxy.commands.options import add_common, add_lookup, locate_host
 
 
 def add_parser(sub: Any) -> None:
@@ -30,19 +30,12 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from eic_proxy.aws.client import make_aws
     from eic_proxy.path.hostkey_guard import console_keys
     from eic_proxy.path.hostkeys import fingerprint
-    from eic_proxy.path.locate import Locator
-    from eic_proxy.path.resolve import parse_host
     from eic_proxy.store import knownhosts
-    from eic_proxy.store.cache import Cache
 
-    spec = parse_host(args.host)
-    s = settings(args, args.host)
-    aws = make_aws(s.profile, s.region)
-    target = Locator(aws, Cache() if args.use_cache else None, args.pick, None, allow_stopped=True).locate(spec).target
-    iid = target.instance_id
+    aws, located, _, _ = locate_host(args)
+    iid = located.target.instance_id
     note = ""
     if args.refresh:
         knownhosts.forget_keys(iid)

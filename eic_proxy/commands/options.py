@@ -87,3 +87,18 @@ def settings(args: argparse.Namespace, host: str, os_user: Optional[str] = None)
         return effective("", flags)
     spec = parse_host(host)
     return effective(spec.alias, flags, Settings(profile=spec.profile, region=spec.region))
+
+
+def locate_host(args: argparse.Namespace) -> tuple[Any, Any, Any, Settings]:
+    """(aws, located, host spec, settings) for the HOST of a command that looks without connecting
+    (resolve, known-hosts): stopped instances included, the cache unless --no-cache."""
+    from eic_proxy.aws.client import make_aws
+    from eic_proxy.path.locate import Locator
+    from eic_proxy.path.resolve import parse_host
+    from eic_proxy.store.cache import Cache
+
+    spec = parse_host(args.host)
+    s = settings(args, args.host)
+    aws = make_aws(s.profile, s.region)
+    located = Locator(aws, Cache() if args.use_cache else None, args.pick, s.eice_id, allow_stopped=True).locate(spec)
+    return aws, located, spec, s

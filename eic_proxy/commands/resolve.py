@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from eic_proxy.commands.options import add_common, add_lookup, settings
+from eic_proxy.commands.options import add_common, add_lookup, locate_host
 
 
 def add_parser(sub: Any) -> None:
@@ -20,16 +20,7 @@ def add_parser(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     import json
 
-    from eic_proxy.aws.client import make_aws
-    from eic_proxy.path.locate import Locator
-    from eic_proxy.path.resolve import parse_host
-    from eic_proxy.store.cache import Cache
-
-    spec = parse_host(args.host)
-    s = settings(args, args.host)
-    aws = make_aws(s.profile, s.region)
-    located = Locator(aws, Cache() if args.use_cache else None, args.pick, s.eice_id,
-                      allow_stopped=True).locate(spec)
+    aws, located, spec, s = locate_host(args)
     t, e = located.target, located.endpoint
     doc = {
         "host": args.host, "kind": spec.kind, "instance_id": t.instance_id, "name": t.name, "ip": t.ip,

@@ -51,22 +51,23 @@ def _tokens(text: str) -> list[str]:
     return out
 
 
+def _chain(t: list[str], i: int, op: str, operand: Callable[[list[str], int], tuple[int, Matcher]],
+           combine: Callable[[Any], bool]) -> tuple[int, Matcher]:
+    """``operand (op operand)*``: one level of the grammar."""
+    i, first = operand(t, i)
+    parts = [first]
+    while i < len(t) and t[i] == op:
+        i, nxt = operand(t, i + 1)
+        parts.append(nxt)
+    return i, (lambda doc: combine(p(doc) for p in parts)) if len(parts) > 1 else first
+
+
 def _or(t: list[str], i: int) -> tuple[int, Matcher]:
-    i, left = _and(t, i)
-    parts = [left]
-    while i < len(t) and t[i] == "||":
-        i, right = _and(t, i + 1)
-        parts.append(right)
-    return i, (lambda doc: any(p(doc) for p in parts)) if len(parts) > 1 else left
+    return _chain(t, i, "||", _and, any)
 
 
 def _and(t: list[str], i: int) -> tuple[int, Matcher]:
-    i, left = _atom(t, i)
-    parts = [left]
-    while i < len(t) and t[i] == "&&":
-        i, right = _atom(t, i + 1)
-        parts.append(right)
-    return i, (lambda doc: all(p(doc) for p in parts)) if len(parts) > 1 else left
+    return _chain(t, i, "&&", _atom, all)
 
 
 def _atom(t: list[str], i: int) -> tuple[int, Matcher]:
