@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import signal as _signal
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Callable, Optional, Union
 
 from eic_proxy.errors import EicProxyError, ExitCode, NetworkError, ProtocolError, TunnelClosed
 from eic_proxy.path.effects import (
@@ -45,15 +45,12 @@ from eic_proxy.path.wsframes import (
 
 # The official client sends at most 65 000 bytes per BINARY frame (docs/protocol.md §4.2).
 MAX_FRAME = 65000
-# No limit is documented for what the endpoint sends; payloads are streamed, so this only bounds
-# what a header may announce and how long one message may run before it is called garbage.
-MAX_MESSAGE = 16 * 1024 * 1024
+MAX_MESSAGE = 16 * 1024 * 1024  # none documented; payloads are streamed, so this only bounds garbage
 KEEPALIVE_MISSES = 3
 CLOSE_WAIT = 0.5          # after our CLOSE, how long the endpoint's echo (and data before it) may take
 STALL_NOTE = 3.0          # silence while we wait for an answer that counts as "the endpoint stalled"
 DEFAULT_BANNER_WAIT = 5.0  # below Ansible's default ConnectTimeout (10 s): our warning comes first
-# Bytes kept for a replay on a new WebSocket; ssh sends only its version banner before the server answers.
-PREAMBLE_LIMIT = 256 * 1024
+PREAMBLE_LIMIT = 256 * 1024  # kept for a replay; ssh sends only its banner before the server answers
 
 
 @dataclass
@@ -189,7 +186,7 @@ class TunnelProtocol:
         self._finish(f"signal:{signum}", err, exit_code=code)
 
     # ---- inputs from the endpoint ----------------------------------------------------------------
-    def receive_bytes(self, data: bytes, now: float) -> None:
+    def receive_bytes(self, data: Union[bytes, memoryview], now: float) -> None:
         if self.finished:
             return
         try:
@@ -249,11 +246,8 @@ class TunnelProtocol:
 
     # ---- time ------------------------------------------------------------------------------------
     def tick(self, now: float, send_blocked_since: Optional[float] = None) -> None:
-        """Deadlines: close wait, the banner warning, keep-alive PINGs and misses, the expiry warning.
-
-        ``send_blocked_since``: when the send in progress last made progress (the driver watches it);
-        an endpoint that takes nothing for as long as the keep-alive allows is declared dead.
-        """
+        """Deadlines: close wait, banner warning, keep-alive PINGs and misses, expiry warning; and a send
+        without progress since ``send_blocked_since`` for as long as the keep-alive allows is a dead endpoint."""
         if self.finished:
             return
         t = self._t
@@ -327,6 +321,9 @@ class TunnelProtocol:
             self._effects.append(Write(data))
 
     def _send_data(self, data: bytes) -> None:
+        if len(data) <= MAX_FRAME:  # the usual case (ssh's reads are smaller): no copy
+            self._send_frame(OP_BINARY, data)
+            return
         view = memoryview(data)
         for i in range(0, len(view), MAX_FRAME):
             self._send_frame(OP_BINARY, bytes(view[i:i + MAX_FRAME]))

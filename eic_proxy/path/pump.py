@@ -116,20 +116,20 @@ class Driver:
         self.perform([e for e in effects if not isinstance(e, Send)])
 
     def perform(self, effects: list[Effect]) -> None:
+        pending: list[bytes] = []  # consecutive writes go out as one (a read often ends one frame, starts the next)
         for e in effects:
             if isinstance(e, Write):
                 refusal = self.inspect(e.data) if self.inspect is not None else None
                 if refusal is not None:  # not a byte of it reaches ssh
                     self.inspect = None
+                    self._flush(pending)
                     self.step(partial(self.proto.fail, refusal))
                     return
-                try:
-                    write_all(self.out_fd, e.data)
-                except OSError:
-                    if not self.proto.finished:
-                        self.step(self.proto.output_failed)
-                    return
-            elif isinstance(e, Note):
+                pending.append(e.data)
+                continue
+            if pending and not self._flush(pending):
+                return
+            if isinstance(e, Note):
                 self.tell(e.text)
             elif isinstance(e, Say):
                 self._say(e.text)
@@ -140,6 +140,21 @@ class Driver:
             elif isinstance(e, Done):
                 self.done.set()
                 self.wake()
+        self._flush(pending)
+
+    def _flush(self, pending: list[bytes]) -> bool:
+        """Write what is pending to ssh; False when ssh is gone (the protocol has been told)."""
+        if not pending:
+            return True
+        data = pending[0] if len(pending) == 1 else b"".join(pending)
+        pending.clear()
+        try:
+            write_all(self.out_fd, data)
+            return True
+        except OSError:
+            if not self.proto.finished:
+                self.step(self.proto.output_failed)
+            return False
 
     def _say(self, text: str) -> None:
         with self._end_lock:
@@ -216,8 +231,9 @@ class Driver:
                     continue
                 self.step(partial(self.proto.connection_lost, "closed without a WebSocket close"))
                 return
-            data = bytes(view[:n])
-            self.step(partial(self.proto.receive_bytes, data))
+            # The recv buffer itself: the parser copies each payload out once, and the writes happen
+            # in this thread before the next recv reuses it.
+            self.step(partial(self.proto.receive_bytes, view[:n]))
 
     # ---- the calling thread ----------------------------------------------------------------------
     def run(self) -> None:

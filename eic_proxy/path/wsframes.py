@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import struct
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Callable, Optional, Union
 
 OP_CONT = 0x0
 OP_TEXT = 0x1
@@ -58,9 +58,14 @@ class FrameParser:
         self._fin = True            # that frame's FIN bit
         self._started = False       # a first fragment of that frame has been emitted
 
-    def feed(self, data: bytes) -> list[Frame]:
-        buf = self._buf
-        buf += data
+    def feed(self, data: Union[bytes, memoryview]) -> list[Frame]:
+        """Frames (or pieces of one) in ``data``; payload bytes are copied once, straight from ``data``."""
+        if self._buf:  # a header was cut at the end of the last read: rare, so the join is cheap
+            self._buf += data
+            buf: Union[bytes, memoryview] = memoryview(bytes(self._buf))
+            self._buf.clear()
+        else:
+            buf = memoryview(data) if not isinstance(data, memoryview) else data
         out: list[Frame] = []
         pos = 0
         n = len(buf)
@@ -113,7 +118,8 @@ class FrameParser:
                 out.append(Frame(opcode, b"", fin))
                 continue
             self._opcode, self._fin, self._remaining, self._started = opcode, fin, length, False
-        del buf[:pos]
+        if pos < n:
+            self._buf += buf[pos:]
         return out
 
 
