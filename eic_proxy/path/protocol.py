@@ -72,8 +72,7 @@ class TunnelProtocol:
 
     ``expect_banner``: the server speaks first (SSH): no byte within ``banner_wait`` earns a warning.
     ``can_replay``: the bytes sent before the first answer are kept, so an "Unable to connect to
-    target" (a stale cached address) can be healed once on a new WebSocket. ``initial``: bytes a
-    probe already read from this WebSocket, delivered first.
+    target" (a stale cached address) can be healed once on a new WebSocket.
     """
 
     now: float
@@ -83,7 +82,6 @@ class TunnelProtocol:
     expect_banner: bool = False
     banner_wait: float = DEFAULT_BANNER_WAIT
     can_replay: bool = False
-    initial: bytes = b""
     max_message: int = MAX_MESSAGE
     mask_key: Optional[Callable[[], bytes]] = None
 
@@ -111,8 +109,6 @@ class TunnelProtocol:
             self._t.next_ping = self.now
         if self.max_duration and self.warn_before:
             self._t.warn_at = self.now + max(self.max_duration - min(self.warn_before, self.max_duration / 2), 0)
-        if self.initial:
-            self._deliver(self.initial)
 
     # ---- outputs ---------------------------------------------------------------------------------
     def take(self) -> list[Effect]:
@@ -122,6 +118,10 @@ class TunnelProtocol:
     @property
     def finished(self) -> bool:
         return self.outcome is not None
+
+    @property
+    def mid_frame(self) -> bool:
+        return self._parser.mid_frame
 
     def next_deadline(self) -> Optional[float]:
         """The earliest time ``tick`` has something to do (None: nothing timed is pending)."""

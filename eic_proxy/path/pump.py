@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 
 TICK_MAX = 1.0           # the longest the timer sleeps (send-progress watch resolution)
 RECV_SIZE = 256 * 1024
+WRITE_BATCH = 256 * 1024  # most held back for ssh while a (big) frame is still arriving
 FINAL_SEND_GRACE = 0.25  # at the end, how long our CLOSE may take to leave
 HURRY_GRACE = 1.0        # after a hurry (signal, EOF), how long the reader may take to finish the line
 
@@ -93,6 +94,8 @@ class Driver:
         self.reconnect = reconnect
         self.tell = tell
         self.inspect = inspect  # sees every byte for ssh before it is written; an error stops the tunnel
+        self._held: list[bytes] = []
+        self._reader_thread: Optional[threading.Thread] = None
         self.handle_signals = (threading.current_thread() is threading.main_thread()
                                if handle_signals is None else handle_signals)
         self.lock = threading.Lock()
@@ -116,18 +119,20 @@ class Driver:
         self.perform([e for e in effects if not isinstance(e, Send)])
 
     def perform(self, effects: list[Effect]) -> None:
-        pending: list[bytes] = []  # consecutive writes go out as one (a read often ends one frame, starts the next)
+        # Writes come from the reader thread only. They are held while a frame is still arriving (up
+        # to WRITE_BATCH): one write per frame, as websocket-client delivers, not one per TLS record.
+        held = self._held
         for e in effects:
             if isinstance(e, Write):
                 refusal = self.inspect(e.data) if self.inspect is not None else None
                 if refusal is not None:  # not a byte of it reaches ssh
                     self.inspect = None
-                    self._flush(pending)
+                    self._flush(held)
                     self.step(partial(self.proto.fail, refusal))
                     return
-                pending.append(e.data)
+                held.append(e.data)
                 continue
-            if pending and not self._flush(pending):
+            if held and threading.current_thread() is self._reader_thread and not self._flush(held):
                 return
             if isinstance(e, Note):
                 self.tell(e.text)
@@ -140,7 +145,8 @@ class Driver:
             elif isinstance(e, Done):
                 self.done.set()
                 self.wake()
-        self._flush(pending)
+        if held and not (self.proto.mid_frame and sum(map(len, held)) < WRITE_BATCH and not self.proto.finished):
+            self._flush(held)
 
     def _flush(self, pending: list[bytes]) -> bool:
         """Write what is pending to ssh; False when ssh is gone (the protocol has been told)."""
@@ -240,6 +246,7 @@ class Driver:
         restore = self._install_signals() if self.handle_signals else (lambda: None)
         threads = [threading.Thread(target=f, name=f"eic-{f.__name__.strip('_')}", daemon=True)
                    for f in (self.link.run_sender, self._reader, self._uplink)]
+        self._reader_thread = threads[1]
         try:
             for t in threads:
                 t.start()

@@ -58,6 +58,11 @@ class FrameParser:
         self._fin = True            # that frame's FIN bit
         self._started = False       # a first fragment of that frame has been emitted
 
+    @property
+    def mid_frame(self) -> bool:
+        """A data frame has started and more of its payload is due."""
+        return self._remaining > 0
+
     def feed(self, data: Union[bytes, memoryview]) -> list[Frame]:
         """Frames (or pieces of one) in ``data``; payload bytes are copied once, straight from ``data``."""
         if self._buf:  # a header was cut at the end of the last read: rare, so the join is cheap
