@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 
 TICK_MAX = 1.0           # the longest the timer sleeps (send-progress watch resolution)
 RECV_SIZE = 256 * 1024
-WRITE_BATCH = 256 * 1024  # most held back for ssh while a (big) frame is still arriving
+WRITE_BATCH = 64 * 1024  # most held back for ssh while a frame arrives: a pipe's size, so a write never waits
 FINAL_SEND_GRACE = 0.25  # at the end, how long our CLOSE may take to leave
 HURRY_GRACE = 1.0        # after a hurry (signal, EOF), how long the reader may take to finish the line
 
