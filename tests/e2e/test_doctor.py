@@ -197,3 +197,19 @@ def test_doctor_changes_no_aws_resource(client, world):
     mutating = [c.action for c in client.bed.aws.calls
                 if not c.action.startswith(("Describe", "Get", "Simulate", "Lookup", "SendSSHPublicKey"))]
     assert mutating == []
+
+
+def test_no_logging_trail_is_a_warning_not_a_failure(client, bed, world):
+    trail = bed.client("cloudtrail")
+    names = [t["Name"] for t in trail.describe_trails()["trailList"]]
+    for name in names:
+        trail.stop_logging(Name=name)
+    try:
+        r, doc, checks = doctor(client, "web-1")
+    finally:
+        for name in names:
+            trail.start_logging(Name=name)
+    audit = checks["audit trail"]
+    assert audit["status"] == "skip" and "warning: no logging trail" in audit["detail"]
+    assert "examples/terraform/audit.tf" in audit["fix"]
+    assert r.returncode == 0 and doc["ok"] is True  # connecting works without it
