@@ -122,6 +122,7 @@ class Driver:
         # Writes come from the reader thread only. They are held while a frame is still arriving (up
         # to WRITE_BATCH): one write per frame, as websocket-client delivers, not one per TLS record.
         held = self._held
+        reader = threading.current_thread() is self._reader_thread  # only it touches what is held
         for e in effects:
             if isinstance(e, Write):
                 refusal = self.inspect(e.data) if self.inspect is not None else None
@@ -132,7 +133,7 @@ class Driver:
                     return
                 held.append(e.data)
                 continue
-            if held and threading.current_thread() is self._reader_thread and not self._flush(held):
+            if held and reader and not self._flush(held):
                 return
             if isinstance(e, Note):
                 self.tell(e.text)
@@ -145,7 +146,8 @@ class Driver:
             elif isinstance(e, Done):
                 self.done.set()
                 self.wake()
-        if held and not (self.proto.mid_frame and sum(map(len, held)) < WRITE_BATCH and not self.proto.finished):
+        if held and reader and not (self.proto.mid_frame and sum(map(len, held)) < WRITE_BATCH
+                                    and not self.proto.finished):
             self._flush(held)
 
     def _flush(self, pending: list[bytes]) -> bool:
