@@ -94,11 +94,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 def _report(message: str, hint: Optional[str], args: Optional[argparse.Namespace]) -> None:
     if log.isEnabledFor(logging.DEBUG):
         log.debug("traceback", exc_info=True)
-    line = f"eic-proxy: error: {message}"
-    if hint:
-        line += f" (hint: {hint})"
+    from eic_proxy.errors import error_line
+
     try:
-        sys.stderr.write(line + "\n")
+        sys.stderr.write(error_line(message, hint) + "\n")
         sys.stderr.flush()
     except OSError:
         pass

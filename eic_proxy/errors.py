@@ -60,6 +60,11 @@ class ExitCode(IntEnum):
     TERMINATED = 143  # SIGTERM
 
 
+def error_line(message: str, hint: Optional[str] = None) -> str:
+    """The one line every failure gets on stderr, from ``cli.main`` or from the tunnel itself."""
+    return f"eic-proxy: error: {message}" + (f" (hint: {hint})" if hint else "")
+
+
 class EicProxyError(Exception):
     """A failure the user can act on: a one-line message, an optional hint, an exit code."""
 

@@ -12,16 +12,10 @@ import ipaddress
 import os
 from typing import Any, Callable, Optional
 
+from eic_proxy.aws.client import api_errors, make_aws, translate
 from eic_proxy.checks.rules import FAIL, PASS, SKIP, Check, Facts, iam_principal, records_management_events, rule_allows, simulation_asks
 from eic_proxy.checks.tunnel import TunnelChecks
 from eic_proxy.errors import EicProxyError
-
-
-def aws_api_errors() -> tuple[type[BaseException], ...]:
-    from eic_proxy.aws.client import api_errors
-
-    return api_errors()
-
 
 CHECKIP_URL = "https://checkip.amazonaws.com"
 BANNER_WAIT = 10.0
@@ -81,7 +75,6 @@ class Doctor(TunnelChecks):
 
     # ---- credentials ------------------------------------------------------------------------------
     def check_credentials(self) -> bool:
-        from eic_proxy.aws.client import api_errors, make_aws, translate
 
         opts = self.opts
         aws = make_aws(opts.profile, opts.region, **({} if opts.timeout is None else
@@ -102,7 +95,6 @@ class Doctor(TunnelChecks):
 
     # ---- instance ---------------------------------------------------------------------------------
     def check_instance(self) -> bool:
-        from eic_proxy.aws.client import api_errors, translate
         from eic_proxy.path.resolve import parse_host, resolve
 
         aws = self.facts.aws
@@ -163,7 +155,6 @@ class Doctor(TunnelChecks):
 
     # ---- security groups --------------------------------------------------------------------------
     def _groups(self, **query: Any) -> list[dict]:
-        from eic_proxy.aws.client import api_errors, translate
 
         aws = self.facts.aws
         try:
@@ -245,12 +236,11 @@ class Doctor(TunnelChecks):
         try:
             subnets = self.facts.aws.client("ec2").describe_subnets(SubnetIds=[subnet_id]).get("Subnets", [])
             return subnets[0].get("CidrBlock") if subnets else None
-        except aws_api_errors():
+        except api_errors():
             return None
 
     # ---- IAM --------------------------------------------------------------------------------------
     def check_iam(self) -> bool:
-        from eic_proxy.aws.client import api_errors, translate
         from eic_proxy.commands.policy import partition_for
         from eic_proxy.errors import AccessDenied
 
@@ -292,7 +282,6 @@ class Doctor(TunnelChecks):
     def check_trail(self) -> bool:
         """A trail that records management events here records every EC2 Instance Connect call; none is
         a warning (skip), not a failure: connecting works without it."""
-        from eic_proxy.aws.client import api_errors, translate
 
         aws = self.facts.aws
         ct = aws.client("cloudtrail")

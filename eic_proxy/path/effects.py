@@ -59,11 +59,6 @@ class Done:
 Effect = Union[Send, Write, Note, Say, CloseOutput, Reconnect, Done]
 
 
-def error_line(err: EicProxyError) -> str:
-    """The one line every failure gets on stderr (cli.main prints the same shape)."""
-    return f"eic-proxy: error: {err.message}" + (f" (hint: {err.hint})" if err.hint else "")
-
-
 def signal_exit_code(signum: int) -> int:
     """0 for ssh's SIGHUP (its normal way to end us); 128+N for the rest, as shells expect."""
     if signum == getattr(_signal, "SIGHUP", -1):

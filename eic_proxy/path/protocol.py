@@ -13,7 +13,7 @@ import signal as _signal
 from dataclasses import dataclass, field
 from typing import Callable, Optional, Union
 
-from eic_proxy.errors import EicProxyError, ExitCode, NetworkError, ProtocolError, TunnelClosed
+from eic_proxy.errors import EicProxyError, ExitCode, NetworkError, ProtocolError, TunnelClosed, error_line
 from eic_proxy.path.effects import (
     CloseOutput,
     Done,
@@ -24,7 +24,6 @@ from eic_proxy.path.effects import (
     Say,
     Send,
     Write,
-    error_line,
     format_bytes,
     signal_exit_code,
 )
@@ -389,7 +388,7 @@ class TunnelProtocol:
         code = exit_code if exit_code is not None else (int(error.exit_code) if error is not None else ExitCode.OK)
         self.outcome = Outcome(reason, int(code), error)
         if error is not None:
-            self._effects.append(Say(error_line(error)))
+            self._effects.append(Say(error_line(error.message, error.hint)))
         self._output_closed = True
         self._effects.append(CloseOutput())
         if echo and not self._closing:

@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Callable, Optional
 
-from eic_proxy.errors import EicProxyError
-from eic_proxy.path.effects import CloseOutput, Done, Effect, Note, Outcome, Reconnect, Say, Send, Write, error_line
+from eic_proxy.errors import EicProxyError, error_line
+from eic_proxy.path.effects import CloseOutput, Done, Effect, Note, Outcome, Reconnect, Say, Send, Write
 from eic_proxy.path.link import POLL, Link, describe_socket_error
 from eic_proxy.path.protocol import MAX_FRAME, TunnelProtocol
 
@@ -324,7 +324,7 @@ class Driver:
     def _teardown(self) -> None:
         outcome = self.proto.outcome
         if outcome is not None and outcome.error is not None:
-            self._say(error_line(outcome.error))  # no-op when the thread that decided already said it
+            self._say(error_line(outcome.error.message, outcome.error.hint))  # no-op when the thread that decided already said it
             outcome.error.reported = True
         self._close_output()
         self.link.drain(FINAL_SEND_GRACE)
