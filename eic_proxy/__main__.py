@@ -1,3 +1,3 @@
-from eic_proxy.cli import main
+from eic_proxy.entry import main
 
 raise SystemExit(main())

@@ -18,7 +18,7 @@ from eic_proxy import __version__
 log = logging.getLogger("eic_proxy")
 
 COMMANDS = ("connect", "tunnel", "doctor", "resolve", "ssh-config", "known-hosts", "keys", "ls", "cache", "policy",
-            "audit", "key-path", "completion")
+            "audit", "key-path", "completion", "helper")
 
 
 def command_module(name: str) -> ModuleType:

@@ -12,10 +12,10 @@ or ``$EIC_PROXY_CONFIG``::
     eice-id = eice-0123456789abcdef0
     max-tunnel-duration = 3600
 
-Keys: profile, region, os-user, eice-id, max-tunnel-duration, agent, identity, key-type,
-key-lifetime, key-store, host-keys, ip-family. Host sections match the alias as typed (without any ``--REGION--PROFILE`` suffix) with shell
-globs, several patterns per section, ``!pattern`` to exclude. As in ssh_config, the first section
-that matches and sets a key wins for that key.
+Keys: profile, region, os-user, eice-id, max-tunnel-duration, agent, identity, key-type, key-lifetime,
+key-store, host-keys, ip-family, helper. Host sections match the alias as typed (without any ``--REGION--PROFILE``
+suffix) with shell globs, several patterns per section, ``!pattern`` to exclude. As in ssh_config, the first
+section that matches and sets a key wins for that key.
 
 Precedence, highest first (each setting decided on its own):
   1. ``ALIAS--REGION--PROFILE`` in the host name (region and profile only)
@@ -59,6 +59,7 @@ class Settings:
     identity: Optional[str] = None        # bring-your-own key to push instead
     host_keys: Optional[str] = None       # verify | strict | tofu (README: "Host keys")
     ip_family: Optional[str] = None       # auto | 4 | 6: which endpoint name to reach (dual-stack for 6)
+    helper: Optional[bool] = None         # hand connections to the per-user helper (README: "The helper")
 
     def over(self, lower: "Settings") -> "Settings":
         """This layer on top of ``lower``: our values win, gaps are filled from below."""
@@ -87,7 +88,7 @@ HOST_KEY_MODES = ("verify", "strict", "tofu")
 def _coerce(key: str, value: str, where: str) -> object:
     value = value.strip()
     name = KEYS[key]
-    if name == "agent":
+    if name in ("agent", "helper"):
         lowered = value.lower()
         if lowered in ("1", "yes", "true", "on"):
             return True

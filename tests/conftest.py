@@ -32,6 +32,9 @@ def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("AWS_CONFIG_FILE", str(home / ".aws/config"))
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(home / ".aws/credentials"))
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    # Commands that unit tests run connect in-process: a helper (it outlives them) is the e2e tests' to
+    # start, and bed.env() leaves this out so they use the default.
+    monkeypatch.setenv("EIC_PROXY_HELPER", "no")
     return home
 
 

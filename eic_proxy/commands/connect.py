@@ -116,6 +116,9 @@ def add_parser(sub: Any) -> None:
                         "(default 5)")
     c.add_argument("--expiry-warning", type=float, default=DEFAULTS.expiry_warning, metavar="SECONDS",
                    help="warn this long before the maximum tunnel duration is reached (default 60; 0: off)")
+    c.add_argument("--no-helper", dest="helper", action="store_false",
+                   help="run in this process instead of the per-user helper (also: EIC_PROXY_HELPER=no, "
+                        "helper = no in the config file)")
     add_host_keys(c)
     add_key_options(c)
     add_lookup(c)

@@ -34,7 +34,7 @@ def test_build_makes_sdist_and_wheel_with_everything_in_them(dist):
     modules = sorted(str(p.relative_to(REPO)) for p in (REPO / "eic_proxy").rglob("*.py"))
     assert sorted(n for n in names if n.startswith("eic_proxy/") and n.endswith(".py")) == modules
     entry = next(n for n in names if n.endswith("entry_points.txt"))
-    assert "eic-proxy = eic_proxy.cli:main" in zipfile.ZipFile(wheel).read(entry).decode()
+    assert "eic-proxy = eic_proxy.entry:main" in zipfile.ZipFile(wheel).read(entry).decode()
     with tarfile.open(sdist) as tf:
         members = tf.getnames()
     assert any(m.endswith("/setup.cfg") for m in members) and any(m.endswith("/eic_proxy/commands/connect.py") for m in members)

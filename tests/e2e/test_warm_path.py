@@ -1,5 +1,9 @@
 """The warm path: a connection with a cached location and a fresh push imports no botocore,
-whatever kind of credentials the profile has, and SSO/role/process credentials are resolved once."""
+whatever kind of credentials the profile has, and SSO/role/process credentials are resolved once.
+
+The import profiles are taken in-process (``EIC_PROXY_HELPER=no``): that path is every connection's
+fallback and must stay light. Through the helper, the ProxyCommand process imports only the thin
+client, which the last test checks."""
 from __future__ import annotations
 
 import json
@@ -11,6 +15,8 @@ import pytest
 from tests.testbed.bed import ACCESS_KEY, SECRET_KEY
 
 pytestmark = pytest.mark.e2e
+
+PROFILE = {"PYTHONPROFILEIMPORTTIME": "1", "EIC_PROXY_HELPER": "no"}
 
 
 def _imports(result) -> set[str]:
@@ -28,7 +34,7 @@ def _ssh_true(client, env):
 
 def test_warm_connection_with_environment_credentials_imports_no_botocore(client, world):
     _ssh_true(client, client.env)  # cold: resolves, pushes
-    warm = _ssh_true(client, dict(client.env, PYTHONPROFILEIMPORTTIME="1"))
+    warm = _ssh_true(client, dict(client.env, **PROFILE))
     names = _imports(warm)
     assert not any(n == "botocore" or n.startswith("botocore.") for n in names)
     assert not any(n.startswith("cryptography") for n in names)
@@ -43,7 +49,7 @@ def test_profile_with_keys_in_the_credentials_file(client, world):
            if k not in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION", "AWS_DEFAULT_REGION")}
     env["AWS_PROFILE"] = "dev"
     _ssh_true(client, env)
-    names = _imports(_ssh_true(client, dict(env, PYTHONPROFILEIMPORTTIME="1")))
+    names = _imports(_ssh_true(client, dict(env, **PROFILE)))
     assert "botocore" not in names
 
 
@@ -66,7 +72,7 @@ def test_process_credentials_are_resolved_once_then_cached(client, world):
     _ssh_true(client, env)
     first = calls.read_text().count("x")
     assert first >= 1
-    names = _imports(_ssh_true(client, dict(env, PYTHONPROFILEIMPORTTIME="1")))
+    names = _imports(_ssh_true(client, dict(env, **PROFILE)))
     assert "botocore" not in names
     assert calls.read_text().count("x") == first  # served from our cache
     cached = list((client.home / ".cache/eic-proxy/credentials").glob("*.json"))
@@ -98,8 +104,19 @@ def test_warm_connection_through_the_generated_block_stays_light(client, world):
     argv = ["ssh", "-F", str(cfg), "web-1", "true"]
     r = client.run(argv)
     assert r.returncode == 0, r.stderr
-    warm = client.run(argv, env=dict(client.env, PYTHONPROFILEIMPORTTIME="1"))
+    warm = client.run(argv, env=dict(client.env, **PROFILE))
     assert warm.returncode == 0, warm.stderr[-2000:]
     names = _imports(warm)
     assert "eic_proxy.store.knownhosts" in names  # the links were maintained...
     assert not {"eic_proxy.commands.ssh_config", "botocore", "cryptography"} & names  # ...without the heavy modules
+
+
+def test_through_the_helper_the_proxycommand_imports_only_the_thin_client(client, world):
+    _ssh_true(client, client.env)  # cold, and the helper is up
+    r = _ssh_true(client, dict(client.env, PYTHONPROFILEIMPORTTIME="1"))
+    names = {line.rsplit("|", 1)[1].strip() for line in r.stderr.splitlines() if line.startswith("import time:")}
+    assert "eic_proxy.helper.client" in names, r.stderr[-2000:]
+    heavy = {n for n in names if n.split(".")[0] in ("argparse", "logging", "ssl", "websocket", "botocore", "json",
+                                                     "configparser", "dataclasses", "pathlib", "enum")
+             or n.startswith(("eic_proxy.path", "eic_proxy.commands", "eic_proxy.store", "eic_proxy.cli"))}
+    assert not heavy, sorted(heavy)

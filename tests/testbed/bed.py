@@ -263,7 +263,7 @@ class Testbed:
         env = {k: v for k, v in os.environ.items()
                if not k.startswith("AWS_") and k.lower() not in ("http_proxy", "https_proxy", "no_proxy",
                                                                    "all_proxy")
-               and not k.startswith("XDG_") and k != "EIC_PROXY_DEBUG"}
+               and not k.startswith("XDG_") and k not in ("EIC_PROXY_DEBUG", "EIC_PROXY_HELPER")}
         bindir = str(Path(sys.executable).parent)
         env.update({
             "HOME": str(home),

@@ -1,0 +1,277 @@
+"""The thin ProxyCommand: hand ``connect`` to the per-user helper, which forks a warm process for it.
+
+This runs before argparse, logging or any module of the data path is imported: it only needs ``os``,
+the C socket and signal modules, ``marshal`` and ``array``. A connection that cannot use the helper
+(none wanted, none running and none can start, another build, no answer within ``HANDOFF_WAIT``)
+returns None before anything is handed over, and ``cli.main`` runs it in this process as before.
+
+Once the descriptors are handed over the child owns the connection: this process only forwards the
+signals ssh sends it and exits with the child's exit code.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+from eic_proxy.helper import address, wire
+
+TYPE_CHECKING = False  # typing costs a ProxyCommand ~2 ms to import; annotations are strings here
+if TYPE_CHECKING:
+    from typing import Any, Optional
+
+HANDOFF_WAIT = 2.0  # the helper answers in milliseconds; longer means it is wedged: go around it
+SPAWN_WAIT = 5.0  # a new helper imports the data path (~0.1 s) before it listens
+LOCK_WAIT = 5.0
+FALSY = ("0", "no", "false", "off")
+LOST = 70  # ExitCode.INTERNAL, without importing errors.py
+
+
+def run_via_helper(argv: list[str]) -> Optional[int]:
+    """``connect`` through the helper: its exit code, or None when this process must run it itself."""
+    if not argv or argv[0] != "connect" or not _wanted(argv):
+        return None
+    verbose = _verbose(argv)
+    d = address.helper_dir()
+    if d is None or not address.make_private_dir(d):
+        _debug(verbose, f"not used: its directory {d} is missing or not private to this user")
+        return None
+    ident = address.identity()
+    name = address.socket_name(ident)
+    sock = _connect(d, name)
+    if sock is None:
+        sock = _spawn_and_connect(d, name, verbose)
+        if sock is None:
+            return None
+    try:
+        return _hand_over(sock, ident, argv, verbose)
+    finally:
+        sock.close()
+
+
+def _wanted(argv: list[str]) -> bool:
+    options = argv[:argv.index("--")] if "--" in argv else argv
+    if "--no-helper" in options:
+        return False
+    if os.environ.get("EIC_PROXY_HELPER", "").strip().lower() in FALSY:
+        return False
+    return _config_allows(argv)
+
+
+def _config_allows(argv: list[str]) -> bool:
+    """``helper = no`` in the config file. The file is parsed only when it mentions the helper at all."""
+    path = os.environ.get("EIC_PROXY_CONFIG")
+    if not path:
+        if sys.platform == "darwin":
+            base = os.path.join(os.path.expanduser("~"), "Library", "Application Support")
+        else:
+            xdg = os.environ.get("XDG_CONFIG_HOME")
+            base = xdg if xdg and os.path.isabs(xdg) else os.path.join(os.path.expanduser("~"), ".config")
+        path = os.path.join(base, "eic-proxy", "config.ini")
+    try:
+        with open(os.path.expanduser(path), "rb") as fh:
+            text = fh.read(1 << 20)
+    except OSError:
+        return True  # no file (or a broken one, which the in-process path reports)
+    if b"helper" not in text:
+        return True
+    try:
+        from eic_proxy.config import load
+        from eic_proxy.path.resolve import parse_host
+
+        host = next((a for a in argv[1:] if not a.startswith("-")), "")
+        wanted = load().for_host(parse_host(host).alias).helper if host else None
+    except Exception:  # a bad file or host: the in-process path says what is wrong
+        return False
+    return wanted is not False
+
+
+def _verbose(argv: list[str]) -> bool:
+    return bool(os.environ.get("EIC_PROXY_DEBUG")) or any(
+        a == "--verbose" or (a.startswith("-v") and a.strip("v") == "-") for a in argv)
+
+
+def _debug(verbose: bool, text: str) -> None:
+    if verbose:
+        try:
+            os.write(2, f"eic-proxy: helper: {text}\n".encode(errors="replace"))
+        except OSError:
+            pass
+
+
+def _connect(d: str, name: str) -> Any:
+    """A connected socket to a live helper of this user, or None (no socket file, a stale one, another user's)."""
+    import _socket
+
+    path = os.path.join(d, name)
+    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    sock.settimeout(HANDOFF_WAIT)
+    try:
+        if len(path.encode()) <= address.MAX_SUN_PATH:
+            sock.connect(path)
+        else:
+            _connect_relative(sock, d, name)
+        if _peer_uid(sock) != os.geteuid():
+            raise OSError("the helper's socket belongs to another user")
+    except OSError:
+        sock.close()
+        return None
+    return sock
+
+
+def _connect_relative(sock: Any, d: str, name: str) -> None:
+    here = os.open(".", os.O_RDONLY)
+    try:
+        os.chdir(d)
+        sock.connect(name)
+    finally:
+        os.fchdir(here)
+        os.close(here)
+
+
+def _peer_uid(sock: Any) -> int:
+    import _socket
+    import struct
+
+    if not hasattr(_socket, "SO_PEERCRED"):  # macOS: the 0700 directory is the guard
+        return os.geteuid()
+    raw = sock.getsockopt(_socket.SOL_SOCKET, _socket.SO_PEERCRED, struct.calcsize("3i"))
+    return int(struct.unpack("3i", raw)[1])
+
+
+def _spawn_and_connect(d: str, name: str, verbose: bool) -> Any:
+    """Start the helper (one at a time: a lock file serialises parallel first connections) and connect."""
+    import fcntl
+    import time
+
+    lock = os.open(os.path.join(d, address.LOCK_NAME), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    try:
+        deadline = time.monotonic() + LOCK_WAIT
+        while True:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    _debug(verbose, "not used: another connection has been starting it for too long")
+                    return None
+                time.sleep(0.01)
+        sock = _connect(d, name)  # started by whoever held the lock before us
+        if sock is not None:
+            return sock
+        if not _spawn(d, name, verbose):
+            return None
+        return _connect(d, name)
+    finally:
+        os.close(lock)
+
+
+def _spawn(d: str, name: str, verbose: bool) -> bool:
+    """Fork, detach (new session, reparented to init) and exec ``python -m eic_proxy.helper.server``;
+    True once it listens. It inherits no descriptor of ssh's: only /dev/null and the ready pipe."""
+    import select
+
+    r, w = os.pipe()
+    log = os.path.join(d, "helper.log") if verbose else os.devnull
+    argv = [sys.executable, "-m", "eic_proxy.helper.server", "--ready-fd", str(w), "--dir", d, "--socket", name]
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the intermediate process
+        try:
+            os.setsid()
+            os.chdir(d)  # `-m` puts the working directory first on sys.path: a checkout there would shadow us
+            if os.fork() == 0:
+                null = os.open(os.devnull, os.O_RDWR)
+                out = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600) if verbose else null
+                os.dup2(null, 0)
+                os.dup2(out, 1)
+                os.dup2(out, 2)
+                os.closerange(3, w)
+                os.closerange(w + 1, 65536)
+                os.set_inheritable(w, True)
+                os.execv(sys.executable, argv)
+        finally:
+            os._exit(0)
+    os.close(w)
+    try:
+        os.waitpid(pid, 0)
+        ready, _, _ = select.select([r], [], [], SPAWN_WAIT)
+        ok = bool(ready) and os.read(r, 1) == b"1"
+    except OSError:
+        ok = False
+    finally:
+        os.close(r)
+    _debug(verbose, "started" if ok else f"did not start within {SPAWN_WAIT:.0f} s (see {log})")
+    return ok
+
+
+def _hand_over(sock: Any, ident: str, argv: list[str], verbose: bool) -> Optional[int]:
+    import _socket
+    import array
+
+    try:
+        cwd = os.getcwd()
+    except OSError:
+        cwd = "/"
+    try:
+        wire.send(sock, {"identity": ident, "argv": argv, "env": dict(os.environ), "cwd": cwd})
+        reply = wire.recv(sock)
+    except (OSError, wire.WireError) as exc:
+        _debug(verbose, f"not used: it did not answer ({exc})")
+        return None
+    if not (isinstance(reply, tuple) and len(reply) == 2 and reply[0] == "ready" and isinstance(reply[1], int)):
+        _debug(verbose, f"not used: it is another build of eic-proxy ({reply[1]!r:.300} is not {ident!r:.300})"
+               if isinstance(reply, tuple) and reply[:1] == ("other",) else f"not used: unexpected answer {reply!r:.80}")
+        return None
+    child = reply[1]
+    try:
+        sock.sendmsg([b"G"], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, array.array("i", [0, 1, 2]).tobytes())])
+    except OSError as exc:
+        _debug(verbose, f"not used: handing over failed ({exc})")
+        return None
+    _debug(verbose, f"connection handed to process {child}")
+    _let_go_of_stdio()
+    forwarded = _forward_signals(child)
+    sock.settimeout(None)
+    try:
+        outcome = wire.recv(sock)
+    except wire.WireError:
+        outcome = None
+    if isinstance(outcome, tuple) and len(outcome) == 2 and outcome[0] == "exit" and isinstance(outcome[1], int):
+        return outcome[1]
+    if forwarded:
+        # ssh's SIGHUP ended the child after the tunnel was over, as it would have ended us in-process
+        return 128 + forwarded[-1]
+    try:
+        os.write(2, f"eic-proxy: error: the tunnel's process {child} ended without an outcome (killed?); "
+                    "the connection is lost (hint: retry; `eic-proxy helper stop` restarts the helper)\n".encode())
+    except OSError:
+        pass
+    return LOST
+
+
+def _let_go_of_stdio() -> None:
+    """ssh must see EOF when the child closes its copies: ours become /dev/null (numbers kept)."""
+    null = os.open(os.devnull, os.O_RDWR)
+    try:
+        os.dup2(null, 0)
+        os.dup2(null, 1)
+    finally:
+        os.close(null)
+
+
+def _forward_signals(child: int) -> list[int]:
+    """ssh sends its ProxyCommand SIGHUP (or SIGTERM) when it exits; the child is the one to hear it.
+    Returns the list the forwarded signals are recorded in."""
+    import _signal
+
+    forwarded: list[int] = []
+
+    def forward(signum: int, _frame: object) -> None:
+        forwarded.append(signum)
+        try:
+            os.kill(child, signum)
+        except OSError:
+            pass
+
+    for sig in (_signal.SIGHUP, _signal.SIGTERM, _signal.SIGINT):
+        _signal.signal(sig, forward)
+    return forwarded

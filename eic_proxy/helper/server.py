@@ -1,0 +1,274 @@
+"""The per-user helper: keeps the data path imported and forks one process per connection.
+
+Started on demand by the thin client (``helper/client.py``), detached from ssh, listening on a 0600
+socket in a 0700 directory and answering only its own user (SO_PEERCRED). For each connection it
+forks: the child takes ssh's descriptors, the client's environment and working directory, runs
+``cli.main`` exactly as ``eic-proxy connect`` would in-process, and reports the exit code. A child
+never depends on the helper afterwards, so killing, restarting or upgrading the helper ends no tunnel.
+
+The helper stays single-threaded (``fork`` copies only the calling thread; a lock held by another
+thread would stay locked forever in the child). It leaves when no connection came for ``--idle``
+seconds, when its socket was taken over, or when its own code on disk changed (an upgrade).
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import select
+import signal
+import socket
+import struct
+import sys
+import time
+from typing import Optional
+
+from eic_proxy.helper import address, wire
+
+DEFAULT_IDLE = 900.0
+CHECK_EVERY = 5.0  # how often an idle helper looks whether its socket or its code changed
+COLD_AFTER = 2.0  # idle this long before the cold path's modules are loaded (a burst is served first)
+REQUEST_WAIT = 2.0
+HANDOFF_WAIT = 10.0
+HELPER_NAME = "eicproxy-helper"  # /proc/PID/comm (15 characters at most): what ps and pkill see
+TUNNEL_NAME = "eicproxy-tunnel"
+
+# What the warm connect path imports, so a child finds it loaded; the cold path's (botocore) follows
+# once the helper is idle, one group per idle moment so a connection never waits for a whole preload.
+WARM = ("eic_proxy.cli", "eic_proxy.commands.connect", "eic_proxy.path.session", "eic_proxy.path.locate",
+        "eic_proxy.path.pump", "eic_proxy.path.link", "eic_proxy.path.protocol", "eic_proxy.path.handshake",
+        "eic_proxy.path.signer", "eic_proxy.path.push", "eic_proxy.path.limiter", "eic_proxy.path.probe",
+        "eic_proxy.path.hostkey_guard", "eic_proxy.keys.lifecycle", "eic_proxy.store.cache", "eic_proxy.store.audit",
+        "eic_proxy.aws.sharedfiles", "eic_proxy.aws.proxy", "websocket", "ssl", "platformdirs")
+COLD = (("botocore.session", "botocore.client"), ("boto3",), ("eic_proxy.aws.client", "eic_proxy.path.resolve",
+        "eic_proxy.path.endpoint"), ("cryptography.hazmat.primitives.asymmetric.ed25519", "eic_proxy.keys.material"))
+
+
+def set_name(name: str) -> None:
+    try:
+        with open("/proc/self/comm", "w") as fh:
+            fh.write(name)
+    except OSError:
+        pass
+
+
+def preload(modules: tuple[str, ...]) -> None:
+    for name in modules:
+        try:
+            __import__(name)
+        except Exception:  # noqa: BLE001 - an optional module missing only costs its child the import
+            pass
+
+
+class Helper:
+    def __init__(self, directory: str, name: str, ident: str, idle: float) -> None:
+        self.directory = directory
+        self.name = name
+        self.identity = ident
+        self.idle = idle
+        self.listener: Optional[socket.socket] = None
+        self.inode = 0
+        self.last = time.monotonic()
+        self.cold = list(COLD)
+        self.started = time.monotonic()
+        self.connections = 0
+
+    def listen(self) -> None:
+        """Bind a private name, then rename it into place: a stale socket is replaced atomically."""
+        os.chdir(self.directory)  # relative names: the path may be too long for sockaddr_un
+        if not address.private_dir_ok("."):
+            raise SystemExit(f"{self.directory} is not a private directory of this user")
+        temp = f".{self.name}.{os.getpid()}"
+        try:
+            os.unlink(temp)
+        except FileNotFoundError:
+            pass
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.bind(temp)
+        os.chmod(temp, 0o600)
+        sock.listen(128)
+        os.rename(temp, self.name)
+        self.inode = os.stat(self.name).st_ino
+        self.listener = sock
+
+    def still_ours(self) -> bool:
+        """False when another helper took the name, someone removed it, or our code changed on disk."""
+        try:
+            if os.stat(self.name).st_ino != self.inode:
+                return False
+        except OSError:
+            return False
+        return address.identity() == self.identity
+
+    def serve(self) -> None:
+        assert self.listener is not None
+        gc.freeze()  # what is loaded now stays shared with the children (no copy-on-write by the collector)
+        next_check = time.monotonic() + CHECK_EVERY
+        while True:
+            now = time.monotonic()
+            due = min(next_check, self.last + self.idle, self.last + COLD_AFTER if self.cold else float("inf"))
+            wait = max(0.0, due - now)
+            ready, _, _ = select.select([self.listener], [], [], wait)
+            if ready:
+                self.accept()
+                continue
+            now = time.monotonic()
+            if self.cold and now >= self.last + COLD_AFTER:
+                preload(self.cold.pop(0))
+                gc.freeze()
+                continue
+            if now >= self.last + self.idle or (now >= next_check and not self.still_ours()):
+                self.leave()
+                return
+            next_check = now + CHECK_EVERY
+
+    def leave(self) -> None:
+        if self.still_ours() or _same_inode(self.name, self.inode):
+            try:
+                os.unlink(self.name)
+            except OSError:
+                pass
+        if self.listener is not None:
+            self.listener.close()
+
+    def accept(self) -> None:
+        assert self.listener is not None
+        try:
+            conn, _ = self.listener.accept()
+        except OSError:
+            return
+        self.last = time.monotonic()
+        try:
+            if _peer_uid(conn) != os.geteuid():
+                return
+            conn.settimeout(REQUEST_WAIT)
+            request = wire.recv(conn)
+            if isinstance(request, dict) and request.get("op") in ("status", "stop"):
+                wire.send(conn, {"pid": os.getpid(), "identity": self.identity, "uptime": time.monotonic() - self.started,
+                                 "connections": self.connections, "idle": self.idle})
+                if request["op"] == "stop":
+                    raise SystemExit(0)
+                return
+            if not _valid(request):
+                return
+            if request["identity"] != self.identity:
+                wire.send(conn, ("other", self.identity))
+                return
+            self.connections += 1
+            pid = os.fork()
+            if pid == 0:
+                code = 70
+                try:
+                    self.listener.close()
+                    code = run_child(conn, request)
+                finally:
+                    os._exit(code)
+        except (OSError, wire.WireError):
+            pass
+        finally:
+            conn.close()
+
+
+def _valid(request: object) -> bool:
+    return (isinstance(request, dict) and isinstance(request.get("identity"), str)
+            and isinstance(request.get("cwd"), str) and isinstance(request.get("argv"), list)
+            and all(isinstance(a, str) for a in request["argv"]) and isinstance(request.get("env"), dict)
+            and all(isinstance(k, str) and isinstance(v, str) for k, v in request["env"].items()))
+
+
+def _same_inode(name: str, inode: int) -> bool:
+    try:
+        return os.stat(name).st_ino == inode
+    except OSError:
+        return False
+
+
+def _peer_uid(sock: socket.socket) -> int:
+    if not hasattr(socket, "SO_PEERCRED"):
+        return os.geteuid()
+    raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    return int(struct.unpack("3i", raw)[1])
+
+
+def run_child(conn: socket.socket, request: dict) -> int:
+    """In the forked child: take ssh's descriptors and the client's environment, run the connection."""
+    set_name(TUNNEL_NAME)
+    for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD, signal.SIGUSR1):
+        signal.signal(sig, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    conn.settimeout(HANDOFF_WAIT)
+    wire.send(conn, ("ready", os.getpid()))
+    try:
+        _, fds, _, _ = socket.recv_fds(conn, 1, 3)
+    except OSError:
+        return 0
+    if len(fds) != 3:  # the client gave up waiting and went its own way: touch nothing of its
+        for fd in fds:
+            os.close(fd)
+        return 0
+    for target, fd in enumerate(fds):
+        os.dup2(fd, target)
+        os.close(fd)
+    os.environ.clear()
+    os.environ.update(request["env"])
+    try:
+        os.chdir(request["cwd"])
+    except OSError:
+        os.chdir("/")
+    sys.argv = ["eic-proxy", *request["argv"]]
+    from eic_proxy.cli import main
+
+    code = 70
+    try:
+        code = main(request["argv"])
+    except SystemExit as exc:  # argparse: --help, or a bad command line
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        try:
+            conn.settimeout(HANDOFF_WAIT)
+            wire.send(conn, ("exit", int(code)))
+        except OSError:
+            pass
+    return int(code)
+
+
+def _stop(_signum: int, _frame: object) -> None:
+    raise SystemExit(0)
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m eic_proxy.helper.server")
+    parser.add_argument("--dir", required=True)
+    parser.add_argument("--socket", required=True)
+    parser.add_argument("--ready-fd", type=int)
+    parser.add_argument("--idle", type=float, default=float(os.environ.get("EIC_PROXY_HELPER_IDLE") or DEFAULT_IDLE))
+    parser.add_argument("--identity", help=argparse.SUPPRESS)  # tests: pose as another build
+    args = parser.parse_args(argv)
+    set_name(HELPER_NAME)
+    os.umask(0o077)
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the kernel; their outcome goes to their client
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _stop)
+    preload(WARM)
+    helper = Helper(args.dir, args.socket, args.identity or address.identity(), max(args.idle, 0.1))
+    helper.listen()
+    if args.ready_fd is not None:
+        try:
+            os.write(args.ready_fd, b"1")
+            os.close(args.ready_fd)
+        except OSError:
+            pass
+    try:
+        helper.serve()
+    except SystemExit:
+        helper.leave()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

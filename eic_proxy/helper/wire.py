@@ -1,0 +1,57 @@
+"""The helper's messages: a 4-byte length and a ``marshal``-ed value, over a Unix stream socket.
+
+Both ends are the same build (the first message carries the build's identity and the helper refuses
+another), so ``marshal`` (built in, no import cost) is safe to use; the peer is the same user (checked
+with SO_PEERCRED). Values are plain: dicts of str, lists of str, ints.
+
+Conversation (client → helper main → forked child)::
+
+    client: {"identity", "argv", "env", "cwd"}
+    helper: ("other", identity)                  another build: the client runs the connection itself
+        or  ("ready", child_pid)                 from the forked child
+    client: b"G" + SCM_RIGHTS(stdin, stdout, stderr)  the child owns the connection from here
+    child:  ("exit", code)                       the outcome, once the connection has ended
+"""
+from __future__ import annotations
+
+import marshal
+
+TYPE_CHECKING = False  # typing costs a ProxyCommand ~2 ms to import; annotations are strings here
+if TYPE_CHECKING:
+    from typing import Any
+
+MAX_MESSAGE = 1 << 20  # an environment is a few KiB; anything larger is not ours
+
+
+class WireError(Exception):
+    """The peer closed, timed out or sent something that is not a message of ours."""
+
+
+def send(sock: Any, value: Any) -> None:
+    data = marshal.dumps(value)
+    sock.sendall(len(data).to_bytes(4, "big") + data)
+
+
+def recv(sock: Any) -> Any:
+    """One message; WireError on EOF, timeout or garbage."""
+    head = _exactly(sock, 4)
+    size = int.from_bytes(head, "big")
+    if size > MAX_MESSAGE:
+        raise WireError(f"message of {size} bytes")
+    try:
+        return marshal.loads(_exactly(sock, size))
+    except (EOFError, ValueError, TypeError) as exc:
+        raise WireError(f"bad message: {exc}") from None
+
+
+def _exactly(sock: Any, n: int) -> bytes:
+    buf = b""
+    while len(buf) < n:
+        try:
+            chunk = sock.recv(n - len(buf))
+        except OSError as exc:  # socket.timeout included
+            raise WireError(str(exc) or exc.__class__.__name__) from None
+        if not chunk:
+            raise WireError("closed")
+        buf += chunk
+    return buf
