@@ -264,6 +264,13 @@ class Bench:
         ssh_true = ["ssh", "-F", str(cfg), "web-1", "true"]
 
         def cold() -> float:
+            # A helper that has been up a moment has loaded the cold path's modules and models: wait for that
+            deadline = time.monotonic() + 10
+            while "first connections ready" not in subprocess.run([self.exe, "helper", "status"], env=self.env,
+                                                                   capture_output=True, text=True).stdout:
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(0.1)
             subprocess.run([self.exe, "cache", "clear"], env=self.env, capture_output=True)
             for d in ("pushes",):
                 subprocess.run(["rm", "-rf", str(self.home / ".cache/eic-proxy" / d)])
@@ -271,7 +278,10 @@ class Bench:
 
         def first() -> float:
             stop_helpers(self.env)
-            return cold()
+            subprocess.run([self.exe, "cache", "clear"], env=self.env, capture_output=True)
+            for d in ("pushes",):
+                subprocess.run(["rm", "-rf", str(self.home / ".cache/eic-proxy" / d)])
+            return self.run("eic-proxy", ssh_true)
 
         first_t = [first() for _ in range(self.runs)]
         cold_t = [cold() for _ in range(self.runs)]

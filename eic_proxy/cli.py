@@ -28,8 +28,15 @@ def command_module(name: str) -> ModuleType:
     return sys.modules[module]
 
 
+_PARSERS: dict[Optional[str], argparse.ArgumentParser] = {}
+
+
 def build_parser(only: Optional[str] = None) -> argparse.ArgumentParser:
-    """The command line; with ``only``, just that sub-command is set up (the others are not needed)."""
+    """The command line; with ``only``, just that sub-command is set up (the others are not needed).
+
+    Built once per process: the helper builds ``connect``'s before it forks, so a connection does not."""
+    if only in _PARSERS:
+        return _PARSERS[only]
     parser = argparse.ArgumentParser(
         prog="eic-proxy",
         description="OpenSSH ProxyCommand for private EC2 instances through EC2 Instance Connect Endpoints.",
@@ -40,6 +47,7 @@ def build_parser(only: Optional[str] = None) -> argparse.ArgumentParser:
     for name in COMMANDS:
         if only in (None, name):
             command_module(name).add_parser(sub)
+    _PARSERS[only] = parser
     return parser
 
 

@@ -27,7 +27,7 @@ from eic_proxy.helper import address, wire
 
 DEFAULT_IDLE = 900.0
 CHECK_EVERY = 5.0  # how often an idle helper looks whether its socket or its code changed
-COLD_AFTER = 2.0  # idle this long before the cold path's modules are loaded (a burst is served first)
+COLD_AFTER = 1.0  # idle this long before the cold path's modules are loaded (a burst is served first)
 REQUEST_WAIT = 2.0
 HANDOFF_WAIT = 10.0
 HELPER_NAME = "eicproxy-helper"  # /proc/PID/comm (15 characters at most): what ps and pkill see
@@ -39,9 +39,11 @@ WARM = ("eic_proxy.cli", "eic_proxy.commands.connect", "eic_proxy.path.session",
         "eic_proxy.path.pump", "eic_proxy.path.link", "eic_proxy.path.protocol", "eic_proxy.path.handshake",
         "eic_proxy.path.signer", "eic_proxy.path.push", "eic_proxy.path.limiter", "eic_proxy.path.probe",
         "eic_proxy.path.hostkey_guard", "eic_proxy.keys.lifecycle", "eic_proxy.store.cache", "eic_proxy.store.audit",
-        "eic_proxy.aws.sharedfiles", "eic_proxy.aws.proxy", "websocket", "ssl", "platformdirs")
-COLD = (("botocore.session", "botocore.client"), ("boto3",), ("eic_proxy.aws.client", "eic_proxy.path.resolve",
-        "eic_proxy.path.endpoint"), ("cryptography.hazmat.primitives.asymmetric.ed25519", "eic_proxy.keys.material"))
+        "eic_proxy.aws.sharedfiles", "eic_proxy.aws.proxy", "eic_proxy.store.knownhosts", "websocket", "ssl",
+        "platformdirs", "encodings.idna")
+# (cryptography is left out: only a key rotation needs it, a few times a day, and it weighs 7 MiB.)
+COLD = (("botocore.session", "botocore.client"), ("eic_proxy.aws.client", "eic_proxy.path.resolve",
+        "eic_proxy.path.endpoint"), ("eic_proxy.aws.client:warm_loader",))
 
 
 def set_name(name: str) -> None:
@@ -53,10 +55,14 @@ def set_name(name: str) -> None:
 
 
 def preload(modules: tuple[str, ...]) -> None:
+    """Import each module (``module:function`` also calls the function)."""
     for name in modules:
+        module, _, function = name.partition(":")
         try:
-            __import__(name)
-        except Exception:  # noqa: BLE001 - an optional module missing only costs its child the import
+            __import__(module)
+            if function:
+                getattr(sys.modules[module], function)()
+        except Exception:  # noqa: BLE001 - what fails to load here only costs the connection the load
             pass
 
 
@@ -137,7 +143,6 @@ class Helper:
             conn, _ = self.listener.accept()
         except OSError:
             return
-        self.last = time.monotonic()
         try:
             if _peer_uid(conn) != os.geteuid():
                 return
@@ -145,12 +150,13 @@ class Helper:
             request = wire.recv(conn)
             if isinstance(request, dict) and request.get("op") in ("status", "stop"):
                 wire.send(conn, {"pid": os.getpid(), "identity": self.identity, "uptime": time.monotonic() - self.started,
-                                 "connections": self.connections, "idle": self.idle})
+                                 "connections": self.connections, "idle": self.idle, "cold_loaded": not self.cold})
                 if request["op"] == "stop":
                     raise SystemExit(0)
                 return
             if not _valid(request):
                 return
+            self.last = time.monotonic()  # only connections count as activity, not `helper status`
             if request["identity"] != self.identity:
                 wire.send(conn, ("other", self.identity))
                 return
@@ -231,10 +237,24 @@ def run_child(conn: socket.socket, request: dict) -> int:
                 pass
         try:
             conn.settimeout(HANDOFF_WAIT)
-            wire.send(conn, ("exit", int(code)))
+            conn.sendall(b"%d\n" % int(code))  # a text line: the client's waiter may be /bin/sh's `read`
         except OSError:
             pass
     return int(code)
+
+
+def warm_up() -> None:
+    """Build what every connection would build first: ``connect``'s parser and the TLS context of the
+    trust store this environment uses (a child with another CA bundle loads its own)."""
+    try:
+        from eic_proxy.aws.sharedfiles import SharedSettings
+        from eic_proxy.cli import build_parser
+        from eic_proxy.path.handshake import tls_context
+
+        build_parser("connect")
+        tls_context(SharedSettings(None).ca_bundle)
+    except Exception:  # noqa: BLE001 - a warm-up that fails only leaves the work to the connection
+        pass
 
 
 def _stop(_signum: int, _frame: object) -> None:
@@ -255,6 +275,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _stop)
     preload(WARM)
+    warm_up()
     helper = Helper(args.dir, args.socket, args.identity or address.identity(), max(args.idle, 0.1))
     helper.listen()
     if args.ready_fd is not None:

@@ -10,7 +10,7 @@ Conversation (client → helper main → forked child)::
     helper: ("other", identity)                  another build: the client runs the connection itself
         or  ("ready", child_pid)                 from the forked child
     client: b"G" + SCM_RIGHTS(stdin, stdout, stderr)  the child owns the connection from here
-    child:  ("exit", code)                       the outcome, once the connection has ended
+    child:  b"CODE\n"                            the exit code as a text line, once the connection has ended
 """
 from __future__ import annotations
 

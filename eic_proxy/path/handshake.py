@@ -6,6 +6,7 @@ websocket-client does the upgrade and the proxy CONNECT; from then on its socket
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import ssl
 from typing import Any, Optional
@@ -19,6 +20,42 @@ log = logging.getLogger(__name__)
 DEFAULT_HANDSHAKE_TIMEOUT = 15.0
 
 
+_CONTEXTS: dict[tuple[Optional[str], int, int], ssl.SSLContext] = {}
+
+
+def tls_context(ca_bundle: Optional[str], host: str = "the endpoint") -> ssl.SSLContext:
+    """A verifying client context (CERT_REQUIRED, hostname checked) on the trust store in use.
+
+    Kept per trust file (path, size, mtime): parsing the system store costs milliseconds, and the
+    helper's forked connections inherit the context it loaded (README: "The helper"). A changed file
+    gets a new context. With SSLKEYLOGFILE set (debugging), every connection gets its own.
+    """
+    path = ca_bundle or ssl.get_default_verify_paths().cafile
+    try:
+        st = os.stat(path) if path else None
+    except OSError:
+        st = None
+    key = (ca_bundle, st.st_size if st else -1, st.st_mtime_ns if st else -1)
+    keylog = os.environ.get("SSLKEYLOGFILE")
+    ctx = None if keylog else _CONTEXTS.get(key)
+    if ctx is not None:
+        return ctx
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # verifies certificate and hostname by default
+    try:
+        if ca_bundle:
+            ctx.load_verify_locations(cafile=ca_bundle)
+        else:
+            ctx.load_default_certs(ssl.Purpose.SERVER_AUTH)
+    except (OSError, ssl.SSLError, ValueError) as exc:
+        raise NetworkError(f"cannot load the CA bundle {ca_bundle or 'of the system'} to verify {host}: {exc}",
+                           hint="check AWS_CA_BUNDLE (or ca_bundle in the profile)", exit_code=ExitCode.TLS) from exc
+    if keylog:
+        ctx.keylog_filename = keylog
+    else:
+        _CONTEXTS[key] = ctx
+    return ctx
+
+
 def open_websocket(url: str, ca_bundle: Optional[str] = None, timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
                    max_duration_sent: bool = False) -> socket.socket:
     """TLS + HTTP upgrade to the presigned URL; returns the connected (TLS) socket, ready for frames.
@@ -27,10 +64,9 @@ def open_websocket(url: str, ca_bundle: Optional[str] = None, timeout: float = D
     """
     import websocket
 
-    sslopt: dict[str, Any] = {"cert_reqs": ssl.CERT_REQUIRED, "check_hostname": True}
-    if ca_bundle:
-        sslopt["ca_certs"] = ca_bundle
     host = url.split("/", 3)[2].split("?")[0]
+    sslopt: dict[str, Any] = {"cert_reqs": ssl.CERT_REQUIRED, "check_hostname": True,
+                              "context": tls_context(ca_bundle, host)}
     from eic_proxy.aws.proxy import proxy_for
 
     proxy = proxy_for(url)

@@ -34,7 +34,7 @@ from eic_proxy.path.protocol import MAX_FRAME, TunnelProtocol
 log = logging.getLogger(__name__)
 
 TICK_MAX = 1.0           # the longest the timer sleeps (send-progress watch resolution)
-RECV_SIZE = 256 * 1024
+RECV_SIZE = 64 * 1024     # an SSL read returns one TLS record (<= 16 KiB); more is only memory touched per tunnel
 WRITE_BATCH = 64 * 1024  # most held back for ssh while a frame arrives: a pipe's size, so a write never waits
 FINAL_SEND_GRACE = 0.25  # at the end, how long our CLOSE may take to leave
 HURRY_GRACE = 1.0        # after a hurry (signal, EOF), how long the reader may take to finish the line
