@@ -268,3 +268,24 @@ def test_a_burst_of_first_connections_starts_one_helper(client, fleet):
     assert done == [0] * 10
     assert len(helpers()) == 1 and comm(next(iter(helpers()))) == HELPER
     time.sleep(0)  # the lingering fixture checks the tunnels are gone
+
+
+def test_after_a_first_connection_the_helper_loads_what_first_connections_need(client, world):
+    """A connection that had to load botocore tells the helper, which loads it too once idle; the next
+    first connection (caches cleared) is served by a child that finds it loaded."""
+    env = dict(client.env, EIC_PROXY_DEBUG="1")
+    assert client.ssh("web-1", "true").returncode == 0  # cold: nothing cached in this home
+    assert wait_until(lambda: "first connections ready" in client.proxy("helper", "status").stdout.decode(), 15)
+    assert client.proxy("cache", "clear").returncode == 0
+    before = client.bed.aws.count("DescribeInstances")
+    r = client.run(["ssh", "-F", str(client.config), "web-1", "echo ok"], env=env)
+    assert r.returncode == 0 and r.stdout == b"ok\n" and "handed to process" in r.stderr, r.stderr
+    assert client.bed.aws.count("DescribeInstances") > before  # it really looked the host up again
+
+
+def test_a_helper_that_saw_only_warm_connections_stays_lean(client, world):
+    assert client.ssh("web-1", "true").returncode == 0
+    client.proxy("helper", "stop")
+    assert wait_until(lambda: not helpers(), 5)
+    assert client.ssh("web-1", "true").returncode == 0  # warm: a new helper, and nothing to load for it
+    assert "lean" in client.proxy("helper", "status").stdout.decode()
