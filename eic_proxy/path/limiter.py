@@ -3,6 +3,10 @@
 The service allows 20 concurrent connections per endpoint (docs/protocol.md §7). Each tunnel holds
 one of ``limit`` lock files ``<cache dir>/slots/<endpoint>/<n>.lock`` for its whole life; the
 kernel releases it when the process ends, however it ends, so a crash never leaks a slot.
+
+A slot released on purpose stays cool for ``COOL_DOWN`` seconds (the release time is written into
+its file): the endpoint counts a tunnel until it has processed its end, and a new tunnel that came
+in first would be refused with HTTP 429 and wait out a back-off instead.
 """
 from __future__ import annotations
 
@@ -20,6 +24,7 @@ log = logging.getLogger(__name__)
 DEFAULT_LIMIT = 20
 DEFAULT_QUEUE_TIMEOUT = 300.0
 POLL = 0.1
+COOL_DOWN = 0.5
 
 
 class Slot:
@@ -32,6 +37,11 @@ class Slot:
     def release(self) -> None:
         fd, self.fd = self.fd, None
         if fd is not None:
+            try:
+                os.lseek(fd, 0, os.SEEK_SET)
+                os.write(fd, f"{time.time():17.3f}\n".encode())  # cool until the endpoint counted the end
+            except OSError:
+                pass
             os.close(fd)  # closing the descriptor drops the flock
 
 
@@ -39,11 +49,21 @@ def _try(path: Path) -> Optional[int]:
     fd = os.open(str(path), os.O_RDWR | os.O_CREAT | files.O_NOFOLLOW, 0o600)
     try:
         if files.try_lock(fd):
-            return fd
+            if not _cooling(fd):
+                return fd
     except OSError:
         pass
     os.close(fd)
     return None
+
+
+def _cooling(fd: int) -> bool:
+    try:
+        os.lseek(fd, 0, os.SEEK_SET)
+        released = float(os.read(fd, 32).decode() or 0)
+    except (OSError, ValueError):
+        return False  # an empty or foreign file: free
+    return 0 <= time.time() - released < COOL_DOWN
 
 
 def acquire(endpoint_id: str, limit: int = DEFAULT_LIMIT, timeout: float = DEFAULT_QUEUE_TIMEOUT,

@@ -5,11 +5,12 @@ then go through ``pump`` with a ``TunnelProtocol`` from ``new_protocol``, audite
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import random
 import time
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 from eic_proxy.config import ConnectOptions
 
@@ -263,12 +264,32 @@ def tunnel_audited(session: "Session", ws: Any, in_fd: int, out_fd: int, proto: 
                       tell=tell or stderr_line, inspect=inspect)
         return result
     finally:
-        if result is None:
-            audit.append("disconnect", id=conn_id, host=opts.host, instance_id=session.located.target.instance_id,
-                         reason="internal-error", exit_code=70)
-        else:
-            err = result.error
-            audit.append("disconnect", id=conn_id, host=opts.host, instance_id=session.located.target.instance_id,
-                         bytes_up=result.bytes_up, bytes_down=result.bytes_down, duration=round(result.duration, 3),
-                         reason=result.reason, exit_code=result.exit_code,
-                         error=err.message if err is not None else None)
+        with _signals_held():  # ssh's SIGHUP at its exit must not cut the entry (or the line) in half
+            if result is None:
+                audit.append("disconnect", id=conn_id, host=opts.host, instance_id=session.located.target.instance_id,
+                             reason="internal-error", exit_code=70)
+            else:
+                err = result.error
+                audit.append("disconnect", id=conn_id, host=opts.host, instance_id=session.located.target.instance_id,
+                             bytes_up=result.bytes_up, bytes_down=result.bytes_down, duration=round(result.duration, 3),
+                             reason=result.reason, exit_code=result.exit_code,
+                             error=err.message if err is not None else None)
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """Ignore SIGHUP/SIGTERM/SIGINT for a moment (main thread only). The tunnel is over by then: ssh
+    ends its ProxyCommand with SIGHUP as it exits, which would otherwise kill us mid-write."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    names = ("SIGHUP", "SIGTERM", "SIGINT")
+    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (getattr(signal, n) for n in names if hasattr(signal, n))}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

@@ -26,8 +26,18 @@ def comm(pid: int) -> str:
         return ""
 
 
-def helpers() -> set[int]:
-    return {pid for pid in our_processes() if comm(pid) == HELPER}
+def home_of(pid: int) -> str:
+    """The HOME a process started with: every test runs its clients under its own tmp_path, so this
+    tells whose a process is when several tests run at once (pytest -n)."""
+    try:
+        env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:
+        return ""
+    return next((e[5:].decode(errors="replace") for e in env if e.startswith(b"HOME=")), "")
+
+
+def helpers(under: str = "") -> set[int]:
+    return {pid for pid in our_processes(under) if comm(pid) == HELPER}
 
 
 def stop_helpers(pids: set[int]) -> None:
@@ -39,8 +49,9 @@ def stop_helpers(pids: set[int]) -> None:
     wait_until(lambda: not (pids & helpers()), 5.0, 0.02)
 
 
-def our_processes() -> dict[int, str]:
-    """eic-proxy processes on this machine (the bed runs none: its fakes live in the test process)."""
+def our_processes(under: str = "") -> dict[int, str]:
+    """eic-proxy processes on this machine (the bed runs none: its fakes live in the test process);
+    with ``under``, only those whose HOME is below that directory (one test's)."""
     found = {}
     me = os.getpid()
     for entry in Path("/proc").iterdir():
@@ -57,21 +68,22 @@ def our_processes() -> dict[int, str]:
                              if line.startswith("State:"))
             except (OSError, StopIteration):
                 continue
-            if "zombie" not in state:
+            if "zombie" not in state and (not under or home_of(int(entry.name)).startswith(under)):
                 found[int(entry.name)] = text
     return found
 
 
 @pytest.fixture(autouse=True)
-def nothing_of_ours_lingers():
-    before = set(our_processes())
+def nothing_of_ours_lingers(tmp_path):
+    mine = str(tmp_path)
+    before = set(our_processes(mine))
     yield
-    stop_helpers(helpers() - before)
+    stop_helpers(helpers(mine) - before)
     left: dict[int, str] = {}
 
     def none_left() -> bool:
         left.clear()
-        left.update({pid: cmd for pid, cmd in our_processes().items() if pid not in before})
+        left.update({pid: cmd for pid, cmd in our_processes(mine).items() if pid not in before})
         return not left
 
     wait_until(none_left, LINGER, 0.05)

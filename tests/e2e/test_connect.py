@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from eic_proxy.errors import ExitCode
-from tests.conftest import BlobServer, assert_one_line_error, wait_until
+from tests.conftest import BlobServer, Result, assert_one_line_error, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -199,8 +199,14 @@ def test_endpoint_missing_in_vpc(client, world):
 
 
 def test_target_port_closed(client, world):
-    r = client.proxy("connect", world.web.instance_id, "3389", "--no-push", input=b"", timeout=30)  # no RDP here
-    assert_one_line_error(r, ExitCode.TARGET_UNREACHABLE, "Unable to connect to target", "security group")
+    # stdin stays open, as ssh's does: an EOF first would end the tunnel before the endpoint's answer
+    p = subprocess.Popen([client.bed.eic_proxy_path(), "connect", world.web.instance_id, "3389", "--no-push"],
+                         env=client.env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    out, err = p.stdout.read(), p.stderr.read()  # until the proxy ends by itself (no RDP here)
+    p.wait(30)
+    p.stdin.close()
+    assert_one_line_error(Result(p.returncode, out, err.decode()), ExitCode.TARGET_UNREACHABLE,
+                          "Unable to connect to target", "security group")
 
 
 def test_bad_signature(client, world):

@@ -26,8 +26,13 @@ pytestmark = pytest.mark.e2e
 TUNNEL = "eicproxy-tunnel"
 
 
-def tunnels() -> set[int]:
-    return {pid for pid in our_processes() if comm(pid) == TUNNEL}
+def tunnels(client) -> set[int]:
+    return {pid for pid in our_processes(str(client.home)) if comm(pid) == TUNNEL}
+
+
+def helpers_of(client) -> set[int]:
+    """This test's helpers (other tests may run at the same time: pytest -n)."""
+    return helpers(str(client.home))
 
 
 def helper_dir(client) -> Path:
@@ -48,7 +53,7 @@ def test_first_connect_starts_a_private_helper_and_later_ones_are_forked_from_it
     r = debug_ssh(client)
     assert r.returncode == 0 and r.stdout == b"ok\n", r.stderr
     assert "helper: started" in r.stderr and "handed to process" in r.stderr, r.stderr
-    (pid,) = helpers()
+    (pid,) = helpers_of(client)
     d, sock = helper_dir(client), socket_path(client)
     assert stat.S_IMODE(d.stat().st_mode) == 0o700 and d.stat().st_uid == os.geteuid()
     assert stat.S_ISSOCK(sock.stat().st_mode) and stat.S_IMODE(sock.stat().st_mode) == 0o600
@@ -57,20 +62,20 @@ def test_first_connect_starts_a_private_helper_and_later_ones_are_forked_from_it
     assert not any(f.startswith("pipe:") for f in fds), fds
     r = debug_ssh(client)
     assert r.returncode == 0 and "helper: started" not in r.stderr and "handed to process" in r.stderr, r.stderr
-    assert helpers() == {pid}
+    assert helpers_of(client) == {pid}
     status = client.proxy("helper", "status")
     assert f"helper {pid} (this build)" in status.stdout.decode() and "2 connections" in status.stdout.decode()
 
 
 def test_killing_the_helper_mid_transfer_ends_no_tunnel(client, world):
     assert client.ssh("web-1", "true").returncode == 0  # the helper is up
-    (helper,) = helpers()
+    (helper,) = helpers_of(client)
     blob = os.urandom(8 << 20)
     p = subprocess.Popen(["ssh", "-F", str(client.config), "web-1", "sha256sum"], env=client.env,
                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     p.stdin.write(blob[: 4 << 20])
     p.stdin.flush()
-    assert wait_until(lambda: len(tunnels()) == 1, 10), "no tunnel process"
+    assert wait_until(lambda: len(tunnels(client)) == 1, 10), "no tunnel process"
     os.kill(helper, 9)
     assert wait_until(lambda: helper not in our_processes(), 5)
     out, err = p.communicate(blob[4 << 20:], timeout=60)
@@ -79,14 +84,14 @@ def test_killing_the_helper_mid_transfer_ends_no_tunnel(client, world):
     # The socket it left is stale: the next connection starts a new helper and goes through it.
     r = debug_ssh(client)
     assert r.returncode == 0 and "helper: started" in r.stderr, r.stderr
-    assert helpers() and helper not in helpers()
+    assert helpers_of(client) and helper not in helpers_of(client)
 
 
 def test_killed_tunnel_process_is_one_line_and_an_exit_code(client, world):
     p = subprocess.Popen([client.bed.eic_proxy_path(), "connect", "web-1"], env=client.env,
                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert p.stdout.read(4) == b"SSH-"  # the banner came through: the tunnel is up
-    (child,) = tunnels()
+    (child,) = tunnels(client)
     os.kill(child, 9)
     _, err = p.communicate(timeout=10)
     assert p.returncode == 70
@@ -119,7 +124,7 @@ def test_a_stale_socket_is_replaced(client, world):
     inode = path.stat().st_ino
     r = debug_ssh(client)
     assert r.returncode == 0 and "helper: started" in r.stderr, r.stderr
-    assert path.stat().st_ino != inode and len(helpers()) == 1
+    assert path.stat().st_ino != inode and len(helpers_of(client)) == 1
 
 
 def test_a_helper_of_another_build_is_not_used(client, world):
@@ -165,7 +170,7 @@ def test_two_environments_at_once_never_share_credentials(client, world):
         assert results["wrong"][0] == 255 and "signature" in results["wrong"][2].lower(), results["wrong"]
         keys = sorted(h.params.get("X-Amz-Credential", "").split("/")[0] for h in client.bed.eice.handshakes[before:])
         assert keys == sorted([ACCESS_KEY, second, second]), keys
-        assert len(helpers()) == 1
+        assert len(helpers_of(client)) == 1
     finally:
         client.bed.eice.secrets.pop(second, None)
 
@@ -175,7 +180,7 @@ def test_an_idle_helper_leaves_and_removes_its_socket(client, world):
     r = client.run(["ssh", "-F", str(client.config), "web-1", "true"], env=env)
     assert r.returncode == 0, r.stderr
     assert socket_path(client).exists()
-    assert wait_until(lambda: not helpers(), 10), "the helper did not leave"
+    assert wait_until(lambda: not helpers_of(client), 10), "the helper did not leave"
     assert not socket_path(client).exists()
 
 
@@ -228,7 +233,7 @@ def test_switched_off_it_is_never_started(client, world, how):
         ini.write_text("[host web-*]\nhelper = no\n")
     r = client.run(["ssh", "-F", str(config), "web-1", "echo ok"], env=dict(env, EIC_PROXY_DEBUG="1"))
     assert r.returncode == 0 and r.stdout == b"ok\n", r.stderr
-    assert "helper:" not in r.stderr and not helpers()
+    assert "helper:" not in r.stderr and not helpers_of(client)
     assert not socket_path(client).exists()
 
 
@@ -238,18 +243,18 @@ def test_errors_and_exit_codes_hold_through_the_helper(client, world):
     assert r.returncode == 5 and r.stderr.count("eic-proxy: error:") == 1, r.stderr
     r = client.proxy("connect", "web-1", "0")
     assert r.returncode == 2 or r.returncode == 3, r.stderr
-    assert len(helpers()) == 1
+    assert len(helpers_of(client)) == 1
 
 
 def test_stop_ends_the_helper_not_its_tunnels(client, world):
     assert client.ssh("web-1", "true").returncode == 0
-    (pid,) = helpers()
+    (pid,) = helpers_of(client)
     p = subprocess.Popen(["ssh", "-F", str(client.config), "web-1", "cat"], env=client.env,
                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    assert wait_until(lambda: len(tunnels()) == 1, 10)
+    assert wait_until(lambda: len(tunnels(client)) == 1, 10)
     r = client.proxy("helper", "stop")
     assert r.returncode == 0 and f"stopped helper {pid}" in r.stderr, r.stderr
-    assert wait_until(lambda: not helpers(), 5) and not socket_path(client).exists()
+    assert wait_until(lambda: not helpers_of(client), 5) and not socket_path(client).exists()
     out, err = p.communicate(b"still here", timeout=30)
     assert p.returncode == 0 and out == b"still here", err
 
@@ -266,7 +271,7 @@ def test_a_burst_of_first_connections_starts_one_helper(client, fleet):
     for t in threads:
         t.join(120)
     assert done == [0] * 10
-    assert len(helpers()) == 1 and comm(next(iter(helpers()))) == HELPER
+    assert len(helpers_of(client)) == 1 and comm(next(iter(helpers_of(client)))) == HELPER
     time.sleep(0)  # the lingering fixture checks the tunnels are gone
 
 
@@ -286,6 +291,6 @@ def test_after_a_first_connection_the_helper_loads_what_first_connections_need(c
 def test_a_helper_that_saw_only_warm_connections_stays_lean(client, world):
     assert client.ssh("web-1", "true").returncode == 0
     client.proxy("helper", "stop")
-    assert wait_until(lambda: not helpers(), 5)
+    assert wait_until(lambda: not helpers_of(client), 5)
     assert client.ssh("web-1", "true").returncode == 0  # warm: a new helper, and nothing to load for it
     assert "lean" in client.proxy("helper", "status").stdout.decode()
