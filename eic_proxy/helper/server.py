@@ -285,6 +285,15 @@ def warm_up() -> None:
         pass
 
 
+def _idle_from_env() -> float:
+    """``EIC_PROXY_HELPER_IDLE`` in seconds; anything that is not a positive number means the default."""
+    try:
+        value = float(os.environ.get("EIC_PROXY_HELPER_IDLE") or DEFAULT_IDLE)
+    except ValueError:
+        return DEFAULT_IDLE
+    return value if 0 < value < float("inf") else DEFAULT_IDLE
+
+
 def _stop(_signum: int, _frame: object) -> None:
     raise SystemExit(0)
 
@@ -294,7 +303,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--dir", required=True)
     parser.add_argument("--socket", required=True)
     parser.add_argument("--ready-fd", type=int)
-    parser.add_argument("--idle", type=float, default=float(os.environ.get("EIC_PROXY_HELPER_IDLE") or DEFAULT_IDLE))
+    parser.add_argument("--idle", type=float, default=_idle_from_env())
     parser.add_argument("--identity", help=argparse.SUPPRESS)  # tests: pose as another build
     args = parser.parse_args(argv)
     set_name(HELPER_NAME)

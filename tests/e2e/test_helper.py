@@ -294,3 +294,23 @@ def test_a_helper_that_saw_only_warm_connections_stays_lean(client, world):
     assert wait_until(lambda: not helpers_of(client), 5)
     assert client.ssh("web-1", "true").returncode == 0  # warm: a new helper, and nothing to load for it
     assert "lean" in client.proxy("helper", "status").stdout.decode()
+
+
+def test_a_helper_whose_code_changed_on_disk_leaves(client, world):
+    """An upgrade changes the build's identity on disk: the running helper notices (it looks every few
+    seconds while idle), removes its socket and exits; tunnels it forked are not its to end."""
+    d = helper_dir(client)
+    address.make_private_dir(str(d))
+    r, w = os.pipe()
+    old = subprocess.Popen([sys.executable, "-m", "eic_proxy.helper.server", "--dir", str(d), "--socket",
+                            "helper-00000000.sock", "--ready-fd", str(w), "--identity", "0.0.1|before the upgrade"],
+                           pass_fds=(w,), env=client.env, cwd=d)
+    os.close(w)
+    try:
+        assert os.read(r, 1) == b"1" and (d / "helper-00000000.sock").exists()
+        assert wait_until(lambda: old.poll() is not None, 15), "the outdated helper is still running"
+        assert old.returncode == 0 and not (d / "helper-00000000.sock").exists()
+    finally:
+        os.close(r)
+        if old.poll() is None:
+            old.kill()

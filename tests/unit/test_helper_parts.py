@@ -109,3 +109,11 @@ def test_the_cut_model_builds_a_client_with_those_operations(tmp_path, monkeypat
     other = client._make_session(None).create_client("ec2", region_name="eu-west-1", aws_access_key_id="a",
                                                       aws_secret_access_key="b")
     assert len(other.meta.service_model.operation_names) > 100
+
+
+@pytest.mark.parametrize("value, idle", [("30", 30.0), ("nan", 900.0), ("-5", 900.0), ("inf", 900.0), ("soon", 900.0)])
+def test_the_idle_time_from_the_environment_is_a_positive_number_or_the_default(monkeypatch, value, idle):
+    from eic_proxy.helper import server
+
+    monkeypatch.setenv("EIC_PROXY_HELPER_IDLE", value)
+    assert server._idle_from_env() == idle
