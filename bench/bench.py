@@ -170,6 +170,7 @@ class Bench:
         return path
 
     def close(self) -> None:
+        stop_helpers(self.env)
         self.bed.stop()
         self.bed.cleanup()
 
