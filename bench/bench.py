@@ -26,34 +26,15 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from tests.testbed.bed import ACCESS_KEY, SECRET_KEY, Testbed  # noqa: E402
+from tests.testbed.processes import HELPER, comm, our_processes  # noqa: E402
 
 MIB = 1024 * 1024
 TICK = os.sysconf("SC_CLK_TCK")
 PAGE_KIB = os.sysconf("SC_PAGE_SIZE") // 1024
-TUNNEL = "eicproxy-tunnel"  # the helper's forked connections (eic_proxy/helper/server.py)
-HELPER = "eicproxy-helper"
-
-
-def comm(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/comm").read_text().strip()
-    except OSError:
-        return ""
 
 
 def ours() -> list[int]:
-    """Every eic-proxy process: thin clients and in-process connects (argv), the helper and its tunnels (comm)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            argv = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if comm(int(entry.name)) in (TUNNEL, HELPER) or any(a.endswith(b"/eic-proxy") for a in argv[:2]):
-            found.append(int(entry.name))
-    return found
+    return list(our_processes())
 
 
 def memory_kib(pid: int) -> tuple[int, int]:

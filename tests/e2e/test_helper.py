@@ -18,13 +18,11 @@ import pytest
 
 from eic_proxy.helper import address
 from tests.conftest import wait_until
-from tests.e2e.conftest import HELPER, comm, helpers, our_processes
+from tests.e2e.conftest import helpers
 from tests.testbed.bed import ACCESS_KEY
+from tests.testbed.processes import HELPER, TUNNEL, comm, our_processes
 
 pytestmark = pytest.mark.e2e
-
-TUNNEL = "eicproxy-tunnel"
-
 
 def tunnels(client) -> set[int]:
     return {pid for pid in our_processes(str(client.home)) if comm(pid) == TUNNEL}

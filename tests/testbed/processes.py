@@ -1,0 +1,55 @@
+"""Finding eic-proxy's processes on this machine: for the e2e rules (nothing of ours lingers) and the bench.
+
+Ours are the ``eic-proxy`` executable (in-process connects, thin clients and their /bin/sh waiters,
+which keep its path as argv[0]) and ``python -m eic_proxy.helper.server`` (the helper, and the
+tunnels it forks, told apart by their /proc/PID/comm names).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from eic_proxy.helper.server import HELPER_NAME as HELPER
+from eic_proxy.helper.server import TUNNEL_NAME as TUNNEL
+
+__all__ = ["HELPER", "TUNNEL", "comm", "home_of", "our_processes"]
+
+
+def comm(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
+
+
+def home_of(pid: int) -> str:
+    """The HOME a process started with: every test runs its clients under its own tmp_path, so this
+    tells whose a process is when several tests run at once (pytest -n)."""
+    try:
+        env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:
+        return ""
+    return next((e[5:].decode(errors="replace") for e in env if e.startswith(b"HOME=")), "")
+
+
+def our_processes(under: str = "") -> dict[int, str]:
+    """Live eic-proxy processes (pid → command line), this process excepted; with ``under``, only
+    those whose HOME is below that directory (one test's)."""
+    found = {}
+    me = os.getpid()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == me:
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if not any(a.endswith(b"/eic-proxy") or a == b"eic_proxy" or a.startswith(b"eic_proxy.") for a in argv[:3]):
+            continue
+        try:
+            state = next(line for line in (entry / "status").read_text().splitlines() if line.startswith("State:"))
+        except (OSError, StopIteration):
+            continue
+        if "zombie" not in state and (not under or home_of(int(entry.name)).startswith(under)):
+            found[int(entry.name)] = " ".join(a.decode(errors="replace") for a in argv if a)
+    return found
