@@ -172,8 +172,8 @@ _WARM_LOADER: Optional[tuple[Optional[str], Any]] = None  # (AWS_DATA_PATH it wa
 
 # The EC2 operations a connection can call (resolve, locate, --start, host keys; doctor's too). The warm
 # loader keeps the EC2 model cut down to these: the full model is ~20 MiB of parsed JSON that every
-# helper would hold for the ~600 operations nobody here calls. tests/unit/test_aws_client.py checks that
-# every EC2 call in the code is listed.
+# helper would hold for the ~600 operations nobody here calls. tests/unit/test_helper_parts.py checks
+# that every EC2 call in the code is listed.
 EC2_OPERATIONS = ("DescribeInstances", "DescribeInstanceConnectEndpoints", "StartInstances", "GetConsoleOutput",
                   "DescribeSecurityGroups", "DescribeSubnets")
 

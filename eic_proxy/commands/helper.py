@@ -8,12 +8,12 @@ from __future__ import annotations
 import argparse
 import glob
 import os
-import socket
 import sys
-from typing import Any, Optional
+from typing import Any
 
 from eic_proxy.commands.options import add_common
-from eic_proxy.helper import address, wire
+from eic_proxy.helper import address
+from eic_proxy.helper.client import ask
 
 
 def add_parser(sub: Any) -> None:
@@ -22,26 +22,6 @@ def add_parser(sub: Any) -> None:
                                    "`status` lists this user's helpers, `stop` stops them (tunnels keep running).")
     h.add_argument("action", choices=["status", "stop"])
     add_common(h)
-
-
-def ask(path: str, op: str) -> Optional[dict]:
-    """The helper's answer to a status or stop request; None if nothing answers there."""
-    directory, name = os.path.split(path)
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.settimeout(2.0)
-    here = os.open(".", os.O_RDONLY)
-    try:
-        os.chdir(directory)
-        sock.connect(name)
-        wire.send(sock, {"op": op})
-        answer = wire.recv(sock)
-        return answer if isinstance(answer, dict) else None
-    except (OSError, wire.WireError):
-        return None
-    finally:
-        os.fchdir(here)
-        os.close(here)
-        sock.close()
 
 
 def run(args: argparse.Namespace) -> int:

@@ -5,8 +5,8 @@ the C socket and signal modules, ``marshal`` and ``array``. A connection that ca
 (none wanted, none running and none can start, another build, no answer within ``HANDOFF_WAIT``)
 returns None before anything is handed over, and ``cli.main`` runs it in this process as before.
 
-Once the descriptors are handed over the child owns the connection: this process only forwards the
-signals ssh sends it and exits with the child's exit code.
+Once the descriptors are handed over the child owns the connection: this process becomes a small
+/bin/sh waiter (``WAITER``) that forwards the signals ssh sends it and exits with the child's code.
 """
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ def run_via_helper(argv: list[str]) -> Optional[int]:
         return None
     ident = address.identity()
     name = address.socket_name(ident)
-    sock = _connect(d, name)
+    sock = connect_helper(d, name)
     if sock is None:
         sock = _spawn_and_connect(d, name, verbose)
         if sock is None:
@@ -98,7 +98,7 @@ def _debug(verbose: bool, text: str) -> None:
             pass
 
 
-def _connect(d: str, name: str) -> Any:
+def connect_helper(d: str, name: str) -> Any:
     """A connected socket to a live helper of this user, or None (no socket file, a stale one, another user's)."""
     import _socket
 
@@ -116,6 +116,22 @@ def _connect(d: str, name: str) -> Any:
         sock.close()
         return None
     return sock
+
+
+def ask(path: str, op: str) -> Optional[dict]:
+    """A helper's answer to ``status``, ``stop`` or ``cold`` (a connection had to load botocore);
+    None if nothing of ours answers at ``path``."""
+    sock = connect_helper(*os.path.split(path))
+    if sock is None:
+        return None
+    try:
+        wire.send(sock, {"op": op})
+        answer = wire.recv(sock)
+    except (OSError, wire.WireError):
+        return None
+    finally:
+        sock.close()
+    return answer if isinstance(answer, dict) else None
 
 
 def _connect_relative(sock: Any, d: str, name: str) -> None:
@@ -155,12 +171,12 @@ def _spawn_and_connect(d: str, name: str, verbose: bool) -> Any:
                     _debug(verbose, "not used: another connection has been starting it for too long")
                     return None
                 time.sleep(0.01)
-        sock = _connect(d, name)  # started by whoever held the lock before us
+        sock = connect_helper(d, name)  # started by whoever held the lock before us
         if sock is not None:
             return sock
         if not _spawn(d, name, verbose):
             return None
-        return _connect(d, name)
+        return connect_helper(d, name)
     finally:
         os.close(lock)
 

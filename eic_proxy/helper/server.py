@@ -105,12 +105,7 @@ class Helper:
 
     def still_ours(self) -> bool:
         """False when another helper took the name, someone removed it, or our code changed on disk."""
-        try:
-            if os.stat(self.name).st_ino != self.inode:
-                return False
-        except OSError:
-            return False
-        return address.identity() == self.identity
+        return _same_inode(self.name, self.inode) and address.identity() == self.identity
 
     def serve(self) -> None:
         assert self.listener is not None
@@ -136,7 +131,8 @@ class Helper:
             next_check = now + CHECK_EVERY
 
     def leave(self) -> None:
-        if self.still_ours() or _same_inode(self.name, self.inode):
+        """Remove our socket (not one another helper put in its place) and stop listening."""
+        if _same_inode(self.name, self.inode):
             try:
                 os.unlink(self.name)
             except OSError:
@@ -260,7 +256,7 @@ def run_child(conn: socket.socket, request: dict, helper_socket: str) -> int:
             except (OSError, ValueError):
                 pass
         if not cold_before and "botocore" in sys.modules:
-            from eic_proxy.commands.helper import ask
+            from eic_proxy.helper.client import ask
 
             ask(helper_socket, "cold")
         try:
