@@ -259,27 +259,29 @@ def tunnel_audited(session: "Session", ws: Any, in_fd: int, out_fd: int, proto: 
                  endpoint_id=located.endpoint.endpoint_id, push_request_id=session.push_request_id,
                  profile=session.aws.profile, region=session.aws.region, pid=os.getpid())
     result = None
-    try:
-        result = pump(ws, proto, in_fd, out_fd, close_output or (lambda: None), reconnect=reconnect, first=first,
-                      tell=tell or stderr_line, inspect=inspect)
-        return result
-    finally:
-        with _signals_held():  # ssh's SIGHUP at its exit must not cut the entry (or the line) in half
+    # ssh's SIGHUP at its exit must not kill us between the pump's end and the entry: ignored from
+    # before the pump (which installs its own handlers meanwhile) until the entry is written.
+    with _signals_held():
+        try:
+            result = pump(ws, proto, in_fd, out_fd, close_output or (lambda: None), reconnect=reconnect,
+                          first=first, tell=tell or stderr_line, inspect=inspect)
+            return result
+        finally:
             if result is None:
                 audit.append("disconnect", id=conn_id, host=opts.host, instance_id=session.located.target.instance_id,
                              reason="internal-error", exit_code=70)
             else:
                 err = result.error
                 audit.append("disconnect", id=conn_id, host=opts.host, instance_id=session.located.target.instance_id,
-                             bytes_up=result.bytes_up, bytes_down=result.bytes_down, duration=round(result.duration, 3),
-                             reason=result.reason, exit_code=result.exit_code,
+                             bytes_up=result.bytes_up, bytes_down=result.bytes_down,
+                             duration=round(result.duration, 3), reason=result.reason, exit_code=result.exit_code,
                              error=err.message if err is not None else None)
 
 
 @contextlib.contextmanager
 def _signals_held() -> Iterator[None]:
-    """Ignore SIGHUP/SIGTERM/SIGINT for a moment (main thread only). The tunnel is over by then: ssh
-    ends its ProxyCommand with SIGHUP as it exits, which would otherwise kill us mid-write."""
+    """SIGHUP/SIGTERM/SIGINT ignored while the block runs, except while someone inside has handlers of
+    its own (the pump does, and puts ours back after). Main thread only."""
     import signal
     import threading
 

@@ -49,7 +49,8 @@ def _connect(client, world, port, *extra, input=b"", timeout=60):
 def test_endpoint_faults_end_with_one_line_and_exit_code(client, world, echo, fault, code, words):
     client.bed.eice.inject(fault)
     start = time.monotonic()
-    r = _connect(client, world, echo.port, input=b"hello")
+    # ssh's stdin stays open: an EOF of ours first would race the endpoint's fault to end the tunnel
+    r = _held_open(client, world, echo.port, input=b"hello")
     assert_one_line_error(r, code, *words)
     assert time.monotonic() - start < 20
 
@@ -60,13 +61,16 @@ def test_normal_close_1000_is_success(client, world, echo):
     assert r.returncode == 0 and r.stderr == "", r.stderr
 
 
-def _held_open(client, world, port):
+def _held_open(client, world, port, input=b""):
     """Run a tunnel whose stdin stays open (as ssh's does) until the endpoint side ends it."""
     from tests.conftest import Result
 
     proc = subprocess.Popen([client.bed.eic_proxy_path(), "connect", world.web.instance_id, str(port), "--no-push"],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=client.env)
     try:
+        if input:
+            proc.stdin.write(input)
+            proc.stdin.flush()
         out = proc.stdout.read()
         code = proc.wait(20)
         return Result(code, out, proc.stderr.read().decode())
