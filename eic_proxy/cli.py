@@ -60,7 +60,8 @@ def setup_logging(verbose: int) -> None:
                                            else "eic-proxy: %(name)s: %(message)s"))
     root = logging.getLogger("eic_proxy")
     root.handlers[:] = [handler]
-    root.setLevel(level)
+    if root.level != level:  # setLevel touches every logger there is (botocore's too): a helper's
+        root.setLevel(level)  # forked connection would copy each one's memory page
     root.propagate = False
 
 

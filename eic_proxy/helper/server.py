@@ -272,10 +272,11 @@ def warm_up() -> None:
     trust store this environment uses (a child with another CA bundle loads its own)."""
     try:
         from eic_proxy.aws.sharedfiles import SharedSettings
-        from eic_proxy.cli import build_parser
+        from eic_proxy.cli import build_parser, setup_logging
         from eic_proxy.path.handshake import tls_context
 
         build_parser("connect")
+        setup_logging(0)  # the level most connections use, set before they are forked
         tls_context(SharedSettings(None).ca_bundle)
     except Exception:  # noqa: BLE001 - a warm-up that fails only leaves the work to the connection
         pass
