@@ -45,8 +45,12 @@ def run(args: argparse.Namespace) -> int:
         if args.action == "stop":
             print(f"stopped helper {answer.get('pid')} ({build}); its tunnels keep running", file=sys.stderr)
         else:
-            loaded = ("first connections ready" if answer.get("cold_loaded")
-                      else "lean (loads what first connections need after one)")
+            if answer.get("cold_loaded"):
+                loaded = "first connections ready"
+            elif answer.get("cold_wanted"):
+                loaded = "loads what first connections need at the next idle moment"
+            else:
+                loaded = "lean (loads what first connections need after one)"
             print(f"helper {answer.get('pid')} ({build}) at {path}: {answer.get('connections')} connections, "
                   f"up {answer.get('uptime', 0):.0f} s, {loaded}, leaves after {answer.get('idle', 0):.0f} s idle")
     if not found and args.action == "status":

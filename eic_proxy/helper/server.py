@@ -154,7 +154,8 @@ class Helper:
             if isinstance(request, dict) and request.get("op") in ("status", "stop", "cold"):
                 self.cold_wanted = self.cold_wanted or request["op"] == "cold"
                 wire.send(conn, {"pid": os.getpid(), "identity": self.identity, "uptime": time.monotonic() - self.started,
-                                 "connections": self.connections, "idle": self.idle, "cold_loaded": not self.cold})
+                                 "connections": self.connections, "idle": self.idle, "cold_loaded": not self.cold,
+                                 "cold_wanted": self.cold_wanted})
                 if request["op"] == "stop":
                     raise SystemExit(0)
                 return

@@ -12,6 +12,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Optional
 
 from .bed import Testbed
 
@@ -33,6 +34,7 @@ def _step(title: str, argv: list[str], env: dict, stdin: bytes = b"") -> subproc
 def demo(size_mib: int) -> int:
     bed = Testbed().start()
     failures = 0
+    home: Optional[Path] = None
     try:
         inst = bed.default_world()
         ep = next(iter(bed.aws.endpoints.values()))
@@ -78,6 +80,8 @@ def demo(size_mib: int) -> int:
         batch.write_text("ls -l /tmp/tree\nget /tmp/tree/hello.txt " + str(home / "hello.back") + "\n")
         failures += _step("sftp -b lists and fetches", ["sftp", "-F", str(cfg), "-b", str(batch), host],
                           env).returncode != 0
+        failures += _step("the per-user helper that served these connections (each tunnel a process of its own)",
+                          [bed.eic_proxy_path(), "helper", "status"], env).returncode != 0
         print(f"AWS API calls made by eic-proxy: {bed.aws.count('DescribeInstances')} DescribeInstances, "
               f"{bed.aws.count('DescribeInstanceConnectEndpoints')} DescribeInstanceConnectEndpoints, "
               f"{bed.aws.count('SendSSHPublicKey')} SendSSHPublicKey; "
@@ -85,6 +89,8 @@ def demo(size_mib: int) -> int:
         print("demo " + ("passed" if not failures else f"FAILED ({failures} step(s))"))
         return 1 if failures else 0
     finally:
+        if home is not None:  # the demo's helper would otherwise wait 15 idle minutes for more
+            subprocess.run([bed.eic_proxy_path(), "helper", "stop"], env=bed.env(home), capture_output=True)
         bed.stop()
         bed.cleanup()
 
@@ -99,7 +105,7 @@ def serve() -> int:
         print("# test bed is up; in another shell:")
         for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION", "AWS_ENDPOINT_URL", "AWS_CA_BUNDLE",
                   "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE", "XDG_DATA_HOME", "XDG_CACHE_HOME",
-                  "XDG_CONFIG_HOME"):
+                  "XDG_CONFIG_HOME", "XDG_STATE_HOME"):
             print(f"export {k}={shlex.quote(env[k])}")
         print(f"ssh -F {cfg} {inst.instance_id}    # instance web-1 at {inst.ip}")
         print("# Ctrl-C stops the bed", flush=True)
