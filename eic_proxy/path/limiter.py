@@ -63,7 +63,7 @@ def _cooling(fd: int) -> bool:
         released = float(os.read(fd, 32).decode() or 0)
     except (OSError, ValueError):
         return False  # an empty or foreign file: free
-    return 0 <= time.time() - released < COOL_DOWN
+    return abs(time.time() - released) < COOL_DOWN  # (written rounded: "just released" may read as a hair ahead)
 
 
 def acquire(endpoint_id: str, limit: int = DEFAULT_LIMIT, timeout: float = DEFAULT_QUEUE_TIMEOUT,
