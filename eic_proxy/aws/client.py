@@ -168,12 +168,10 @@ def _proxy_env() -> bool:
     return any(os.environ.get(k) for k in ("https_proxy", "HTTPS_PROXY", "http_proxy", "HTTP_PROXY"))
 
 
-_WARM_LOADER: Optional[tuple[Optional[str], Any]] = None  # (AWS_DATA_PATH it was made under, loader)
-
-# The EC2 operations a connection can call (resolve, locate, --start, host keys; doctor's too). The warm
-# loader keeps the EC2 model cut down to these: the full model is ~20 MiB of parsed JSON that every
-# helper would hold for the ~600 operations nobody here calls. tests/unit/test_helper_parts.py checks
-# that every EC2 call in the code is listed.
+# The EC2 operations a connection can call (resolve, locate, --start, host keys; doctor's too). The
+# per-user helper writes the EC2 model cut down to these (``cut_models``); sessions then read that
+# small file instead of parsing the whole ~20 MiB model (~120 ms). tests/unit/test_helper_parts.py
+# checks that every EC2 call in the code is listed.
 EC2_OPERATIONS = ("DescribeInstances", "DescribeInstanceConnectEndpoints", "StartInstances", "GetConsoleOutput",
                   "DescribeSecurityGroups", "DescribeSubnets")
 
@@ -196,37 +194,25 @@ def trim_model(model: dict, operations: tuple[str, ...]) -> dict:
     return {**model, "operations": ops, "shapes": {name: shapes[name] for name in keep}}
 
 
-def warm_loader() -> None:
-    """Load the service models a cold connection needs into one botocore loader, kept for later sessions.
-
-    The per-user helper calls this while idle; its forked connections then create their clients in
-    ~10 ms instead of ~120 ms (parsing the EC2 model). The EC2 model is read from a cut-down copy
-    (``EC2_OPERATIONS``) made once per botocore version by a throwaway process, so the helper never
-    parses the whole 20 MiB (freed memory would stay in its RSS). No request is made.
-    """
-    global _WARM_LOADER
+def models_dir() -> "Path":
+    """Where the cut-down models of this botocore version live (user cache dir)."""
     import botocore
-    import botocore.loaders
-    import botocore.session
 
     from eic_proxy.store.files import cache_dir
 
-    root = cache_dir() / "models" / botocore.__version__
+    return cache_dir() / "models" / botocore.__version__
+
+
+def cut_models() -> None:
+    """Write the cut-down EC2 model once per botocore version (the helper calls this when idle)."""
+    root = models_dir()
     if not (root / "ec2").is_dir():
         _cut_ec2_model(root)
-    data_path = os.environ.get("AWS_DATA_PATH")
-    extra = [os.path.expanduser(p) for p in (data_path or "").split(os.pathsep) if p]
-    loader = botocore.loaders.Loader(extra_search_paths=[str(root), *extra])
-    session = botocore.session.Session()
-    session.register_component("data_loader", loader)
-    for service in ("ec2", "ec2-instance-connect"):
-        session.create_client(service, region_name="us-east-1", aws_access_key_id="warm-up", aws_secret_access_key="-")
-    _WARM_LOADER = (data_path, loader)
 
 
 def _cut_ec2_model(root: "Path") -> None:
     """Write ``root/ec2/VERSION/service-2.json`` with EC2_OPERATIONS only, from a forked child: the full
-    model's parse (and its garbage) lives and dies there. Returns once the child is gone."""
+    model's parse (and its garbage) lives and dies there, not in the helper. Returns once it is gone."""
     import json
 
     from eic_proxy.store.files import ensure_private_dir, write_private_atomic
@@ -258,8 +244,7 @@ def _make_session(profile: Optional[str]) -> Any:
 
     try:
         session = botocore.session.Session(profile=profile)
-        if _WARM_LOADER is not None and _WARM_LOADER[0] == os.environ.get("AWS_DATA_PATH"):
-            session.register_component("data_loader", _WARM_LOADER[1])  # the models, parsed once
+        _use_cut_models(session)
         session.get_config_variable("region")  # reads the profile: a missing one fails here
     except botocore.exceptions.ProfileNotFound as exc:
         raise UsageError(f"AWS profile {profile or exc.kwargs.get('profile')!r} does not exist",
@@ -270,6 +255,28 @@ def _make_session(profile: Optional[str]) -> Any:
     except Exception:  # pragma: no cover - botocore layout changed; prompting is still guarded by no-tty
         log.debug("could not disable the MFA prompter")
     return session
+
+
+def _use_cut_models(session: Any) -> None:
+    """Read EC2's model from the cut-down copy when there is one (search paths: it first, then
+    AWS_DATA_PATH, then botocore's own)."""
+    root = models_dir()
+    found = sorted(root.glob("ec2/*/service-2.json"))
+    if not found:
+        return
+    try:  # a damaged copy must not break the connection: without it, botocore's own model is used
+        import json
+
+        if "DescribeInstances" not in json.loads(found[-1].read_bytes())["operations"]:
+            raise ValueError("not a model of ours")
+    except (OSError, ValueError, KeyError, TypeError):
+        log.debug("ignoring the cut-down EC2 model in %s", root)
+        return
+    import botocore.loaders
+
+    data_path = os.environ.get("AWS_DATA_PATH")
+    extra = [os.path.expanduser(p) for p in (data_path or "").split(os.pathsep) if p]
+    session.register_component("data_loader", botocore.loaders.Loader(extra_search_paths=[str(root), *extra]))
 
 
 def make_aws(profile: Optional[str] = None, region: Optional[str] = None,
