@@ -110,7 +110,7 @@ def connect_helper(d: str, name: str) -> Any:
             sock.connect(path)
         else:
             _connect_relative(sock, d, name)
-        if _peer_uid(sock) != os.geteuid():
+        if peer_uid(sock) != os.geteuid():
             raise OSError("the helper's socket belongs to another user")
     except OSError:
         sock.close()
@@ -144,7 +144,8 @@ def _connect_relative(sock: Any, d: str, name: str) -> None:
         os.close(here)
 
 
-def _peer_uid(sock: Any) -> int:
+def peer_uid(sock: Any) -> int:
+    """The uid of the process at the other end of a Unix socket (our own where the OS cannot say)."""
     import _socket
     import struct
 

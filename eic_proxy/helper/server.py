@@ -26,6 +26,7 @@ import time
 from typing import Optional
 
 from eic_proxy.helper import address, wire
+from eic_proxy.helper.client import peer_uid
 
 DEFAULT_IDLE = 900.0
 CHECK_EVERY = 5.0  # how often an idle helper looks whether its socket or its code changed
@@ -153,7 +154,7 @@ class Helper:
         except OSError:
             return
         try:
-            if _peer_uid(conn) != os.geteuid():
+            if peer_uid(conn) != os.geteuid():
                 return
             conn.settimeout(REQUEST_WAIT)
             request = wire.recv(conn)
@@ -200,13 +201,6 @@ def _same_inode(name: str, inode: int) -> bool:
         return False
 
 
-def _peer_uid(sock: socket.socket) -> int:
-    if not hasattr(socket, "SO_PEERCRED"):
-        return os.geteuid()
-    raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    return int(struct.unpack("3i", raw)[1])
-
-
 def _take_environment(wanted: dict[str, str]) -> None:
     """Make os.environ (and the C environment) exactly ``wanted``, touching only what differs: usually
     nothing, as the helper started with the environment of an earlier connection. (Clearing and
@@ -228,9 +222,9 @@ def _park_loading_arena() -> None:
 def run_child(conn: socket.socket, request: dict, helper_socket: str) -> int:
     """In the forked child: take ssh's descriptors and the client's environment, run the connection.
 
-    A connection that had to load botocore (nothing cached: a first connection) tells the helper, which
-    then loads it too, once idle: later first connections skip ~200 ms. Until then the helper stays lean
-    (~10 MiB less, and each tunnel forked from it copies ~1.5 MiB less of it; bench/RESULTS.md)."""
+    A connection that had to load botocore (a first connection, or a key push) tells the helper, which
+    then loads it too, once idle: later ones skip its ~90 ms import. Until then the helper stays 12 MiB
+    leaner (bench/RESULTS.md)."""
     cold_before = "botocore" in sys.modules
     set_name(TUNNEL_NAME)
     for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD):  # the helper's own; SIGINT was never changed
@@ -263,8 +257,10 @@ def run_child(conn: socket.socket, request: dict, helper_socket: str) -> int:
     except SystemExit as exc:  # argparse: --help, or a bad command line
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
     finally:
-        for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):  # ssh's SIGHUP at its exit must not
-            signal.signal(sig, signal.SIG_IGN)                       # cut the outcome off (the tunnel is over)
+        from eic_proxy.path.pump import SIGNALS
+
+        for sig in SIGNALS:  # ssh's SIGHUP at its exit must not cut the outcome off (the tunnel is over)
+            signal.signal(sig, signal.SIG_IGN)
         for stream in (sys.stdout, sys.stderr):
             try:
                 stream.flush()
@@ -283,8 +279,10 @@ def run_child(conn: socket.socket, request: dict, helper_socket: str) -> int:
 
 
 def warm_up() -> None:
-    """Build what every connection would build first: ``connect``'s parser and the TLS context of the
-    trust store this environment uses (a child with another CA bundle loads its own)."""
+    """Build what every connection would build first (``connect``'s parser, the log level, the TLS
+    context of this environment's trust store: a child with another CA bundle loads its own), then
+    run the rest of what it runs on made-up data (``rehearsal``). What fails here only leaves the work
+    to the connections."""
     try:
         from eic_proxy.aws.sharedfiles import SharedSettings
         from eic_proxy.cli import build_parser, setup_logging
@@ -293,7 +291,8 @@ def warm_up() -> None:
         build_parser("connect")
         setup_logging(0)  # the level most connections use, set before they are forked
         tls_context(SharedSettings(None).ca_bundle)
-    except Exception:  # noqa: BLE001 - a warm-up that fails only leaves the work to the connection
+        rehearsal()
+    except Exception:  # noqa: BLE001
         pass
 
 
@@ -306,20 +305,11 @@ def _idle_from_env() -> float:
     return value if 0 < value < float("inf") else DEFAULT_IDLE
 
 
-def rehearse() -> None:
-    """Run what every connection runs, on made-up data, before any is forked: CPython 3.11 rewrites a
-    function's bytecode while it warms up (specialisation), and a child doing that copies the page
-    from the helper. Measured: ~0.3 MiB less copied per tunnel (argparse, the signer, the protocol).
-    Nothing here touches a file or the network."""
-    try:
-        rehearsal()
-    except Exception:  # noqa: BLE001 - a rehearsal that fails only leaves the warming to the connections
-        pass
-
-
 def rehearsal() -> None:
-    import struct
-
+    """Run the parser, the signer and the protocol on made-up data before any connection is forked:
+    CPython 3.11 rewrites a function's bytecode while it warms up (specialisation), and a child doing
+    that copies the page from the helper. Measured: ~0.3 MiB less copied per tunnel. Touches no file
+    and no network."""
     from eic_proxy.aws.sharedfiles import StaticCredentials
     from eic_proxy.cli import build_parser
     from eic_proxy.path.protocol import TunnelProtocol
@@ -357,7 +347,6 @@ def main(argv: Optional[list[str]] = None) -> int:
     signal.signal(signal.SIGTERM, _stop)
     preload(WARM)
     warm_up()
-    rehearse()
     helper = Helper(args.dir, args.socket, args.identity or address.identity(), max(args.idle, 0.1))
     helper.listen()
     if args.ready_fd is not None:

@@ -285,11 +285,12 @@ def _signals_held() -> Iterator[None]:
     import signal
     import threading
 
+    from eic_proxy.path.pump import SIGNALS
+
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    names = ("SIGHUP", "SIGTERM", "SIGINT")
-    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (getattr(signal, n) for n in names if hasattr(signal, n))}
+    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in SIGNALS}
     try:
         yield
     finally:
