@@ -426,21 +426,23 @@ def machine() -> str:
             f"kernel {platform.release()}")
 
 
+PARTS = ("latency", "handshake", "fanout", "memory", "throughput")
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--size-mib", type=int, default=512)
     p.add_argument("--runs", type=int, default=20)
     p.add_argument("--reps", type=int, default=3, help="repetitions of each throughput case (median)")
     p.add_argument("--skip-throughput", action="store_true")
+    p.add_argument("--only", action="append", choices=PARTS, help="run only this part (repeatable)")
     args = p.parse_args()
+    parts = args.only or [part for part in PARTS if not (args.skip_throughput and part == "throughput")]
     b = Bench(args.size_mib, args.runs, args.reps)
     try:
-        b.latency()
-        b.handshake()
-        b.fanout()
-        b.memory()
-        if not args.skip_throughput:
-            b.throughput()
+        for part in PARTS:
+            if part in parts:
+                getattr(b, part)()
     finally:
         b.close()
     print(f"machine: {machine()}\nsize: {args.size_mib} MiB, runs: {args.runs}, throughput reps: {args.reps}\n")

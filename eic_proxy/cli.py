@@ -11,7 +11,7 @@ import logging
 import os
 import sys
 from types import ModuleType
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 from eic_proxy import __version__
 
@@ -71,19 +71,27 @@ def program(args: argparse.Namespace) -> int:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    from eic_proxy.errors import EicProxyError, ExitCode
-
-    args = None
     if hasattr(os, "umask"):
         os.umask(0o077)  # whatever the caller's umask, nothing we create is readable by others
-    try:
-        argv = list(sys.argv[1:] if argv is None else argv)
-        args = build_parser(argv[0] if argv and argv[0] in COMMANDS else None).parse_args(argv)
+
+    def run() -> int:
+        words = list(sys.argv[1:] if argv is None else argv)
+        args = build_parser(words[0] if words and words[0] in COMMANDS else None).parse_args(words)
         setup_logging(args.verbose)
         return program(args)
+
+    return guarded(run)
+
+
+def guarded(run: Callable[[], int]) -> int:
+    """``run()``, with every failure mapped to one line on stderr and an exit code."""
+    from eic_proxy.errors import EicProxyError, ExitCode
+
+    try:
+        return run()
     except EicProxyError as exc:
         if not exc.reported:  # the tunnel says its line itself, before ssh's input closes
-            _report(exc.message, exc.hint, args)
+            _report(exc.message, exc.hint)
         return int(exc.exit_code)
     except KeyboardInterrupt:
         return int(ExitCode.INTERRUPTED)
@@ -96,11 +104,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             pass
         return int(ExitCode.BROKEN_PIPE)
     except Exception as exc:  # the last line of defence: one line, never a traceback unless asked
-        _report(f"internal error: {exc.__class__.__name__}: {exc}", "please report this with the output of -vv", args)
+        _report(f"internal error: {exc.__class__.__name__}: {exc}", "please report this with the output of -vv")
         return int(ExitCode.INTERNAL)
 
 
-def _report(message: str, hint: Optional[str], args: Optional[argparse.Namespace]) -> None:
+def _report(message: str, hint: Optional[str]) -> None:
     if log.isEnabledFor(logging.DEBUG):
         log.debug("traceback", exc_info=True)
     from eic_proxy.errors import error_line

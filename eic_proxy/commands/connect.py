@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-from typing import Any
+from typing import Any, Callable, Optional
 
 from eic_proxy.commands.options import DEFAULTS, add_common, add_host_keys, add_ip_family, add_key_options, add_lookup, connect_options
 from eic_proxy.config import ConnectOptions, validate
@@ -12,6 +12,12 @@ from eic_proxy.errors import ExitCode
 from eic_proxy.path.session import Session, tunnel_audited
 
 log = logging.getLogger(__name__)
+
+
+# Set by the helper's connection process in the process it forks to prepare: called with the prepared
+# session, it hands the tunnel over (True) instead of carrying it here (``path/handover.py``).
+hand_over: Optional[Callable[[Session], bool]] = None
+HANDED_OVER = -1  # what connect() returns when another process carries the tunnel
 
 
 def connect(opts: ConnectOptions, in_fd: int = 0, out_fd: int = 1) -> int:
@@ -30,35 +36,57 @@ def connect(opts: ConnectOptions, in_fd: int = 0, out_fd: int = 1) -> int:
     except EicProxyError as exc:
         audit.append("connect-failed", host=opts.host, port=opts.port, error=exc.message, exit_code=int(exc.exit_code))
         raise
+    return _audited(session, lambda: _run(session, opts, in_fd, out_fd))
+
+
+def carry(plan: Any, in_fd: int = 0, out_fd: int = 1) -> int:
+    """The tunnel of a connection another process prepared (``handover.Plan``): open, pump, rotate."""
+    from eic_proxy.path.handover import session_of
+
+    session = session_of(plan)
+    return _audited(session, lambda: _pump(session, session.open_healing(), in_fd, out_fd))
+
+
+def _audited(session: Session, run: Callable[[], int]) -> int:
+    """``run``, with a ``connect-failed`` entry when it fails before the tunnel was up, and the slot
+    given back (in a long-lived caller too, not only at process exit)."""
+    from eic_proxy.errors import EicProxyError
+    from eic_proxy.store import audit
+
     try:
-        return _run(session, opts, in_fd, out_fd)
+        return run()
     except EicProxyError as exc:
         if not session.opened:
-            audit.append("connect-failed", host=opts.host, port=opts.port, instance_id=session.located.target.instance_id,
-                         error=exc.message, exit_code=int(exc.exit_code), push_request_id=session.push_request_id)
+            audit.append("connect-failed", host=session.opts.host, port=session.opts.port,
+                         instance_id=session.located.target.instance_id, error=exc.message,
+                         exit_code=int(exc.exit_code), push_request_id=session.push_request_id)
         raise
     finally:
         if session.slot is not None:
-            session.slot.release()  # in a long-lived caller too, not only at process exit
+            session.slot.release()
 
 
-def _run(session: "Session", opts: ConnectOptions, in_fd: int, out_fd: int) -> int:
-    first, proto = b"", None
+def _run(session: Session, opts: ConnectOptions, in_fd: int, out_fd: int) -> int:
     if session.located.target.state != "running":
         ws, proto, first = session.start_and_probe()
-    else:
-        ws = session.open_healing()
-    guard = session.prepare_host_keys()  # first contact: the console's keys, before ssh sees a byte
-    session.link_known_hosts()
+        session.prepare_host_keys()
+        session.link_known_hosts()
+        return _pump(session, ws, in_fd, out_fd, proto, first)
+    session.prepare()
+    if hand_over is not None and hand_over(session):
+        return HANDED_OVER
+    return _pump(session, session.open_healing(), in_fd, out_fd)
+
+
+def _pump(session: Session, ws: Any, in_fd: int, out_fd: int, proto: Any = None, first: bytes = b"") -> int:
     can_replay = session.cached and proto is None
     try:
         result = tunnel_audited(session, ws, in_fd, out_fd, proto or session.new_protocol(can_replay), first,
                                 close_output=lambda: _close_quietly(out_fd),
                                 reconnect=session.reconnect if can_replay else None,
-                                inspect=session.inspect_output if guard is not None else None)
+                                inspect=session.inspect_output if session.guard is not None else None)
     finally:
-        if session._key_manager is not None:
-            session._key_manager.rotate_if_due()  # our ssh is done with the key: the one safe moment
+        session.rotate_key_if_due()  # our ssh is done with the key: the one safe moment
     if result.error is not None:
         result.error.exit_code = ExitCode(result.exit_code)  # a signal's 128+N wins over the error's class
         raise result.error

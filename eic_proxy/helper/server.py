@@ -42,11 +42,11 @@ WARM = ("eic_proxy.cli", "eic_proxy.commands.connect", "eic_proxy.path.session",
         "eic_proxy.path.pump", "eic_proxy.path.link", "eic_proxy.path.protocol", "eic_proxy.path.handshake",
         "eic_proxy.path.signer", "eic_proxy.path.push", "eic_proxy.path.limiter", "eic_proxy.path.probe",
         "eic_proxy.path.hostkey_guard", "eic_proxy.keys.lifecycle", "eic_proxy.store.cache", "eic_proxy.store.audit",
-        "eic_proxy.aws.sharedfiles", "eic_proxy.aws.proxy", "eic_proxy.store.knownhosts", "websocket", "ssl",
-        "platformdirs", "encodings.idna")
+        "eic_proxy.aws.sharedfiles", "eic_proxy.aws.client", "eic_proxy.path.endpoint", "eic_proxy.path.resolve",
+        "eic_proxy.aws.proxy", "eic_proxy.store.knownhosts", "websocket", "ssl",
+        "platformdirs", "encodings.idna", "eic_proxy.path.handover", "pickle")
 # (cryptography is left out: only a key rotation needs it, a few times a day, and it weighs 7 MiB.)
-COLD = (("botocore.session", "botocore.client"), ("eic_proxy.aws.client", "eic_proxy.path.resolve",
-        "eic_proxy.path.endpoint"), ("eic_proxy.aws.client:cut_models",))
+COLD = (("botocore.session", "botocore.client"), ("eic_proxy.aws.client:cut_models",))
 
 
 def set_name(name: str) -> None:
@@ -222,10 +222,10 @@ def _park_loading_arena() -> None:
 def run_child(conn: socket.socket, request: dict, helper_socket: str) -> int:
     """In the forked child: take ssh's descriptors and the client's environment, run the connection.
 
-    A connection that had to load botocore (a first connection, or a key push) tells the helper, which
-    then loads it too, once idle: later ones skip its ~90 ms import. Until then the helper stays 12 MiB
-    leaner (bench/RESULTS.md)."""
-    cold_before = "botocore" in sys.modules
+    The connection is prepared by a process this one forks (``prepare``), which hands the tunnel back
+    (``path/handover.py``) and exits: this long-lived process then only opens the WebSocket and pumps,
+    and keeps none of the memory the preparing touched. A connection the preparer carries itself
+    (``--start``, or one that fails before its tunnel) ends there, and its exit code comes back here."""
     set_name(TUNNEL_NAME)
     for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD):  # the helper's own; SIGINT was never changed
         signal.signal(sig, signal.SIG_DFL)
@@ -248,34 +248,166 @@ def run_child(conn: socket.socket, request: dict, helper_socket: str) -> int:
     except OSError:
         os.chdir("/")
     sys.argv = ["eic-proxy", *request["argv"]]
-    _park_loading_arena()
-    from eic_proxy.cli import main
 
     code = 70
     try:
-        code = main(request["argv"])
-    except SystemExit as exc:  # argparse: --help, or a bad command line
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
+        code = _prepared_elsewhere(conn, request["argv"], helper_socket)
     finally:
         from eic_proxy.path.pump import SIGNALS
 
         for sig in SIGNALS:  # ssh's SIGHUP at its exit must not cut the outcome off (the tunnel is over)
             signal.signal(sig, signal.SIG_IGN)
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.flush()
-            except (OSError, ValueError):
-                pass
-        if not cold_before and "botocore" in sys.modules:
-            from eic_proxy.helper.client import ask
-
-            ask(helper_socket, "cold")
+        _flush()
         try:
             conn.settimeout(HANDOFF_WAIT)
             conn.sendall(b"%d\n" % int(code))  # a text line: the client's waiter may be /bin/sh's `read`
         except OSError:
             pass
     return int(code)
+
+
+def _prepared_elsewhere(conn: socket.socket, argv: list[str], helper_socket: str) -> int:
+    """Fork the preparer, wait for its plan (or its exit code), and carry the tunnel it hands over."""
+    from eic_proxy.path.pump import SIGNALS
+
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(read_end)
+            conn.close()
+            prepare(argv, write_end, helper_socket)
+        finally:
+            os._exit(0)  # the outcome went through the pipe
+    os.close(write_end)
+    # ssh's signals reach this process (the client's waiter forwards them to it): the preparer gets
+    # them, and answers as a connection in its place would (an exit code, or its death by the signal).
+    previous = {sig: signal.signal(sig, lambda signum, _frame: _forward(pid, signum)) for sig in SIGNALS}
+    try:
+        message = _read_message(read_end)
+    finally:
+        os.close(read_end)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if isinstance(message, tuple) and message[:1] == ("plan",):
+        # The preparer exits on its own meanwhile; reaped when it does, not waited for here.
+        signal.signal(signal.SIGCHLD, lambda _signum, _frame: _reap(pid))
+        _reap(pid)
+        return _carry(message[1])
+    _, status = os.waitpid(pid, 0)
+    if isinstance(message, tuple) and message[:1] == ("code",) and isinstance(message[1], int):
+        return message[1]
+    if os.WIFSIGNALED(status):  # killed before it answered (ssh's SIGHUP, a kill): go the same way
+        sig = os.WTERMSIG(status)
+        signal.signal(sig, signal.SIG_DFL)
+        os.kill(os.getpid(), sig)
+    return 70
+
+
+def prepare(argv: list[str], write_end: int, helper_socket: str) -> None:
+    """In the preparer: run the connection as ``eic-proxy connect`` would, up to the moment its
+    WebSocket would open; hand the prepared session over then. Whatever ends before (an error, said
+    on stderr as usual) or is not handed over (``--start``) sends its exit code instead."""
+    import logging
+
+    from eic_proxy.cli import main
+    from eic_proxy.commands import connect
+    from eic_proxy.path.handover import plan_of
+
+    cold_before = "botocore" in sys.modules
+    sent = False
+
+    def hand_over(session: object) -> bool:
+        nonlocal sent
+        level = logging.getLogger("eic_proxy").level or logging.WARNING
+        plan = plan_of(session, max(0, (logging.WARNING - level) // 10))
+        _flush()  # what we said comes before what the carrier says
+        _write_message(write_end, ("plan", plan))
+        sent = True
+        return True
+
+    connect.hand_over = hand_over
+    code = 70
+    try:
+        code = main(argv)
+    except SystemExit as exc:  # argparse: --help, or a bad command line
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
+    finally:
+        _flush()
+        if not sent:
+            _write_message(write_end, ("code", int(code)))
+        os.close(write_end)
+        if not cold_before and "botocore" in sys.modules:
+            from eic_proxy.helper.client import ask
+
+            ask(helper_socket, "cold")
+
+
+def _carry(plan: object) -> int:
+    """The tunnel of the plan, with the same one-line errors and exit codes as ``cli.main``."""
+    from eic_proxy.cli import guarded, setup_logging
+    from eic_proxy.commands.connect import carry
+
+    setup_logging(getattr(plan, "verbose", 0))
+    _park_loading_arena()
+    return guarded(lambda: carry(plan))
+
+
+def _forward(pid: int, signum: int) -> None:
+    try:
+        os.kill(pid, signum)
+    except OSError:
+        pass
+
+
+def _reap(pid: int) -> None:
+    try:
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    except ChildProcessError:
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+
+
+def _flush() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+
+
+def _write_message(fd: int, message: object) -> None:
+    from eic_proxy.path.handover import dumps
+
+    data = dumps(message)
+    data = struct.pack("!I", len(data)) + data
+    while data:
+        try:
+            data = data[os.write(fd, data):]
+        except OSError:
+            return  # the carrier is gone: nobody is left to tell
+
+
+def _read_message(fd: int) -> object:
+    """One length-prefixed message, or None when the preparer ended without one."""
+    from eic_proxy.path.handover import loads
+
+    def exactly(n: int) -> Optional[bytes]:
+        chunks, left = [], n
+        while left:
+            chunk = os.read(fd, left)
+            if not chunk:
+                return None
+            chunks.append(chunk)
+            left -= len(chunk)
+        return b"".join(chunks)
+
+    head = exactly(4)
+    body = exactly(struct.unpack("!I", head)[0]) if head is not None else None
+    try:
+        return loads(body) if body is not None else None
+    except Exception:  # noqa: BLE001 - a message that does not load is no message
+        return None
 
 
 def warm_up() -> None:

@@ -293,7 +293,7 @@ class Driver:
             data = self._wake_r.recv(256)
         except OSError:
             return []
-        return [b for b in data if b]
+        return [b for b in data if b in SIGNALS]  # the wake-up fd carries every handled signal (SIGCHLD too)
 
     def _install_signals(self) -> Callable[[], None]:
         """Handlers only record: the C-level handler writes the signal number to the wake-up socket."""

@@ -34,19 +34,18 @@ class Session:
     """One connect: the located target, and how to open (and re-open) its tunnel."""
 
     def __init__(self, opts: ConnectOptions, aws: Any = None, located: Any = None) -> None:
-        """Locates the target now, unless ``aws`` and ``located`` come from the caller (doctor)."""
-        from eic_proxy.aws.client import make_aws
-        from eic_proxy.path.locate import Locator
-        from eic_proxy.path.resolve import parse_host
-        from eic_proxy.store.cache import Cache
-
+        """Locates the target now, unless ``aws`` and ``located`` come from the caller (doctor, or the
+        process a prepared connection was handed to, which then builds nothing else until it must)."""
         self.opts = opts
-        self.spec = parse_host(opts.host)
-        timeouts = {} if opts.timeout is None else {"connect_timeout": opts.timeout, "read_timeout": opts.timeout}
-        self.aws = aws or make_aws(self.spec.profile or opts.profile, self.spec.region or opts.region, **timeouts,
-                                   use_cache=opts.use_cache)
-        self.locator = Locator(self.aws, Cache() if opts.use_cache else None, opts.pick, opts.eice_id,
-                               allow_stopped=opts.start)
+        self._spec: Any = None
+        self._locator: Any = None
+        if aws is None:
+            from eic_proxy.aws.client import make_aws
+
+            timeouts = {} if opts.timeout is None else {"connect_timeout": opts.timeout, "read_timeout": opts.timeout}
+            aws = make_aws(self.spec.profile or opts.profile, self.spec.region or opts.region, **timeouts,
+                           use_cache=opts.use_cache)
+        self.aws = aws
         self.located = located or self.locator.locate(self.spec)
         self.pushed_at: Optional[float] = None
         self._key_manager: Any = None
@@ -54,17 +53,58 @@ class Session:
         self.slot_endpoint: Optional[str] = None
         self.push_request_id: Optional[str] = None  # SendSSHPublicKey RequestId made (or reused) for this tunnel
         self.opened = False
-        self.guard: Any = None  # the host-key guard, when known_hosts is ours  # the tunnel was up (its end is audited by _run)
+        self.guard: Any = None  # the host-key guard, when known_hosts is ours
+        self.key_used = False  # our key was pushed for this tunnel: rotate it at the end if it is due
+
+    @property
+    def spec(self) -> Any:
+        if self._spec is None:
+            from eic_proxy.path.resolve import parse_host
+
+            self._spec = parse_host(self.opts.host)
+        return self._spec
+
+    @property
+    def locator(self) -> Any:
+        if self._locator is None:
+            from eic_proxy.path.locate import Locator
+            from eic_proxy.store.cache import Cache
+
+            opts = self.opts
+            self._locator = Locator(self.aws, Cache() if opts.use_cache else None, opts.pick, opts.eice_id,
+                                    allow_stopped=opts.start)
+        return self._locator
 
     @property
     def cached(self) -> bool:
         return self.located.target_age is not None or self.located.endpoint_age is not None
 
+    def prepare(self) -> None:
+        """Everything before the WebSocket: the push when due (a cached location that proves stale is
+        looked up again, once), the host-key guard (first contact: the console's keys, before ssh sees a
+        byte) and the known_hosts link. Under the helper this runs in a process of its own
+        (``handover``)."""
+        from eic_proxy.errors import HostNotFound, InstanceStateError
+
+        if self.opts.push:
+            try:
+                self._push()
+            except (HostNotFound, InstanceStateError):
+                if not self.cached:
+                    raise
+                self.relocate()
+                self._push()
+        self.prepare_host_keys()
+        self.link_known_hosts()
+
+    def _push(self) -> None:
+        self.push_key()
+        self.pushed_at = time.monotonic()
+
     def open(self, push: bool = True) -> Any:
         """Push (when due), take this process's slot, and open the WebSocket."""
         if self.opts.push and push:
-            self.push_key()
-            self.pushed_at = time.monotonic()
+            self._push()
         self.take_slot()
         return self.handshake()
 
@@ -122,6 +162,7 @@ class Session:
                                                  opts.use_cache)
             return
         manager = self.key_manager()
+        self.key_used = True
         with manager.using() as key:
             self.push_request_id = ensure_pushed(self.aws, key, iid, opts.os_user, opts.use_cache)
             manager.note_use()
@@ -129,6 +170,11 @@ class Session:
                 from eic_proxy.keys.agent import load_key
 
                 load_key(manager, key)
+
+    def rotate_key_if_due(self) -> None:
+        """At the tunnel's end, when our ssh is done with the key: the one safe moment to replace it."""
+        if self.key_used:
+            self.key_manager().rotate_if_due()
 
     def key_manager(self) -> Any:
         if self._key_manager is None:
@@ -138,17 +184,17 @@ class Session:
         return self._key_manager
 
     def open_healing(self) -> Any:
-        """open(), re-locating once when a cached location proves stale (instance or endpoint gone)."""
-        from eic_proxy.errors import HandshakeError, HostNotFound, InstanceStateError
+        """After ``prepare``: the slot and the WebSocket, re-locating once when the endpoint says the
+        cached endpoint is gone (every handshake message names "endpoint"; only one naming ours counts)."""
+        from eic_proxy.errors import HandshakeError
 
         try:
-            return self.open()
-        except (HostNotFound, InstanceStateError, HandshakeError) as exc:
-            # Every handshake message names "endpoint"; only one naming our cached endpoint ID says it is gone.
-            stale = not isinstance(exc, HandshakeError) or self.located.endpoint.endpoint_id in exc.message
-            if not self.cached or not stale:
+            return self.open(push=False)
+        except HandshakeError as exc:
+            if not self.cached or self.located.endpoint.endpoint_id not in exc.message:
                 raise
             self.relocate()
+            self.follow_instance()
             return self.open()
 
     def relocate(self) -> bool:
@@ -164,10 +210,14 @@ class Session:
         if not self.relocate():
             return None
         log.info("instance %s moved to %s; reconnecting", self.located.target.instance_id, self.located.target.ip)
+        self.follow_instance()
+        return self.open()
+
+    def follow_instance(self) -> None:
+        """After a relocation: the guard and the known_hosts link of the instance located now."""
         if self.guard is not None and self.guard.instance_id != self.located.target.instance_id:
             self.prepare_host_keys()
         self.link_known_hosts()
-        return self.open()
 
     def link_known_hosts(self) -> None:
         if self.opts.known_hosts_alias:
