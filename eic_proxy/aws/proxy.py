@@ -5,7 +5,7 @@
 space-separated; ``*`` bypasses everything; ``example.com``, ``.example.com`` and ``*.example.com``
 match that domain and everything below it on a label boundary; IP addresses and CIDR blocks match
 addresses; an optional ``:port`` restricts an entry to one port. botocore (urllib) does not know
-CIDR entries and websocket-client mis-matches suffixes, so both get their answer from here.
+CIDR entries, so the API calls and the WebSocket both get their answer from here.
 """
 from __future__ import annotations
 

@@ -43,7 +43,7 @@ WARM = ("eic_proxy.cli", "eic_proxy.commands.connect", "eic_proxy.path.session",
         "eic_proxy.path.signer", "eic_proxy.path.push", "eic_proxy.path.limiter", "eic_proxy.path.probe",
         "eic_proxy.path.hostkey_guard", "eic_proxy.keys.lifecycle", "eic_proxy.store.cache", "eic_proxy.store.audit",
         "eic_proxy.aws.sharedfiles", "eic_proxy.aws.client", "eic_proxy.path.endpoint", "eic_proxy.path.resolve",
-        "eic_proxy.aws.proxy", "eic_proxy.store.knownhosts", "websocket", "ssl",
+        "eic_proxy.aws.proxy", "eic_proxy.store.knownhosts", "ssl", "base64", "hashlib",
         "platformdirs", "encodings.idna", "eic_proxy.path.handover", "pickle")
 # (cryptography is left out: only a key rotation needs it, a few times a day, and it weighs 7 MiB.)
 COLD = (("botocore.session", "botocore.client"), ("eic_proxy.aws.client:cut_models",))

@@ -1,19 +1,23 @@
 """Opening the WebSocket: TLS (always verified) and the HTTP upgrade to the presigned URL, through a proxy if set.
 
-websocket-client does the upgrade and the proxy CONNECT; from then on its socket belongs to
-``pump.py`` and our own framing (``wsframes.py``). Every failure becomes one EicProxyError.
+The upgrade (RFC 6455 §4.1) and the proxy CONNECT are ours: a few lines, where websocket-client
+cost 4 MiB of imports in every process and most of a tunnel's hand-shaking work. From then on the
+socket belongs to ``pump.py`` and our own framing (``wsframes.py``). Every failure becomes one
+EicProxyError.
 """
 from __future__ import annotations
 
+import base64
+import hashlib
 import logging
 import os
 import socket
 import ssl
-from typing import Any, Optional
+from typing import Optional
 
 from eic_proxy import __version__
 from eic_proxy.errors import ExitCode, NetworkError, ProtocolError, UsageError
-from eic_proxy.path.endpoint_errors import handshake_error
+from eic_proxy.path.endpoint_errors import clean_text, handshake_error
 
 log = logging.getLogger(__name__)
 
@@ -62,43 +66,43 @@ def open_websocket(url: str, ca_bundle: Optional[str] = None, timeout: float = D
 
     TLS is always verified; ``ca_bundle`` (AWS_CA_BUNDLE / profile ca_bundle) only replaces the trust store.
     """
-    import websocket
-
-    host = url.split("/", 3)[2].split("?")[0]
-    sslopt: dict[str, Any] = {"cert_reqs": ssl.CERT_REQUIRED, "check_hostname": True,
-                              "context": tls_context(ca_bundle, host)}
     from eic_proxy.aws.proxy import proxy_for
 
+    host, port, target = _split(url)
+    ctx = tls_context(ca_bundle, host)
     proxy = proxy_for(url)
-    proxy_opts: dict[str, Any] = {"http_no_proxy": ["*"]}  # never let the library read the env on its own
     if proxy is not None and proxy.url.lower().startswith("https://"):
-        # websocket-client speaks CONNECT in clear text only: never send the proxy's credentials (and the
-        # endpoint's name) unencrypted to a proxy the user declared as TLS.
+        # The CONNECT below is clear text: never send the proxy's credentials (and the endpoint's
+        # name) unencrypted to a proxy the user declared as TLS.
         raise UsageError(f"the proxy {proxy.host}:{proxy.port} is an https:// proxy, which the tunnel cannot use yet",
                          hint="give the proxy as http://HOST:PORT (the tunnel inside it is TLS end to end), or "
                               "add the endpoint to NO_PROXY")
-    if proxy is not None:
-        proxy_opts = {"http_proxy_host": proxy.host, "http_proxy_port": proxy.port, "proxy_type": "http",
-                      "http_proxy_auth": proxy.auth}
-        log.debug("= via proxy %s:%d", proxy.host, proxy.port)
+    raw: Optional[socket.socket] = None
+    opened = False
     try:
-        ws = websocket.create_connection(
-            url,
-            timeout=timeout,
-            sslopt=sslopt,
-            **proxy_opts,
-            enable_multithread=True,
-            skip_utf8_validation=True,
-            suppress_origin=True,
-            header=[f"User-Agent: eic-proxy/{__version__}"],
-        )
-    except websocket.WebSocketProxyException as exc:
+        if proxy is not None:
+            log.debug("= via proxy %s:%d", proxy.host, proxy.port)
+            raw = socket.create_connection((proxy.host, proxy.port), timeout)
+            _connect_through(raw, host, port, proxy.auth)
+        else:
+            raw = socket.create_connection((host, port), timeout)
+        _tune(raw)
+        sock = ctx.wrap_socket(raw, server_hostname=host)
+        raw = sock
+        key = base64.b64encode(os.urandom(16))
+        sock.sendall(b"GET %s HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                     b"Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\nUser-Agent: eic-proxy/%s\r\n\r\n"
+                     % (target.encode(), _host_header(host, port).encode(), key, __version__.encode()))
+        status, headers = _read_head(sock)
+        if status != 101:
+            raise handshake_error(status, _read_body(sock, headers), max_duration_sent)
+        _check_upgrade(headers, key)
+        opened = True
+        return sock
+    except _ProxyRefused as exc:
         where = f"{proxy.host}:{proxy.port}" if proxy else "the proxy"
         raise NetworkError(f"the proxy {where} refused the tunnel to {host}: {exc}",
                            hint="check HTTPS_PROXY (and its user:password) and NO_PROXY") from exc
-    except websocket.WebSocketBadStatusException as exc:
-        # Never show str(exc): it carries the response headers. The JSON body has the Message.
-        raise handshake_error(exc.status_code, exc.resp_body or b"", max_duration_sent) from exc
     except ssl.SSLCertVerificationError as exc:
         raise NetworkError(f"TLS certificate of the endpoint {host} is not trusted: {exc.verify_message}",
                            hint="if you use a TLS-inspecting proxy or a test endpoint, set AWS_CA_BUNDLE to its CA",
@@ -109,19 +113,137 @@ def open_websocket(url: str, ca_bundle: Optional[str] = None, timeout: float = D
     except socket.gaierror as exc:
         raise NetworkError(f"DNS lookup of the endpoint {host} failed: {exc.strerror}",
                            hint="check DNS and the network; the endpoint's DNS name must resolve") from exc
-    except (socket.timeout, websocket.WebSocketTimeoutException) as exc:
+    except socket.timeout as exc:
         raise NetworkError(f"timed out connecting to the endpoint {host}", hint="check the network and proxies",
                            exit_code=ExitCode.TIMEOUT) from exc
+    except _BadHandshake as exc:
+        raise ProtocolError(f"bad WebSocket handshake from the endpoint {host}: {exc}",
+                            hint="a proxy may be interfering; retry with -v") from exc
     except (ConnectionError, OSError) as exc:
         if proxy is not None:
             raise NetworkError(f"cannot connect to the proxy {proxy.host}:{proxy.port}: {exc.strerror or exc}",
                                hint="check HTTPS_PROXY, or add the endpoint to NO_PROXY") from exc
         raise NetworkError(f"cannot connect to the endpoint {host}: {exc.strerror or exc}",
                            hint="check the network, proxies and firewall for outbound HTTPS (443)") from exc
-    except websocket.WebSocketException as exc:
-        raise ProtocolError(f"bad WebSocket handshake from the endpoint {host}: {exc}",
-                            hint="a proxy may be interfering; retry with -v") from exc
-    sock: Optional[socket.socket] = ws.sock
-    if sock is None:  # pragma: no cover - create_connection returns connected or raises
-        raise NetworkError(f"the connection to the endpoint {host} closed during the handshake")
-    return sock
+    finally:
+        if not opened and raw is not None:
+            raw.close()
+
+
+# RFC 6455 §1.3: the server proves it read our key by hashing it with this GUID.
+_WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+_MAX_HEAD = 16 * 1024  # a response head longer than this is not an endpoint's
+_MAX_BODY = 64 * 1024  # of a refusal's body, what we read (its JSON is a few hundred bytes)
+
+
+class _BadHandshake(Exception):
+    """The peer answered, but not as a WebSocket server (or an HTTP proxy) does."""
+
+
+class _ProxyRefused(Exception):
+    """The proxy answered CONNECT with something other than 2xx."""
+
+
+def _split(url: str) -> tuple[str, int, str]:
+    """``wss://host[:port]/path?query`` → (host, port, "/path?query"); IPv6 literals without brackets."""
+    if not url.startswith("wss://"):
+        raise UsageError(f"not a wss:// URL: {url.split('?')[0]}")
+    rest = url[len("wss://"):]
+    slash = rest.find("/")
+    netloc, target = (rest, "/") if slash < 0 else (rest[:slash], rest[slash:])
+    port = 443
+    if netloc.startswith("["):
+        end = netloc.index("]")
+        host, tail = netloc[1:end], netloc[end + 1:]
+        if tail.startswith(":"):
+            port = int(tail[1:])
+    elif netloc.count(":") == 1:
+        host, _, p = netloc.partition(":")
+        port = int(p)
+    else:
+        host = netloc
+    return host, port, target
+
+
+def _host_header(host: str, port: int) -> str:
+    name = f"[{host}]" if ":" in host else host
+    return name if port == 443 else f"{name}:{port}"
+
+
+def _tune(sock: socket.socket) -> None:
+    """No Nagle delay for ssh's small packets; TCP keep-alive under the WebSocket's own."""
+    for level, option, value in ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1), (socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1),
+                                 (socket.IPPROTO_TCP, getattr(socket, "TCP_KEEPIDLE", None), 30),
+                                 (socket.IPPROTO_TCP, getattr(socket, "TCP_KEEPINTVL", None), 10),
+                                 (socket.IPPROTO_TCP, getattr(socket, "TCP_KEEPCNT", None), 3)):
+        if option is not None:
+            try:
+                sock.setsockopt(level, option, value)
+            except OSError:
+                pass
+
+
+def _connect_through(sock: socket.socket, host: str, port: int, auth: Optional[tuple[str, str]]) -> None:
+    """HTTP CONNECT to host:port over the proxy connection ``sock``."""
+    authority = _host_header(host, port) if port != 443 else f"{_host_header(host, port)}:443"
+    lines = [f"CONNECT {authority} HTTP/1.1", f"Host: {authority}"]
+    if auth is not None:
+        token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
+        lines.append(f"Proxy-Authorization: Basic {token}")
+    sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+    status, _ = _read_head(sock, proxy=True)
+    if not 200 <= status < 300:
+        raise _ProxyRefused(f"HTTP {status}")
+
+
+def _read_head(sock: socket.socket, proxy: bool = False) -> tuple[int, dict[str, str]]:
+    """Status and headers (names lowercased), read a byte at a time: whatever follows the head (the
+    first frames) stays in the socket for the framing layer."""
+    head = bytearray()
+    while not head.endswith(b"\r\n\r\n"):
+        byte = sock.recv(1)
+        if not byte:
+            raise (_ProxyRefused if proxy else _BadHandshake)("the connection closed during the handshake")
+        head += byte
+        if len(head) > _MAX_HEAD:
+            raise _BadHandshake("a response head of more than 16 KiB")
+    lines = head.decode("latin-1").split("\r\n")
+    parts = lines[0].split(" ", 2)
+    if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not parts[1].isdigit():
+        raise (_ProxyRefused if proxy else _BadHandshake)(f"not an HTTP response: {clean_text(lines[0][:80])!r}")
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        name, colon, value = line.partition(":")
+        if colon:
+            headers[name.strip().lower()] = value.strip()
+    return int(parts[1]), headers
+
+
+def _read_body(sock: socket.socket, headers: dict[str, str]) -> bytes:
+    """A refusal's body (Content-Length, else until the server closes), at most 64 KiB; b"" if it never comes."""
+    try:
+        want = min(int(headers.get("content-length", _MAX_BODY)), _MAX_BODY)
+    except ValueError:
+        want = _MAX_BODY
+    body = bytearray()
+    try:
+        while len(body) < want:
+            chunk = sock.recv(want - len(body))
+            if not chunk:
+                break
+            body += chunk
+    except OSError:
+        pass
+    return bytes(body)
+
+
+def _check_upgrade(headers: dict[str, str], key: bytes) -> None:
+    if headers.get("upgrade", "").lower() != "websocket":
+        raise _BadHandshake("no `Upgrade: websocket` in the 101 response")
+    if "upgrade" not in [t.strip().lower() for t in headers.get("connection", "").split(",")]:
+        raise _BadHandshake("no `Connection: upgrade` in the 101 response")
+    expected = base64.b64encode(hashlib.sha1(key + _WS_GUID).digest()).decode()  # noqa: S324 - RFC 6455
+    if headers.get("sec-websocket-accept") != expected:
+        raise _BadHandshake("the Sec-WebSocket-Accept header does not match our key")
+    if headers.get("sec-websocket-extensions") or headers.get("sec-websocket-protocol"):
+        raise _BadHandshake("the endpoint chose an extension or subprotocol we did not offer")

@@ -1,10 +1,10 @@
 """RFC 6455 framing without I/O: bytes from the endpoint in, frames out; frames to send, bytes out.
 
-Our own codec instead of websocket-client's reader, for three reasons (docs/protocol.md §4.2):
+Our own codec instead of a library's reader, for three reasons (docs/protocol.md §4.2):
 payloads are *streamed* (a 4 MiB message or endless continuation frames never pile up in memory),
 every violation is named (reserved opcode, RSV bits, a masked or oversized frame) instead of
 surfacing as a library exception, and the same bytes-in/frames-out object serves the pump and the
-probes. websocket-client still does the TLS + HTTP upgrade (and proxies).
+probes. ``handshake.py`` does the TLS and the HTTP upgrade (and proxies).
 
 A data frame is handed on as it arrives: when only part of its payload is here, the parser emits
 that part as a fragment (``fin=False``) and the rest as ``CONT`` frames. That is the same message
