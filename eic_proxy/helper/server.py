@@ -35,6 +35,7 @@ REQUEST_WAIT = 2.0
 HANDOFF_WAIT = 10.0
 HELPER_NAME = "eicproxy-helper"  # /proc/PID/comm (15 characters at most): what ps and pkill see
 TUNNEL_NAME = "eicproxy-tunnel"
+PREPARE_NAME = "eicproxy-prep"  # the short-lived process that prepares a connection for its tunnel
 
 # What the warm connect path imports, so a child finds it loaded; the cold path's (botocore) follows
 # once the helper is idle, one group per idle moment so a connection never waits for a whole preload.
@@ -276,6 +277,7 @@ def _prepared_elsewhere(conn: socket.socket, argv: list[str], helper_socket: str
         try:
             os.close(read_end)
             conn.close()
+            set_name(PREPARE_NAME)
             prepare(argv, write_end, helper_socket)
         finally:
             os._exit(0)  # the outcome went through the pipe
@@ -293,7 +295,7 @@ def _prepared_elsewhere(conn: socket.socket, argv: list[str], helper_socket: str
         # The preparer exits on its own meanwhile; reaped when it does, not waited for here.
         signal.signal(signal.SIGCHLD, lambda _signum, _frame: _reap(pid))
         _reap(pid)
-        return _carry(message[1])
+        return _carry(message[1], pid)
     _, status = os.waitpid(pid, 0)
     if isinstance(message, tuple) and message[:1] == ("code",) and isinstance(message[1], int):
         return message[1]
@@ -343,12 +345,15 @@ def prepare(argv: list[str], write_end: int, helper_socket: str) -> None:
             ask(helper_socket, "cold")
 
 
-def _carry(plan: object) -> int:
+def _carry(plan: object, preparer: int) -> int:
     """The tunnel of the plan, with the same one-line errors and exit codes as ``cli.main``."""
+    import logging
+
     from eic_proxy.cli import guarded, setup_logging
     from eic_proxy.commands.connect import carry
 
     setup_logging(getattr(plan, "verbose", 0))
+    logging.getLogger("eic_proxy.helper").debug("= prepared by process %d, carried by this one", preparer)
     _park_loading_arena()
     return guarded(lambda: carry(plan))
 

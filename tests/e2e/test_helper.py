@@ -20,7 +20,7 @@ from eic_proxy.helper import address
 from tests.conftest import wait_until
 from tests.e2e.conftest import helpers
 from tests.testbed.bed import ACCESS_KEY
-from tests.testbed.processes import HELPER, TUNNEL, comm, our_processes
+from tests.testbed.processes import HELPER, PREPARE, TUNNEL, comm, our_processes
 
 pytestmark = pytest.mark.e2e
 
@@ -312,3 +312,41 @@ def test_a_helper_whose_code_changed_on_disk_leaves(client, world):
         os.close(r)
         if old.poll() is None:
             old.kill()
+
+
+def test_the_tunnel_is_carried_by_a_process_that_did_not_prepare_it(client, world):
+    """A connection is prepared (settings, lookups, key push: botocore on a first connection) by a
+    short-lived process, which hands it over and exits: the tunnel's process only opens and pumps."""
+    p = subprocess.Popen([client.bed.eic_proxy_path(), "connect", "web-1"], env=dict(client.env, EIC_PROXY_DEBUG="1"),
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert p.stdout.read(4) == b"SSH-"  # the tunnel is up
+        (carrier,) = tunnels(client)
+        assert wait_until(lambda: not [pid for pid in our_processes(str(client.home)) if comm(pid) == PREPARE], 5)
+    finally:
+        _, err = p.communicate(timeout=30)  # closes its stdin: ssh's end, the tunnel's end
+    assert p.returncode == 0, err
+    said = err.decode()
+    assert "pushed key to" in said and "prepared by process" in said, said  # the push happened, elsewhere
+    preparer = int(said.split("prepared by process ")[1].split(",")[0])
+    assert preparer != carrier and f"handed to process {carrier}" in said
+
+
+def test_ssh_ending_while_the_connection_is_prepared_ends_every_process_of_it(client, world):
+    """The first lookup never gets an answer (an EC2 API that accepts and stays silent); ssh gives up
+    (ConnectTimeout bounds its wait for the banner) and hangs up on its ProxyCommand. The SIGHUP
+    reaches the tunnel's process, which passes it to the preparer: nothing is left."""
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)  # connections complete in the backlog and never hear anything
+    try:
+        env = dict(client.env, AWS_ENDPOINT_URL_EC2=f"http://127.0.0.1:{silent.getsockname()[1]}")
+        p = subprocess.Popen(["ssh", "-F", str(client.config), "-o", "ConnectTimeout=4", "web-1", "true"], env=env,
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        mine = str(client.home)
+        assert wait_until(lambda: any(comm(pid) == PREPARE for pid in our_processes(mine)), 4)
+        _, err = p.communicate(timeout=20)
+        assert p.returncode == 255 and b"timed out" in err, err
+        assert wait_until(lambda: not [pid for pid in our_processes(mine) if comm(pid) in (TUNNEL, PREPARE)], 2)
+    finally:
+        silent.close()

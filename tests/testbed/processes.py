@@ -1,8 +1,8 @@
 """Finding eic-proxy's processes on this machine: for the e2e rules (nothing of ours lingers) and the bench.
 
 Ours are the ``eic-proxy`` executable (in-process connects, thin clients and their /bin/sh waiters,
-which keep its path as argv[0]) and ``python -m eic_proxy.helper.server`` (the helper, and the
-tunnels it forks, told apart by their /proc/PID/comm names).
+which keep its path as argv[0]) and ``python -m eic_proxy.helper.server`` (the helper, the tunnels it
+forks and the short-lived processes that prepare them, told apart by their /proc/PID/comm names).
 """
 from __future__ import annotations
 
@@ -10,9 +10,10 @@ import os
 from pathlib import Path
 
 from eic_proxy.helper.server import HELPER_NAME as HELPER
+from eic_proxy.helper.server import PREPARE_NAME as PREPARE
 from eic_proxy.helper.server import TUNNEL_NAME as TUNNEL
 
-__all__ = ["HELPER", "TUNNEL", "comm", "home_of", "our_processes"]
+__all__ = ["HELPER", "PREPARE", "TUNNEL", "comm", "home_of", "our_processes"]
 
 
 def comm(pid: int) -> str:
