@@ -72,6 +72,8 @@ def _run(session: Session, opts: ConnectOptions, in_fd: int, out_fd: int) -> int
         session.prepare_host_keys()
         session.link_known_hosts()
         return _pump(session, ws, in_fd, out_fd, proto, first)
+    if hand_over is not None:
+        session.carrier_pid = os.getppid()  # the preparer is a child of the process that will carry the tunnel
     session.prepare()
     if hand_over is not None and hand_over(session):
         return HANDED_OVER

@@ -125,9 +125,10 @@ class KeyManager:
         except (OSError, ValueError):
             return 0.0, 0
 
-    def note_use(self, at: Optional[float] = None) -> None:
-        """Record that this process uses the current key now (call under the shared lock)."""
-        files.write_private_atomic(self._last_use_path, f"{at or time.time()!r} {os.getpid()}".encode(),
+    def note_use(self, at: Optional[float] = None, pid: Optional[int] = None) -> None:
+        """Record that process ``pid`` (this one by default) uses the current key now (call under the
+        shared lock): at its tunnel's end, that process's own use does not hold back a rotation."""
+        files.write_private_atomic(self._last_use_path, f"{at or time.time()!r} {pid or os.getpid()}".encode(),
                                    durable=False)
 
     def _type_matches(self, key: LocalKey) -> bool:

@@ -55,6 +55,7 @@ class Session:
         self.opened = False
         self.guard: Any = None  # the host-key guard, when known_hosts is ours
         self.key_used = False  # our key was pushed for this tunnel: rotate it at the end if it is due
+        self.carrier_pid = os.getpid()  # the process that carries the tunnel (and rotates the key after it)
 
     @property
     def spec(self) -> Any:
@@ -165,7 +166,7 @@ class Session:
         self.key_used = True
         with manager.using() as key:
             self.push_request_id = ensure_pushed(self.aws, key, iid, opts.os_user, opts.use_cache)
-            manager.note_use()
+            manager.note_use(pid=self.carrier_pid)
             if opts.agent:
                 from eic_proxy.keys.agent import load_key
 

@@ -350,3 +350,16 @@ def test_ssh_ending_while_the_connection_is_prepared_ends_every_process_of_it(cl
         assert wait_until(lambda: not [pid for pid in our_processes(mine) if comm(pid) in (TUNNEL, PREPARE)], 2)
     finally:
         silent.close()
+
+
+def test_a_due_key_is_rotated_when_the_tunnel_it_served_ends(client, world):
+    """The preparer pushes and notes the key's use in the name of the tunnel's process, so that at the
+    tunnel's end its own use does not hold the rotation back."""
+    assert client.ssh("web-1", "true").returncode == 0
+    key = Path(client.proxy("key-path").stdout.decode().strip())
+    pub = key.with_name(key.name + ".pub")
+    old = pub.read_text()
+    five_hours_ago = time.time() - 5 * 3600  # the default lifetime is 4 h
+    os.utime(pub, (five_hours_ago, five_hours_ago))
+    assert client.ssh("web-1", "true").returncode == 0
+    assert pub.read_text() != old
