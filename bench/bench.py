@@ -117,6 +117,11 @@ def installed(out: Path) -> str:
     return str(out / "venv/bin/eic-proxy")
 
 
+def launcher() -> str:
+    """The launcher ``eic-proxy ssh-config`` writes into Host blocks, in the bench's install."""
+    return str(next((REPO / "bench/out/install/venv/lib").glob("python*/site-packages/eic_proxy_connect.py")))
+
+
 class Bench:
     def __init__(self, size_mib: int, runs: int, reps: int = 3) -> None:
         self.size_mib = size_mib
@@ -135,6 +140,7 @@ class Bench:
                                              f"{self.exe} connect %h %p %r"),
             "nc baseline": self._config("nc", f"nc {self.inst.ip} %p"),
             "eic-proxy direct": self._config("eicd", f"{self.exe} connect %h %p %r"),
+            "eic-proxy launcher": self._config("eicl", f"{Path(self.exe).parent / 'python'} {launcher()} connect %h %p %r"),
             "eic-proxy in-process": self._config("eicn", f"{self.exe} connect --no-helper %h %p %r"),
             "reference relay": self._config("ref", f"{sys.executable} {REPO}/bench/rusage.py {self.stats} "
                                                    f"{sys.executable} {REPO}/bench/ref_relay.py"),
@@ -270,6 +276,8 @@ class Bench:
         cold_t = [cold() for _ in range(self.runs)]
         self.bed.aws.reset()
         warm_t = [self.run("eic-proxy", ssh_true) for _ in range(self.runs)]
+        launched = ["ssh", "-F", str(self.configs["eic-proxy launcher"]), "web-1", "true"]
+        launched_t = [self.run("eic-proxy", launched) for _ in range(self.runs)]
         inproc = ["ssh", "-F", str(self.configs["eic-proxy in-process"]), "web-1", "true"]
         inproc_t = [self.run("eic-proxy", inproc) for _ in range(self.runs)]
         warm_calls = self.bed.aws.describe_calls() / self.runs
@@ -284,8 +292,10 @@ class Bench:
             return f"{statistics.median(xs) * 1000:.0f} ms (p10 {qs[0] * 1000:.0f}, p90 {qs[-1] * 1000:.0f})"
 
         self.rows.append(("ssh host true, nc baseline", fmt(nc_t), "1.00x"))
-        self.rows.append(("ssh host true, eic-proxy warm (helper)", fmt(warm_t),
-                          f"{statistics.median(warm_t) / statistics.median(nc_t):.2f}x nc (target <= 1.2)"))
+        self.rows.append(("ssh host true, eic-proxy warm (helper), the ssh-config block's launcher", fmt(launched_t),
+                          f"{statistics.median(launched_t) / statistics.median(nc_t):.2f}x nc (target <= 1.2)"))
+        self.rows.append(("ssh host true, eic-proxy warm (helper), `eic-proxy connect` (pip's wrapper)", fmt(warm_t),
+                          f"{statistics.median(warm_t) / statistics.median(nc_t):.2f}x nc"))
         self.rows.append(("ssh host true, eic-proxy warm, --no-helper", fmt(inproc_t),
                           f"{statistics.median(inproc_t) / statistics.median(nc_t):.2f}x nc"))
         self.rows.append(("ssh host true, reference relay (floor)", fmt(ref_t),
@@ -306,7 +316,7 @@ class Bench:
         """
         ep = next(iter(self.bed.aws.endpoints.values()))
         addr = ep["DnsName"]
-        base, ours, ref = [], [], []
+        base, ours, ours_launched, ref = [], [], [], []
         ctx = ssl.create_default_context(cafile=str(self.bed.ca.pem_path))
 
         def until_handshake(argv: list[str], env: dict) -> float:
@@ -328,13 +338,18 @@ class Bench:
                 pass
             base.append(time.time() - t0)
             ours.append(until_handshake([self.exe, "connect", "web-1"], self.env))
+            ours_launched.append(until_handshake([str(Path(self.exe).parent / "python"), launcher(), "connect", "web-1"],
+                                                 self.env))
             self.presign()
             ref.append(until_handshake([sys.executable, f"{REPO}/bench/ref_relay.py"],
                                        dict(self.env, REF_URL_FILE=str(self.ref_url))))
         m_base, m_ours, m_ref = statistics.median(base), statistics.median(ours), statistics.median(ref)
-        self.rows.append(("start → handshake, warm", f"{m_ours * 1000:.0f} ms (python -c pass + TLS "
-                                                     f"{m_base * 1000:.0f} ms)",
-                          f"{m_ours / m_base:.2f}x (target <= 1.25)"))
+        m_launched = statistics.median(ours_launched)
+        self.rows.append(("start → handshake, warm, the ssh-config block's launcher",
+                          f"{m_launched * 1000:.0f} ms (python -c pass + TLS {m_base * 1000:.0f} ms)",
+                          f"{m_launched / m_base:.2f}x (target <= 1.25)"))
+        self.rows.append(("start → handshake, warm, `eic-proxy connect`", f"{m_ours * 1000:.0f} ms",
+                          f"{m_ours / m_base:.2f}x"))
         self.rows.append(("start → handshake, reference relay (floor)", f"{m_ref * 1000:.0f} ms",
                           f"{m_ref / m_base:.2f}x python+TLS; eic-proxy is {m_ours / m_ref:.2f}x this floor"))
 

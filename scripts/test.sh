@@ -4,7 +4,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh
 # Lint and types first: they fail in seconds, the suite takes minutes.
-.venv/bin/ruff check eic_proxy tests bench
+.venv/bin/ruff check eic_proxy eic_proxy_connect.py tests bench
 .venv/bin/mypy
 # The e2e modules run on parallel workers, each with a test bed of its own (one loopback /16 each);
 # a module stays on one worker (--dist loadfile). EIC_TEST_WORKERS=0 runs everything in this process.

@@ -87,11 +87,31 @@ class BlockOptions:
 
 
 def executable_argv() -> list[str]:
-    """How ssh should start us: the absolute path of this very program, never a PATH lookup.
+    """How ssh should start us: absolute paths, never a PATH lookup.
 
     ssh runs ProxyCommand with a minimal environment in some setups (VS Code, launchd, cron), where
-    PATH may not contain a venv or pipx bin directory.
+    PATH may not contain a venv or pipx bin directory. On POSIX this Python runs our launcher
+    (``eic_proxy_connect.py``, installed beside the package), which starts faster than pip's wrapper.
     """
+    launcher = fast_launcher()
+    if launcher is not None:
+        return launcher
+    return program_argv()
+
+
+def fast_launcher() -> Optional[list[str]]:
+    """[python, launcher] when both exist; None on Windows (ssh runs programs there, not scripts)."""
+    if os.name == "nt" or not sys.executable:
+        return None
+    import eic_proxy
+
+    launcher = Path(eic_proxy.__file__).resolve().parent.parent / "eic_proxy_connect.py"
+    python = Path(sys.executable).absolute()
+    return [str(python), str(launcher)] if launcher.is_file() and python.is_file() else None
+
+
+def program_argv() -> list[str]:
+    """The ``eic-proxy`` program itself (the console script, or ``eic-proxy.exe``)."""
     argv0 = Path(sys.argv[0]) if sys.argv and sys.argv[0] else None
     if argv0 is not None and argv0.name.lower().startswith("eic-proxy"):
         exe = argv0 if argv0.is_absolute() else Path(shutil.which(str(argv0)) or argv0).absolute()

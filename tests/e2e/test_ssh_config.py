@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import threading
 from pathlib import Path
 
@@ -49,7 +50,9 @@ def test_printed_block_uses_absolute_paths(client):
     r = client.proxy("ssh-config", "web-*", "--region", client.bed.region)
     text = r.stdout.decode()
     proxy_line = next(line for line in text.splitlines() if "ProxyCommand" in line)
-    assert proxy_line.split()[1] == client.bed.eic_proxy_path()
+    python, launcher = proxy_line.split()[1:3]  # on POSIX: this Python and the launcher, not pip's wrapper
+    assert os.path.isabs(python) and os.access(python, os.X_OK) and "python" in os.path.basename(python)
+    assert os.path.isabs(launcher) and launcher.endswith("/eic_proxy_connect.py") and os.path.isfile(launcher)
     assert f"connect --region {client.bed.region} --typed=%n -- %h %p %r" in proxy_line
     identity = next(line for line in text.splitlines() if "IdentityFile" in line).split(None, 1)[1]
     assert os.path.isabs(identity) and os.path.exists(identity)  # exists before ssh starts
@@ -173,3 +176,19 @@ def test_start_starts_and_waits_for_sshd(client, bed, world):
     assert bed.aws.count("StartInstances") == 1
     assert bed.aws.instance_state(sleeper.instance_id) == "running"
     assert "starting " + sleeper.instance_id in r.stderr and "answers" in r.stderr
+
+
+def test_the_launcher_imports_nothing_from_its_own_directory(client, world, tmp_path):
+    """Beside the package in site-packages, a module named like a standard one (an old backport) must
+    not shadow the standard library for the launcher, as it would for any script run by path."""
+    import shutil
+
+    launcher = tmp_path / "eic_proxy_connect.py"
+    shutil.copy(Path(__file__).resolve().parents[2] / "eic_proxy_connect.py", launcher)
+    (tmp_path / "zlib.py").write_text("raise SystemExit('shadowed')\n")  # the thin client imports zlib
+    cfg = client.home / "launcher_config"
+    base = client.bed.ssh_config(client.home).read_text()
+    cfg.write_text("\n".join(f"    ProxyCommand {sys.executable} {launcher} connect %h %p %r" if "ProxyCommand" in line
+                              else line for line in base.splitlines()) + "\n")
+    r = client.run(["ssh", "-F", str(cfg), "web-1", "echo ok"])
+    assert r.returncode == 0 and r.stdout == b"ok\n" and "shadowed" not in r.stderr, r.stderr

@@ -1,8 +1,9 @@
 """Finding eic-proxy's processes on this machine: for the e2e rules (nothing of ours lingers) and the bench.
 
-Ours are the ``eic-proxy`` executable (in-process connects, thin clients and their /bin/sh waiters,
-which keep its path as argv[0]) and ``python -m eic_proxy.helper.server`` (the helper, the tunnels it
-forks and the short-lived processes that prepare them, told apart by their /proc/PID/comm names).
+Ours are the ``eic-proxy`` executable and the launcher ssh-config writes (in-process connects, thin
+clients and their /bin/sh waiters, which keep its path as argv[0]) and ``python -m
+eic_proxy.helper.server`` (the helper, the tunnels it forks and the short-lived processes that
+prepare them, told apart by their /proc/PID/comm names).
 """
 from __future__ import annotations
 
@@ -45,7 +46,8 @@ def our_processes(under: str = "") -> dict[int, str]:
             argv = (entry / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if not any(a.endswith(b"/eic-proxy") or a == b"eic_proxy" or a.startswith(b"eic_proxy.") for a in argv[:3]):
+        if not any(a.endswith((b"/eic-proxy", b"/eic_proxy_connect.py")) or a == b"eic_proxy" or a.startswith(b"eic_proxy.")
+                   for a in argv[:3]):
             continue
         try:
             state = next(line for line in (entry / "status").read_text().splitlines() if line.startswith("State:"))
