@@ -17,8 +17,6 @@ log = logging.getLogger(__name__)
 # Set by the helper's connection process in the process it forks to prepare: called with the prepared
 # session, it hands the tunnel over (True) instead of carrying it here (``path/handover.py``).
 hand_over: Optional[Callable[[Session], bool]] = None
-# Set with it: called once the endpoint is known, before the push (the carrier starts connecting).
-hint: Optional[Callable[[Session], None]] = None
 HANDED_OVER = -1  # what connect() returns when another process carries the tunnel
 
 
@@ -41,13 +39,11 @@ def connect(opts: ConnectOptions, in_fd: int = 0, out_fd: int = 1) -> int:
     return _audited(session, lambda: _run(session, opts, in_fd, out_fd))
 
 
-def carry(plan: Any, in_fd: int = 0, out_fd: int = 1, early: Any = None) -> int:
-    """The tunnel of a connection another process prepared (``handover.Plan``): open, pump, rotate.
-    ``early``: the slot and connection opened from the preparer's hint (``path/early.py``)."""
+def carry(plan: Any, in_fd: int = 0, out_fd: int = 1) -> int:
+    """The tunnel of a connection another process prepared (``handover.Plan``): open, pump, rotate."""
     from eic_proxy.path.handover import session_of
 
     session = session_of(plan)
-    session.early = early
     return _audited(session, lambda: _pump(session, session.open_healing(), in_fd, out_fd))
 
 
@@ -78,8 +74,6 @@ def _run(session: Session, opts: ConnectOptions, in_fd: int, out_fd: int) -> int
         return _pump(session, ws, in_fd, out_fd, proto, first)
     if hand_over is not None:
         session.carrier_pid = os.getppid()  # the preparer is a child of the process that will carry the tunnel
-    if hint is not None:
-        hint(session)
     session.prepare()
     if hand_over is not None and hand_over(session):
         return HANDED_OVER

@@ -23,7 +23,7 @@ import struct
 import sys
 import threading
 import time
-from typing import Any, Optional
+from typing import Optional
 
 from eic_proxy.helper import address, wire
 from eic_proxy.helper.client import peer_uid
@@ -285,15 +285,8 @@ def _prepared_elsewhere(conn: socket.socket, argv: list[str], helper_socket: str
     # ssh's signals reach this process (the client's waiter forwards them to it): the preparer gets
     # them, and answers as a connection in its place would (an exit code, or its death by the signal).
     previous = {sig: signal.signal(sig, lambda signum, _frame: _forward(pid, signum)) for sig in SIGNALS}
-    _park_loading_arena()  # before any thread of ours: the next new thread would get that arena
-    early = None
     try:
         message = _read_message(read_end)
-        if isinstance(message, tuple) and message[:1] == ("near",):  # the endpoint is known: start connecting
-            from eic_proxy.path.early import EarlyLink
-
-            early = EarlyLink(message[1])
-            message = _read_message(read_end)
     finally:
         os.close(read_end)
         for sig, handler in previous.items():
@@ -302,9 +295,7 @@ def _prepared_elsewhere(conn: socket.socket, argv: list[str], helper_socket: str
         # The preparer exits on its own meanwhile; reaped when it does, not waited for here.
         signal.signal(signal.SIGCHLD, lambda _signum, _frame: _reap(pid))
         _reap(pid)
-        return _carry(message[1], pid, early)
-    if early is not None:
-        early.discard()
+        return _carry(message[1], pid)
     _, status = os.waitpid(pid, 0)
     if isinstance(message, tuple) and message[:1] == ("code",) and isinstance(message[1], int):
         return message[1]
@@ -337,18 +328,7 @@ def prepare(argv: list[str], write_end: int, helper_socket: str) -> None:
         sent = True
         return True
 
-    def hint(session: Any) -> None:
-        from eic_proxy.path.early import Hint
-        from eic_proxy.path.endpoint import dns_name_for
-        from eic_proxy.path.handshake import DEFAULT_HANDSHAKE_TIMEOUT
-
-        opts, endpoint = session.opts, session.located.endpoint
-        _write_message(write_end, ("near", Hint(endpoint.endpoint_id, dns_name_for(endpoint, session.aws.use_fips, opts.ip_family),
-                                                session.aws.ca_bundle, opts.timeout or DEFAULT_HANDSHAKE_TIMEOUT,
-                                                opts.max_connections, opts.queue_timeout)))
-
     connect.hand_over = hand_over
-    connect.hint = hint
     code = 70
     try:
         code = main(argv)
@@ -365,7 +345,7 @@ def prepare(argv: list[str], write_end: int, helper_socket: str) -> None:
             ask(helper_socket, "cold")
 
 
-def _carry(plan: object, preparer: int, early: object = None) -> int:
+def _carry(plan: object, preparer: int) -> int:
     """The tunnel of the plan, with the same one-line errors and exit codes as ``cli.main``."""
     import logging
 
@@ -374,7 +354,8 @@ def _carry(plan: object, preparer: int, early: object = None) -> int:
 
     setup_logging(getattr(plan, "verbose", 0))
     logging.getLogger("eic_proxy.helper").debug("= prepared by process %d, carried by this one", preparer)
-    return guarded(lambda: carry(plan, early=early))
+    _park_loading_arena()
+    return guarded(lambda: carry(plan))
 
 
 def _forward(pid: int, signum: int) -> None:

@@ -8,13 +8,12 @@ EicProxyError.
 from __future__ import annotations
 
 import base64
-import contextlib
 import hashlib
 import logging
 import os
 import socket
 import ssl
-from typing import Any, Iterator, Optional
+from typing import Optional
 
 from eic_proxy import __version__
 from eic_proxy.errors import ExitCode, NetworkError, ProtocolError, UsageError
@@ -62,73 +61,44 @@ def tls_context(ca_bundle: Optional[str], host: str = "the endpoint") -> ssl.SSL
 
 
 def open_websocket(url: str, ca_bundle: Optional[str] = None, timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
-                   max_duration_sent: bool = False, connected: Optional[socket.socket] = None) -> socket.socket:
+                   max_duration_sent: bool = False) -> socket.socket:
     """TLS + HTTP upgrade to the presigned URL; returns the connected (TLS) socket, ready for frames.
 
     TLS is always verified; ``ca_bundle`` (AWS_CA_BUNDLE / profile ca_bundle) only replaces the trust store.
-    ``connected``: a TLS connection to the URL's host opened beforehand (``connect_tls``), upgraded here.
     """
-    host, port, target = _split(url)
-    sock = connected if connected is not None else connect_tls(host, port, ca_bundle, timeout)
-    opened = False
-    try:
-        with _explained(host, _proxy(host, port)):
-            sock.settimeout(timeout)
-            key = base64.b64encode(os.urandom(16))
-            sock.sendall(b"GET %s HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                         b"Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\nUser-Agent: eic-proxy/%s\r\n\r\n"
-                         % (target.encode(), _host_header(host, port).encode(), key, __version__.encode()))
-            status, headers = _read_head(sock)
-            if status != 101:
-                raise handshake_error(status, _read_body(sock, headers), max_duration_sent)
-            _check_upgrade(headers, key)
-        opened = True
-        return sock
-    finally:
-        if not opened:
-            sock.close()
-
-
-def connect_tls(host: str, port: int = 443, ca_bundle: Optional[str] = None,
-                timeout: float = DEFAULT_HANDSHAKE_TIMEOUT) -> ssl.SSLSocket:
-    """TCP (through the HTTP proxy that applies, if any) and verified TLS to the endpoint."""
-    ctx = tls_context(ca_bundle, host)
-    proxy = _proxy(host, port)
-    raw: Optional[socket.socket] = None
-    with _explained(host, proxy):
-        try:
-            if proxy is not None:
-                log.debug("= via proxy %s:%d", proxy.host, proxy.port)
-                raw = socket.create_connection((proxy.host, proxy.port), timeout)
-                _connect_through(raw, host, port, proxy.auth)
-            else:
-                raw = socket.create_connection((host, port), timeout)
-            _tune(raw)
-            return ctx.wrap_socket(raw, server_hostname=host)
-        except BaseException:
-            if raw is not None:
-                raw.close()
-            raise
-
-
-def _proxy(host: str, port: int) -> Any:
     from eic_proxy.aws.proxy import proxy_for
 
-    proxy = proxy_for(f"wss://{_host_header(host, port)}/")
+    host, port, target = _split(url)
+    ctx = tls_context(ca_bundle, host)
+    proxy = proxy_for(url)
     if proxy is not None and proxy.url.lower().startswith("https://"):
-        # The CONNECT is clear text: never send the proxy's credentials (and the endpoint's name)
-        # unencrypted to a proxy the user declared as TLS.
+        # The CONNECT below is clear text: never send the proxy's credentials (and the endpoint's
+        # name) unencrypted to a proxy the user declared as TLS.
         raise UsageError(f"the proxy {proxy.host}:{proxy.port} is an https:// proxy, which the tunnel cannot use yet",
                          hint="give the proxy as http://HOST:PORT (the tunnel inside it is TLS end to end), or "
                               "add the endpoint to NO_PROXY")
-    return proxy
-
-
-@contextlib.contextmanager
-def _explained(host: str, proxy: Any) -> Iterator[None]:
-    """Every failure of connecting, TLS or the upgrade as one EicProxyError that says what to do."""
+    raw: Optional[socket.socket] = None
+    opened = False
     try:
-        yield
+        if proxy is not None:
+            log.debug("= via proxy %s:%d", proxy.host, proxy.port)
+            raw = socket.create_connection((proxy.host, proxy.port), timeout)
+            _connect_through(raw, host, port, proxy.auth)
+        else:
+            raw = socket.create_connection((host, port), timeout)
+        _tune(raw)
+        sock = ctx.wrap_socket(raw, server_hostname=host)
+        raw = sock
+        key = base64.b64encode(os.urandom(16))
+        sock.sendall(b"GET %s HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                     b"Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\nUser-Agent: eic-proxy/%s\r\n\r\n"
+                     % (target.encode(), _host_header(host, port).encode(), key, __version__.encode()))
+        status, headers = _read_head(sock)
+        if status != 101:
+            raise handshake_error(status, _read_body(sock, headers), max_duration_sent)
+        _check_upgrade(headers, key)
+        opened = True
+        return sock
     except _ProxyRefused as exc:
         where = f"{proxy.host}:{proxy.port}" if proxy else "the proxy"
         raise NetworkError(f"the proxy {where} refused the tunnel to {host}: {exc}",
@@ -155,6 +125,9 @@ def _explained(host: str, proxy: Any) -> Iterator[None]:
                                hint="check HTTPS_PROXY, or add the endpoint to NO_PROXY") from exc
         raise NetworkError(f"cannot connect to the endpoint {host}: {exc.strerror or exc}",
                            hint="check the network, proxies and firewall for outbound HTTPS (443)") from exc
+    finally:
+        if not opened and raw is not None:
+            raw.close()
 
 
 # RFC 6455 §1.3: the server proves it read our key by hashing it with this GUID.

@@ -56,7 +56,6 @@ class Session:
         self.guard: Any = None  # the host-key guard, when known_hosts is ours
         self.key_used = False  # our key was pushed for this tunnel: rotate it at the end if it is due
         self.carrier_pid = os.getpid()  # the process that carries the tunnel (and rotates the key after it)
-        self.early: Any = None  # early.EarlyLink: the slot and TLS connection opened while it was prepared
 
     @property
     def spec(self) -> Any:
@@ -107,29 +106,11 @@ class Session:
         """Push (when due), take this process's slot, and open the WebSocket."""
         if self.opts.push and push:
             self._push()
-        connected = self._claim_early()
         self.take_slot()
-        return self.handshake(connected)
+        return self.handshake()
 
-    def _claim_early(self) -> Any:
-        """The slot and TLS connection the carrying process opened from the preparer's hint
-        (``early.py``), when they are for the endpoint located now."""
-        early, self.early = self.early, None
-        if early is None:
-            return None
-        from eic_proxy.path.endpoint import dns_name_for
-
-        eid = self.located.endpoint.endpoint_id
-        slot, sock, error = early.claim(eid, dns_name_for(self.located.endpoint, self.aws.use_fips, self.opts.ip_family))
-        if slot is not None:
-            self.slot, self.slot_endpoint = slot, eid
-        if error is not None:
-            raise error
-        return sock
-
-    def handshake(self, connected: Any = None) -> Any:
-        """A fresh presigned URL and WebSocket (its TLS socket); 429/503 (endpoint full or busy) retried.
-        ``connected``: a TLS connection to the endpoint for the first attempt (``early.py``)."""
+    def handshake(self) -> Any:
+        """A fresh presigned URL and WebSocket (its TLS socket); 429/503 (endpoint full or busy) retried."""
         from eic_proxy.errors import HandshakeError
         from eic_proxy.path.endpoint import dns_name_for
         from eic_proxy.path.handshake import open_websocket
@@ -144,9 +125,8 @@ class Session:
             url = presign_url(aws.frozen_credentials(), aws.region, dns, located.endpoint.endpoint_id, opts.port,
                               located.target.ip, opts.max_tunnel_duration)  # a fresh URL per attempt
             try:
-                first, connected = connected, None
                 return open_websocket(url, aws.ca_bundle, max_duration_sent=opts.max_tunnel_duration is not None,
-                                      connected=first, **({} if opts.timeout is None else {"timeout": opts.timeout}))
+                                      **({} if opts.timeout is None else {"timeout": opts.timeout}))
             except HandshakeError as exc:
                 if (exc.status == 400 and opts.port not in SERVICE_PORTS and "remoteport" in exc.message.lower()
                         and (exc.error_code or "").startswith(("InvalidParameter", "ValidationException"))):
