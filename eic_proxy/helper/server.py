@@ -271,24 +271,24 @@ def _prepared_elsewhere(conn: socket.socket, argv: list[str], helper_socket: str
     """Fork the preparer, wait for its plan (or its exit code), and carry the tunnel it hands over."""
     from eic_proxy.path.pump import SIGNALS
 
-    read_end, write_end = os.pipe()
+    ours, theirs = socket.socketpair()
     pid = os.fork()
     if pid == 0:
         try:
-            os.close(read_end)
+            ours.close()
             conn.close()
             set_name(PREPARE_NAME)
-            prepare(argv, write_end, helper_socket)
+            prepare(argv, theirs, helper_socket)
         finally:
-            os._exit(0)  # the outcome went through the pipe
-    os.close(write_end)
+            os._exit(0)  # the outcome went through the socket
+    theirs.close()
     # ssh's signals reach this process (the client's waiter forwards them to it): the preparer gets
     # them, and answers as a connection in its place would (an exit code, or its death by the signal).
     previous = {sig: signal.signal(sig, lambda signum, _frame: _forward(pid, signum)) for sig in SIGNALS}
     try:
-        message = _read_message(read_end)
+        message = _receive(ours)
     finally:
-        os.close(read_end)
+        ours.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     if isinstance(message, tuple) and message[:1] == ("plan",):
@@ -306,7 +306,7 @@ def _prepared_elsewhere(conn: socket.socket, argv: list[str], helper_socket: str
     return 70
 
 
-def prepare(argv: list[str], write_end: int, helper_socket: str) -> None:
+def prepare(argv: list[str], sock: socket.socket, helper_socket: str) -> None:
     """In the preparer: run the connection as ``eic-proxy connect`` would, up to the moment its
     WebSocket would open; hand the prepared session over then. Whatever ends before (an error, said
     on stderr as usual) or is not handed over (``--start``) sends its exit code instead."""
@@ -324,7 +324,7 @@ def prepare(argv: list[str], write_end: int, helper_socket: str) -> None:
         level = logging.getLogger("eic_proxy").level or logging.WARNING
         plan = plan_of(session, max(0, (logging.WARNING - level) // 10))
         _flush()  # what we said comes before what the carrier says
-        _write_message(write_end, ("plan", plan))
+        _send(sock, ("plan", plan))
         sent = True
         return True
 
@@ -337,8 +337,8 @@ def prepare(argv: list[str], write_end: int, helper_socket: str) -> None:
     finally:
         _flush()
         if not sent:
-            _write_message(write_end, ("code", int(code)))
-        os.close(write_end)
+            _send(sock, ("code", int(code)))
+        sock.close()
         if not cold_before and "botocore" in sys.modules:
             from eic_proxy.helper.client import ask
 
@@ -381,37 +381,22 @@ def _flush() -> None:
             pass
 
 
-def _write_message(fd: int, message: object) -> None:
+def _send(sock: socket.socket, message: object) -> None:
     from eic_proxy.path.handover import dumps
 
-    data = dumps(message)
-    data = struct.pack("!I", len(data)) + data
-    while data:
-        try:
-            data = data[os.write(fd, data):]
-        except OSError:
-            return  # the carrier is gone: nobody is left to tell
+    try:
+        wire.send(sock, message, dumps=dumps)
+    except OSError:
+        pass  # the tunnel's process is gone: nobody is left to tell
 
 
-def _read_message(fd: int) -> object:
-    """One length-prefixed message, or None when the preparer ended without one."""
+def _receive(sock: socket.socket) -> object:
+    """The preparer's one message, or None when it ended without one."""
     from eic_proxy.path.handover import loads
 
-    def exactly(n: int) -> Optional[bytes]:
-        chunks, left = [], n
-        while left:
-            chunk = os.read(fd, left)
-            if not chunk:
-                return None
-            chunks.append(chunk)
-            left -= len(chunk)
-        return b"".join(chunks)
-
-    head = exactly(4)
-    body = exactly(struct.unpack("!I", head)[0]) if head is not None else None
     try:
-        return loads(body) if body is not None else None
-    except Exception:  # noqa: BLE001 - a message that does not load is no message
+        return wire.recv(sock, loads=loads)
+    except wire.WireError:
         return None
 
 

@@ -11,6 +11,11 @@ Conversation (client → helper main → forked child)::
         or  ("ready", child_pid)                 from the forked child
     client: b"G" + SCM_RIGHTS(stdin, stdout, stderr)  the child owns the connection from here
     child:  b"CODE\n"                            the exit code as a text line, once the connection has ended
+
+Inside the child, over a socketpair to the preparer it forks (values pickled: ``path/handover.py``)::
+
+    preparer: ("plan", Plan)                     ready for its WebSocket: the child carries the tunnel
+          or  ("code", exit_code)                ended before that (an error), or carried it itself
 """
 from __future__ import annotations
 
@@ -27,20 +32,20 @@ class WireError(Exception):
     """The peer closed, timed out or sent something that is not a message of ours."""
 
 
-def send(sock: Any, value: Any) -> None:
-    data = marshal.dumps(value)
+def send(sock: Any, value: Any, dumps: Any = marshal.dumps) -> None:
+    data = dumps(value)
     sock.sendall(len(data).to_bytes(4, "big") + data)
 
 
-def recv(sock: Any) -> Any:
+def recv(sock: Any, loads: Any = marshal.loads) -> Any:
     """One message; WireError on EOF, timeout or garbage."""
     head = _exactly(sock, 4)
     size = int.from_bytes(head, "big")
     if size > MAX_MESSAGE:
         raise WireError(f"message of {size} bytes")
     try:
-        return marshal.loads(_exactly(sock, size))
-    except (EOFError, ValueError, TypeError) as exc:
+        return loads(_exactly(sock, size))
+    except Exception as exc:  # noqa: BLE001 - whatever the decoder says of garbage: not a message of ours
         raise WireError(f"bad message: {exc}") from None
 
 
