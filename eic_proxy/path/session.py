@@ -52,7 +52,7 @@ class Session:
         self.slot: Any = None
         self.slot_endpoint: Optional[str] = None
         self.push_request_id: Optional[str] = None  # SendSSHPublicKey RequestId made (or reused) for this tunnel
-        self.opened = False
+        self.opened = False  # the tunnel was up (its end is audited by tunnel_audited)
         self.guard: Any = None  # the host-key guard, when known_hosts is ours
         self.key_used = False  # our key was pushed for this tunnel: rotate it at the end if it is due
         self.carrier_pid = os.getpid()  # the process that carries the tunnel (and rotates the key after it)
