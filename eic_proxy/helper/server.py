@@ -299,10 +299,18 @@ def _prepared_elsewhere(conn: socket.socket, argv: list[str], helper_socket: str
     _, status = os.waitpid(pid, 0)
     if isinstance(message, tuple) and message[:1] == ("code",) and isinstance(message[1], int):
         return message[1]
-    if os.WIFSIGNALED(status):  # killed before it answered (ssh's SIGHUP, a kill): go the same way
-        sig = os.WTERMSIG(status)
-        signal.signal(sig, signal.SIG_DFL)
-        os.kill(os.getpid(), sig)
+    if os.WIFSIGNALED(status) and os.WTERMSIG(status) in SIGNALS:  # ssh's signal, passed on: go the same way
+        signal.signal(os.WTERMSIG(status), signal.SIG_DFL)
+        os.kill(os.getpid(), os.WTERMSIG(status))
+    from eic_proxy.errors import error_line
+
+    how = f"killed by signal {os.WTERMSIG(status)}" if os.WIFSIGNALED(status) else f"exit status {os.WEXITSTATUS(status)}"
+    line = error_line(f"the process {pid} preparing the connection ended without an answer ({how})",
+                      "the connection was not made; retry, and run with -v if it happens again")
+    try:
+        os.write(2, (line + "\n").encode())
+    except OSError:
+        pass
     return 70
 
 

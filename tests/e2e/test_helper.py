@@ -363,3 +363,25 @@ def test_a_due_key_is_rotated_when_the_tunnel_it_served_ends(client, world):
     os.utime(pub, (five_hours_ago, five_hours_ago))
     assert client.ssh("web-1", "true").returncode == 0
     assert pub.read_text() != old
+
+
+def test_a_preparer_killed_mid_lookup_is_one_line_and_an_exit_code(client, world):
+    """The preparer dies by a signal before it answered (an OOM kill, say): the tunnel's process goes
+    the same way, and the ProxyCommand says so in one line with exit 70; nothing is left behind."""
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)
+    try:
+        env = dict(client.env, AWS_ENDPOINT_URL_EC2=f"http://127.0.0.1:{silent.getsockname()[1]}")
+        p = subprocess.Popen([client.bed.eic_proxy_path(), "connect", "web-1"], env=env,
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        mine = str(client.home)
+        assert wait_until(lambda: any(comm(pid) == PREPARE for pid in our_processes(mine)), 10)
+        (preparer,) = [pid for pid in our_processes(mine) if comm(pid) == PREPARE]
+        os.kill(preparer, 9)
+        _, err = p.communicate(timeout=10)
+    finally:
+        silent.close()
+    lines = err.decode().splitlines()
+    assert p.returncode == 70 and len(lines) == 1 and lines[0].startswith("eic-proxy: error: "), err
+    assert wait_until(lambda: not [pid for pid in our_processes(mine) if comm(pid) in (TUNNEL, PREPARE)], 2)
