@@ -134,6 +134,7 @@ def open_websocket(url: str, ca_bundle: Optional[str] = None, timeout: float = D
 _WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 _MAX_HEAD = 16 * 1024  # a response head longer than this is not an endpoint's
 _MAX_BODY = 64 * 1024  # of a refusal's body, what we read (its JSON is a few hundred bytes)
+BODY_WAIT = 2.0  # for a body of unknown length, how long the server may take to close
 
 
 class _BadHandshake(Exception):
@@ -220,21 +221,38 @@ def _read_head(sock: socket.socket, proxy: bool = False) -> tuple[int, dict[str,
 
 
 def _read_body(sock: socket.socket, headers: dict[str, str]) -> bytes:
-    """A refusal's body (Content-Length, else until the server closes), at most 64 KiB; b"" if it never comes."""
+    """A refusal's body, at most 64 KiB: by Content-Length, chunked, or else until the server closes
+    (waiting at most BODY_WAIT for that: the body only words the error, it must not delay it)."""
+    chunked = "chunked" in headers.get("transfer-encoding", "").lower()
+    length = headers.get("content-length", "")
+    want = min(int(length), _MAX_BODY) if length.isdigit() and not chunked else _MAX_BODY
+    if chunked or not length.isdigit():
+        sock.settimeout(min(sock.gettimeout() or BODY_WAIT, BODY_WAIT))
+    raw = bytearray()
     try:
-        want = min(int(headers.get("content-length", _MAX_BODY)), _MAX_BODY)
-    except ValueError:
-        want = _MAX_BODY
-    body = bytearray()
-    try:
-        while len(body) < want:
-            chunk = sock.recv(want - len(body))
+        while len(raw) < want and not (chunked and raw.endswith(b"0\r\n\r\n")):
+            chunk = sock.recv(want - len(raw))
             if not chunk:
                 break
-            body += chunk
+            raw += chunk
     except OSError:
         pass
-    return bytes(body)
+    return _dechunk(bytes(raw)) if chunked else bytes(raw)
+
+
+def _dechunk(raw: bytes) -> bytes:
+    """The payload of a chunked body (RFC 9112 §7.1), as far as it is well formed."""
+    out, pos = bytearray(), 0
+    while True:
+        eol = raw.find(b"\r\n", pos)
+        try:
+            size = int(raw[pos:eol].split(b";")[0], 16) if eol >= 0 else 0
+        except ValueError:
+            size = 0
+        if size <= 0:
+            return bytes(out)
+        out += raw[eol + 2:eol + 2 + size]
+        pos = eol + 2 + size + 2
 
 
 def _check_upgrade(headers: dict[str, str], key: bytes) -> None:

@@ -7,6 +7,7 @@ import hashlib
 import socket
 import ssl
 import threading
+import time
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -184,3 +185,18 @@ def test_a_proxy_that_refuses_connect_is_named(monkeypatch):
 ])
 def test_urls_split_into_host_port_and_target(url, want):
     assert _split(url) == want
+
+
+def test_a_chunked_refusal_is_read_and_one_of_unknown_length_does_not_delay_the_error(endpoint):
+    body = b'{"ErrorCode":"AccessDeniedException","Message":"no OpenTunnel for you"}'
+    chunked = b"%x\r\n%s\r\n%x\r\n%s\r\n0\r\n\r\n" % (10, body[:10], len(body) - 10, body[10:])
+    ep = endpoint(lambda req: b"HTTP/1.1 403 Forbidden\r\nTransfer-Encoding: chunked\r\n\r\n" + chunked)
+    with pytest.raises(HandshakeError) as info:
+        open_websocket(ep.url(), str(ep.ca.pem_path), timeout=30)
+    assert info.value.error_code == "AccessDeniedException" and "no OpenTunnel for you" in info.value.message
+    # No length, and the connection stays open: the error comes after BODY_WAIT, not after the timeout.
+    ep = endpoint(lambda req: b"HTTP/1.1 403 Forbidden\r\n\r\n" + body)
+    started = time.monotonic()
+    with pytest.raises(HandshakeError) as info:
+        open_websocket(ep.url(), str(ep.ca.pem_path), timeout=30)
+    assert time.monotonic() - started < 20 and info.value.error_code == "AccessDeniedException"
