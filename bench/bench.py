@@ -89,7 +89,8 @@ class TunnelSampler:
                     pages = int(Path(f"/proc/{pid}/statm").read_text().split()[1])
                 except (OSError, ValueError, IndexError):
                     continue
-                self.cpu[pid] = (int(fields[11]) + int(fields[12])) / TICK
+                # utime + stime, and cutime + cstime: the preparer it forked and reaped (path/handover.py)
+                self.cpu[pid] = sum(int(f) for f in fields[11:15]) / TICK
                 self.rss[pid] = max(self.rss.get(pid, 0), pages * PAGE_KIB)
 
     def totals(self) -> tuple[float, int]:
@@ -210,6 +211,7 @@ class Bench:
         ssh_remote = "/tmp/eic-bench-payload.bin"
         whos = ("eic-proxy", "nc baseline", "reference relay")
         samples: dict[tuple[str, str], list[tuple[float, float, int]]] = {}
+        self.run("eic-proxy", ["ssh", "-F", str(self.configs["eic-proxy"]), "web-1", "true"])  # pushes the key nc uses
         self.run("nc baseline", ["scp", "-F", str(self.configs["nc baseline"]), str(src), f"web-1:{ssh_remote}"])
         for which in whos:  # warm: first connections (key, resolution, pushes) are not part of the data path
             self.run(which, ["ssh", "-F", str(self.configs[which]), "web-1", "true"])
