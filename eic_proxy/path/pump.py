@@ -203,11 +203,12 @@ class Driver:
 
     # ---- the threads -----------------------------------------------------------------------------
     def _uplink(self) -> None:
-        # Up to UPLINK_FRAMES frames per read (ssh's pipe is enlarged to hold them): the sender thread
-        # is woken once per read, not once per frame, which is most of the uplink's CPU beyond TLS.
-        buf = bytearray(UPLINK_FRAMES * MAX_FRAME)
+        # In a bulk transfer (a read filled the buffer), up to UPLINK_FRAMES frames per read (ssh's pipe
+        # is enlarged to hold them): the sender thread is woken once per read, not once per frame,
+        # which is most of the uplink's CPU beyond TLS. An interactive tunnel keeps the small buffer.
+        buf = bytearray(MAX_FRAME)
         view = memoryview(buf)
-        _grow_pipe(self.in_fd, len(buf))
+        _grow_pipe(self.in_fd, UPLINK_FRAMES * MAX_FRAME)
         while not self.proto.finished:
             try:
                 n = _readinto(self.in_fd, buf)
@@ -219,6 +220,9 @@ class Driver:
                 self.wake()
                 return
             pieces = [bytes(view[i:min(i + MAX_FRAME, n)]) for i in range(0, n, MAX_FRAME)]
+            if n == len(buf) < UPLINK_FRAMES * MAX_FRAME:
+                buf = bytearray(UPLINK_FRAMES * MAX_FRAME)
+                view = memoryview(buf)
             self.step(partial(_feed, self.proto, pieces))
             self.link.wait_for_room()
 
