@@ -156,3 +156,24 @@ def test_probe_of_an_unreachable_target_is_none_and_a_silent_server_is_empty():
     assert first_bytes(ep.client, quiet(), 5) is None
     ep2 = Endpoint(read=False)
     assert first_bytes(ep2.client, quiet(), 0.3) == b""
+
+
+def test_ssh_pipes_are_grown_and_other_descriptors_are_left_alone():
+    """A bulk transfer reads four frames at a time from ssh: its pipe must hold them (Linux)."""
+    import fcntl
+
+    from eic_proxy.path.pump import UPLINK_FRAMES, _grow_pipe
+
+    r, w = os.pipe()
+    try:
+        _grow_pipe(r, UPLINK_FRAMES * MAX_FRAME)
+        assert fcntl.fcntl(r, fcntl.F_GETPIPE_SZ) >= UPLINK_FRAMES * MAX_FRAME
+    finally:
+        os.close(r)
+        os.close(w)
+    a, b = socket.socketpair()
+    try:
+        _grow_pipe(a.fileno(), 1 << 20)  # a socket (the listener's connections): nothing happens, nothing raised
+    finally:
+        a.close()
+        b.close()
