@@ -350,7 +350,7 @@ def _feed(proto: TunnelProtocol, pieces: list[bytes], now: float) -> None:
 
 
 def _grow_pipe(fd: int, size: int) -> None:
-    """Let ssh write ``size`` bytes ahead into a pipe to us (Linux; elsewhere, or for a socket, nothing)."""
+    """Make a pipe between ssh and us hold ``size`` bytes (Linux; elsewhere, or for a socket or tty, nothing)."""
     try:
         import fcntl
 
