@@ -147,23 +147,13 @@ class _ProxyRefused(Exception):
 
 def _split(url: str) -> tuple[str, int, str]:
     """``wss://host[:port]/path?query`` → (host, port, "/path?query"); IPv6 literals without brackets."""
-    if not url.startswith("wss://"):
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.scheme != "wss" or not parts.hostname:
         raise UsageError(f"not a wss:// URL: {url.split('?')[0]}")
-    rest = url[len("wss://"):]
-    slash = rest.find("/")
-    netloc, target = (rest, "/") if slash < 0 else (rest[:slash], rest[slash:])
-    port = 443
-    if netloc.startswith("["):
-        end = netloc.index("]")
-        host, tail = netloc[1:end], netloc[end + 1:]
-        if tail.startswith(":"):
-            port = int(tail[1:])
-    elif netloc.count(":") == 1:
-        host, _, p = netloc.partition(":")
-        port = int(p)
-    else:
-        host = netloc
-    return host, port, target
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    return parts.hostname, parts.port or 443, target
 
 
 def _host_header(host: str, port: int) -> str:
