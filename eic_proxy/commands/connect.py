@@ -83,7 +83,9 @@ def _run(session: Session, opts: ConnectOptions, in_fd: int, out_fd: int) -> int
 def _pump(session: Session, ws: Any, in_fd: int, out_fd: int, proto: Any = None, first: bytes = b"") -> int:
     can_replay = session.cached and proto is None
     try:
-        result = tunnel_audited(session, ws, in_fd, out_fd, proto or session.new_protocol(can_replay), first,
+        from eic_proxy.path.pump import LocalEnd
+
+        result = tunnel_audited(session, ws, LocalEnd(in_fd, out_fd), proto or session.new_protocol(can_replay), first,
                                 close_output=lambda: _close_quietly(out_fd),
                                 reconnect=session.reconnect if can_replay else None,
                                 inspect=session.inspect_output if session.guard is not None else None)

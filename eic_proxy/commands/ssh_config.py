@@ -5,12 +5,15 @@ between marker comments, so re-running replaces rather than appends), and ``~/.s
 ``Include ~/.ssh/eic-proxy.config`` line (absolute path) at the very top: ssh takes the first value it finds for each
 option, and an Include placed after a ``Host`` line would only apply inside that block.
 
-Host keys are kept per instance, not per name: the block points ``UserKnownHostsFile`` at
-``known_hosts/by-name/%h`` in our data dir, and ``connect`` makes that a symlink to the file of the
-instance the name resolves to right now. That happens before ssh can look: the host key only
-arrives through the tunnel. So a replaced instance behind the same name gets a fresh file instead
-of a "REMOTE HOST IDENTIFICATION HAS CHANGED" alarm, a recycled IP cannot collide with an old
-entry, and the same instance under a new IP needs no new entry.
+Host keys are kept per instance, not per name: the block points ``UserKnownHostsFile`` at one plain
+file, ``known_hosts/names`` in our data dir, where ``connect`` gives each name the keys of the instance it
+resolves to right now, before ssh can look (store/knownhosts.py).
+
+The block is written for the oldest OpenSSH that will read it (``--ssh-version``, by default the oldest
+``ssh`` found here): ``%n`` in ProxyCommand (the name as typed, with its case) only from OpenSSH 8.1; before
+that ``%h`` stands in. Nothing else in it is newer than 7.3 (``Include``). On Windows the program's path is
+written with forward slashes and in double quotes: Win32-OpenSSH hands the line to CreateProcess (which
+takes ``/``), Git for Windows' ssh to ``sh`` (which would eat unquoted backslashes).
 """
 from __future__ import annotations
 
@@ -29,7 +32,7 @@ from typing import Any, Optional, Sequence
 from eic_proxy import __version__
 from eic_proxy.commands.options import add_common, add_host_keys, add_key_options, settings
 from eic_proxy.store import files
-from eic_proxy.store.knownhosts import known_hosts_dir, link_known_hosts, prepare_known_hosts  # noqa: F401 - re-exported
+from eic_proxy.store.knownhosts import names_file, prepare_known_hosts
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +48,11 @@ _INCLUDE_RE = re.compile(r"^\s*Include\s+.*\beic-proxy\.config\b", re.IGNORECASE
 # tokens in ProxyCommand), no `#`. Patterns may also use ssh's `*`, `?` and leading `!`.
 _SAFE_VALUE = re.compile(r"^[A-Za-z0-9_.@+:/=,-]+$")
 _SAFE_PATTERN = re.compile(r"^!?[A-Za-z0-9_.@+:*?\[\]-]+$")
+
+# The oldest OpenSSH a supported system still ships: Amazon Linux 2 has 7.4, Windows 10 1809 7.7.
+OLDEST_SSH = (7, 4)
+TYPED_TOKEN_SINCE = (8, 1)  # %n in ProxyCommand
+_SSH_VERSION = re.compile(r"OpenSSH_(?:for_Windows_)?(\d+)\.(\d+)")
 
 
 def check_value(what: str, value: Optional[str], pattern: "re.Pattern[str]" = _SAFE_VALUE) -> None:
@@ -68,6 +76,7 @@ class BlockOptions:
     key_lifetime: Optional[str] = None
     host_keys: Optional[str] = None
     pick: Optional[str] = None
+    ssh_version: tuple[int, int] = OLDEST_SSH  # the oldest OpenSSH that will read the block
 
     def __post_init__(self) -> None:
         for what, value in (("--user", self.user), ("--profile", self.profile), ("--region", self.region),
@@ -101,7 +110,7 @@ def executable_argv() -> list[str]:
 
 def fast_launcher() -> Optional[list[str]]:
     """[python, launcher] when both exist; None on Windows (ssh runs programs there, not scripts)."""
-    if os.name == "nt" or not sys.executable:
+    if sys.platform == "win32" or not sys.executable:
         return None
     import eic_proxy
 
@@ -115,7 +124,7 @@ def program_argv() -> list[str]:
     argv0 = Path(sys.argv[0]) if sys.argv and sys.argv[0] else None
     if argv0 is not None and argv0.name.lower().startswith("eic-proxy"):
         exe = argv0 if argv0.is_absolute() else Path(shutil.which(str(argv0)) or argv0).absolute()
-        if os.name == "nt" and exe.suffix.lower() != ".exe" and exe.with_suffix(".exe").exists():
+        if sys.platform == "win32" and exe.suffix.lower() != ".exe" and exe.with_suffix(".exe").exists():
             exe = exe.with_suffix(".exe")
         if exe.exists():
             return [str(exe)]
@@ -125,18 +134,70 @@ def program_argv() -> list[str]:
     return [str(Path(sys.executable).absolute()), "-m", "eic_proxy"]
 
 
-WINDOWS = os.name == "nt"
-
-
 def quote_command(argv: Sequence[str]) -> str:
-    # POSIX ssh runs ProxyCommand through /bin/sh; Windows OpenSSH runs it directly (no shell).
-    if WINDOWS:
-        return " ".join(f'"{a}"' if " " in a else a for a in argv)
+    """The ProxyCommand line. POSIX ssh runs it through /bin/sh. Win32-OpenSSH splits it by Windows'
+    rules (CommandLineToArgvW) and Git for Windows' ssh through ``sh``: paths use ``/`` (CreateProcess
+    takes it, and ``sh`` keeps it) and are double-quoted when they hold a space, which both read alike."""
+    if sys.platform == "win32":
+        return " ".join(_quote_windows(a) for a in argv)
     return " ".join(shlex.quote(a) if not a.startswith(("%", "--typed=%")) else a for a in argv)
 
 
-def _quote_path(path: str) -> str:
-    return f'"{path}"' if any(c.isspace() for c in path) else path
+def _quote_windows(arg: str) -> str:
+    arg = arg.replace("\\", "/")
+    return f'"{arg}"' if any(c.isspace() for c in arg) else arg
+
+
+def config_path(path: Path) -> str:
+    """A path as an ssh_config value: ``/`` on Windows too (ssh_config reads ``\\`` as an escape in
+    places), double-quoted when it holds a space."""
+    text = str(path).replace("\\", "/") if sys.platform == "win32" else str(path)
+    return f'"{text}"' if any(c.isspace() for c in text) else text
+
+
+def ssh_programs() -> list[str]:
+    """The OpenSSH clients on this machine that may read ~/.ssh/config: PATH's, and on Windows the
+    built-in one and Git for Windows' too (VS Code and a Git Bash prompt may use another than PATH's)."""
+    found = [shutil.which("ssh")]
+    if sys.platform == "win32":
+        root = os.environ.get("SystemRoot", "C:\\Windows")
+        found.append(os.path.join(root, "System32", "OpenSSH", "ssh.exe"))
+        for base in (os.environ.get("ProgramFiles"), os.environ.get("LOCALAPPDATA")):
+            if base:
+                found.append(os.path.join(base, "Git", "usr", "bin", "ssh.exe"))
+                found.append(os.path.join(base, "Programs", "Git", "usr", "bin", "ssh.exe"))
+    out: list[str] = []
+    for p in found:
+        if p and os.path.isfile(p) and p not in out:
+            out.append(p)
+    return out
+
+
+def ssh_version_of(program: str) -> Optional[tuple[int, int]]:
+    """(major, minor) from ``ssh -V``; None when it cannot be told (not OpenSSH, or it did not answer)."""
+    import subprocess
+
+    try:
+        p = subprocess.run([program, "-V"], capture_output=True, timeout=10, stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    m = _SSH_VERSION.search((p.stderr + p.stdout).decode("utf-8", "replace"))
+    return (int(m.group(1)), int(m.group(2))) if m else None
+
+
+def oldest_ssh() -> tuple[int, int]:
+    """The oldest OpenSSH found here; the oldest supported one when none answers."""
+    versions = [v for v in map(ssh_version_of, ssh_programs()) if v is not None]
+    return min(versions) if versions else OLDEST_SSH
+
+
+def parse_ssh_version(text: str) -> tuple[int, int]:
+    from eic_proxy.errors import UsageError
+
+    m = re.fullmatch(r"(\d+)\.(\d+)(?:p\d+)?", text.strip())
+    if m is None:
+        raise UsageError(f"--ssh-version {text!r} is not an OpenSSH version", hint="write it as 7.7 or 9.5")
+    return int(m.group(1)), int(m.group(2))
 
 
 def render(opts: BlockOptions, identity_file: Path) -> str:
@@ -158,22 +219,24 @@ def render(opts: BlockOptions, identity_file: Path) -> str:
         cmd += ["--host-keys", opts.host_keys]
     if opts.pick:
         cmd += ["--pick", opts.pick]
-    cmd += ["--typed=%n", "--", "%h", "%p", "%r"]
+    # %n from 8.1: before it, %h marks the block just as well (the name is then lowercase, as ssh has it).
+    cmd += ["--typed=%n" if opts.ssh_version >= TYPED_TOKEN_SINCE else "--typed=%h", "--", "%h", "%p", "%r"]
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d")
     lines = [
         f"{_BEGIN}{opts.block_name}",
-        f"# Generated by eic-proxy {__version__} on {stamp}; re-run `eic-proxy ssh-config --install` to update.",
+        f"# Generated by eic-proxy {__version__} on {stamp} for OpenSSH {'.'.join(map(str, opts.ssh_version))} "
+        "or newer; re-run `eic-proxy ssh-config --install` to update.",
         "Host " + " ".join(opts.patterns),
     ]
     if opts.user:
         lines.append(f"    User {opts.user}")
     lines += [
         f"    ProxyCommand {quote_command(cmd)}",
-        f"    IdentityFile {_quote_path(str(identity_file))}",
+        f"    IdentityFile {config_path(identity_file)}",
         "    IdentitiesOnly yes",
         # Host keys per instance ID (see the module docstring), verified against the console output on
         # first contact by connect: ssh itself refuses any key not in the file.
-        f"    UserKnownHostsFile {_quote_path(str(known_hosts_dir() / 'by-name' / '%h'))}",
+        f"    UserKnownHostsFile {config_path(names_file())}",
         "    StrictHostKeyChecking yes",
         f"{_END}{opts.block_name}",
     ]
@@ -235,7 +298,7 @@ def install(block: str, name: str, ssh_dir: Optional[Path] = None) -> InstallRep
             files.write_private_atomic(backup, original.encode("utf-8"))
         # Absolute: ssh resolves a relative Include against the passwd home, which -F users may not share.
         header = ("# Added by eic-proxy ssh-config --install (keep it above every Host/Match line)\n"
-                  f"Include {_quote_path(str(own))}\n\n")
+                  f"Include {config_path(own)}\n\n")
         files.write_private_atomic(write_to, (header + (original or "")).encode("utf-8"), mode=mode or 0o600)
         include_added = True
     return InstallReport(own, main, include_added, replaced, backup)
@@ -251,6 +314,9 @@ def add_parser(sub: Any) -> None:
     g.add_argument("--user", help="set User in the block (the OS user; default: ssh's own default)")
     g.add_argument("--name", help="block name in the managed file (default: PROFILE[@REGION] or 'default')")
     g.add_argument("--install", action="store_true", help="write the block and add one Include to ~/.ssh/config")
+    g.add_argument("--ssh-version", metavar="X.Y",
+                   help="the oldest OpenSSH that will read the block (default: the oldest ssh found on this machine, "
+                        "Windows' built-in and Git's included); before 8.1 names are passed lowercased")
     g.add_argument("--pick", choices=["newest", "oldest"],
                    help="when a name matches several instances (an Auto Scaling group: asg:*), take the newest/oldest")
     add_host_keys(g)
@@ -265,7 +331,8 @@ def run(args: argparse.Namespace) -> int:
     opts = BlockOptions(patterns=tuple(args.patterns) or DEFAULT_PATTERNS, profile=args.profile,
                         region=args.region, user=args.user, name=args.name, agent=bool(s.agent),
                         key_type=args.key_type, key_lifetime=args.key_lifetime, host_keys=args.host_keys,
-                        pick=args.pick)
+                        pick=args.pick,
+                        ssh_version=parse_ssh_version(args.ssh_version) if args.ssh_version else oldest_ssh())
     key = make_key_manager(s).ensure()  # IdentityFile must exist before ssh starts
     prepare_known_hosts()
     # With the agent, ssh must be pointed at the public half, which exists before it starts (docs/testbed.md §4).

@@ -116,6 +116,7 @@ class Listener:
 
     def _handle(self, n: int, conn: socket.socket, peer: Any) -> None:
         from eic_proxy.path.limiter import acquire
+        from eic_proxy.path.pump import SocketEnd
         from eic_proxy.path.session import tunnel_audited
 
         session, opts = self.session, self.session.opts
@@ -137,8 +138,7 @@ class Listener:
             started = time.monotonic()
             ws = session.handshake()
             _say(f"[{n}] {where} -> {target}: open")
-            fd = conn.fileno()
-            result = tunnel_audited(session, ws, fd, fd, session.new_protocol(), close_output=lambda: _shut_write(conn),
+            result = tunnel_audited(session, ws, SocketEnd(conn), session.new_protocol(), close_output=lambda: _shut_write(conn),
                                     tell=lambda line: _note(n, where, line))
             tail = f"up {result.bytes_up} B, down {result.bytes_down} B, {time.monotonic() - started:.1f} s"
             if result.error is not None:

@@ -6,7 +6,6 @@ wants sent; ``close()`` shuts the descriptor down under any thread blocked in it
 from __future__ import annotations
 
 import collections
-import os
 import socket
 import ssl
 import threading
@@ -128,23 +127,16 @@ class Link:
 
 
 def shutdown_socket(sock: Any) -> None:
-    """SHUT_RDWR on the descriptor under a (TLS) socket: wakes any thread blocked in recv or send.
+    """SHUT_RDWR on the connection under a (TLS) socket: wakes any thread blocked in recv or send.
 
-    Not ``SSLSocket.shutdown``, which drops the SSL object under the feet of the other threads.
+    The plain socket's ``shutdown``, called on the TLS socket: ``SSLSocket.shutdown`` would drop the
+    SSL object under the feet of the other threads. No descriptor is duplicated (Windows refuses
+    ``os.dup`` of a socket handle).
     """
     try:
-        fd = sock.fileno()
-        if fd < 0:
-            return
-        raw = socket.socket(fileno=os.dup(fd))
-    except (OSError, ValueError):
-        return
-    try:
-        raw.shutdown(socket.SHUT_RDWR)
-    except OSError:
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
+    except (OSError, ValueError, TypeError):
         pass
-    finally:
-        raw.close()
 
 
 def describe_socket_error(exc: BaseException) -> str:

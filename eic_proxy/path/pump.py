@@ -81,15 +81,54 @@ def write_all(fd: int, data: bytes) -> None:
         mv = mv[os.write(fd, mv):]
 
 
+class LocalEnd:
+    """ssh's side of a tunnel: a ProxyCommand's two descriptors (stdin, stdout).
+
+    A listener's accepted connection is a ``SocketEnd`` instead: on Windows a socket is a handle, not a
+    C-runtime descriptor, and ``os.read``/``os.write`` refuse it.
+    """
+
+    def __init__(self, in_fd: int = 0, out_fd: int = 1) -> None:
+        self.local = local
+
+    def readinto(self, buf: bytearray) -> int:
+        return _readinto(self.in_fd, buf)
+
+    def write(self, data: bytes) -> None:
+        write_all(self.out_fd, data)
+
+    def grow(self, size: int) -> None:
+        """Let ssh's pipes hold ``size`` bytes, so a bulk transfer needs fewer wake-ups."""
+        for fd in (self.in_fd, self.out_fd):
+            _grow_pipe(fd, size)
+
+
+class SocketEnd(LocalEnd):
+    """A connection a local listener accepted: read and written through the socket object."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        super().__init__(-1, -1)
+        self.sock = sock
+
+    def readinto(self, buf: bytearray) -> int:
+        return self.sock.recv_into(buf)
+
+    def write(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def grow(self, size: int) -> None:
+        pass
+
+
 class Driver:
     """Runs one protocol over one link between two descriptors. ``run()`` returns when it has ended."""
 
-    def __init__(self, link: Link, proto: TunnelProtocol, in_fd: int, out_fd: int,
+    def __init__(self, link: Link, proto: TunnelProtocol, local: LocalEnd,
                  close_output: Callable[[], None], reconnect: Optional[Callable[[], Optional[socket.socket]]] = None,
                  tell: Callable[[str], None] = stderr_line, handle_signals: Optional[bool] = None,
                  inspect: Optional[Callable[[bytes], Optional[EicProxyError]]] = None) -> None:
         self.link, self.proto = link, proto
-        self.in_fd, self.out_fd = in_fd, out_fd
+        self.local = local
         self.close_output_fn = close_output
         self.reconnect = reconnect
         self.tell = tell
@@ -157,7 +196,7 @@ class Driver:
         data = pending[0] if len(pending) == 1 else b"".join(pending)
         pending.clear()
         try:
-            write_all(self.out_fd, data)
+            self.local.write(data)
             return True
         except OSError:
             if not self.proto.finished:
@@ -208,10 +247,9 @@ class Driver:
         # which is most of the uplink's CPU beyond TLS. An interactive tunnel keeps the small buffer.
         buf = bytearray(MAX_FRAME)
         view = memoryview(buf)
-        _grow_pipe(self.in_fd, UPLINK_FRAMES * MAX_FRAME)
         while not self.proto.finished:
             try:
-                n = _readinto(self.in_fd, buf)
+                n = self.local.readinto(buf)
             except OSError as exc:
                 log.debug("reading from ssh failed: %s", exc)
                 n = 0
@@ -229,7 +267,6 @@ class Driver:
     def _reader(self) -> None:
         buf = bytearray(RECV_SIZE)
         view = memoryview(buf)
-        _grow_pipe(self.out_fd, UPLINK_FRAMES * MAX_FRAME)  # ssh reads what we write in fewer wake-ups
         while not self.proto.finished and not self.link.closed:
             sock, generation = self.link.sock, self.link.generation
             try:
@@ -253,6 +290,7 @@ class Driver:
 
     # ---- the calling thread ----------------------------------------------------------------------
     def run(self) -> None:
+        self.local.grow(UPLINK_FRAMES * MAX_FRAME)  # ssh reads what we write, and we read it, in fewer wake-ups
         restore = self._install_signals() if self.handle_signals else (lambda: None)
         threads = [threading.Thread(target=f, name=f"eic-{f.__name__.strip('_')}", daemon=True)
                    for f in (self.link.run_sender, self._reader, self._uplink)]
@@ -368,7 +406,7 @@ def _readinto(fd: int, buf: bytearray) -> int:
     return len(data)
 
 
-def pump(sock: socket.socket, proto: TunnelProtocol, in_fd: int, out_fd: int, close_output: Callable[[], None],
+def pump(sock: socket.socket, proto: TunnelProtocol, local: LocalEnd, close_output: Callable[[], None],
          reconnect: Optional[Callable[[], Optional[socket.socket]]] = None, first: bytes = b"",
          tell: Callable[[str], None] = stderr_line,
          inspect: Optional[Callable[[bytes], Optional[EicProxyError]]] = None) -> PumpResult:
@@ -386,11 +424,11 @@ def pump(sock: socket.socket, proto: TunnelProtocol, in_fd: int, out_fd: int, cl
             if refusal is not None:
                 proto.fail(refusal, time.monotonic())
             else:
-                write_all(out_fd, first)
+                local.write(first)
         except OSError:
             proto.output_failed(time.monotonic())
     link = Link(sock)
-    driver = Driver(link, proto, in_fd, out_fd, close_output, reconnect, tell, inspect=inspect)
+    driver = Driver(link, proto, local, close_output, reconnect, tell, inspect=inspect)
     if not proto.finished:
         driver.run()
     else:

@@ -221,10 +221,11 @@ class Session:
         self.link_known_hosts()
 
     def link_known_hosts(self) -> None:
+        """The name ssh looks up shows the keys of the instance located now (store/knownhosts.py)."""
         if self.opts.known_hosts_alias:
-            from eic_proxy.store.knownhosts import link_known_hosts
+            from eic_proxy.store.knownhosts import show_under_name
 
-            link_known_hosts(self.opts.known_hosts_alias, self.located.target.instance_id)
+            show_under_name(self.opts.known_hosts_alias, self.located.target.instance_id)
 
     def prepare_host_keys(self) -> Any:
         """For ssh through the generated block (known_hosts per instance): the host-key guard of the
@@ -293,7 +294,7 @@ PROBE_WAIT = 10.0
 PROBE_PUSH_REUSE = 40.0
 
 
-def tunnel_audited(session: "Session", ws: Any, in_fd: int, out_fd: int, proto: Any, first: bytes = b"",
+def tunnel_audited(session: "Session", ws: Any, local: Any, proto: Any, first: bytes = b"",
                    close_output: Optional[Any] = None, reconnect: Optional[Any] = None,
                    tell: Optional[Any] = None, inspect: Optional[Any] = None) -> Any:
     """Pump one open WebSocket, with a ``connect`` and a ``disconnect`` entry in the audit log."""
@@ -314,7 +315,7 @@ def tunnel_audited(session: "Session", ws: Any, in_fd: int, out_fd: int, proto: 
     # before the pump (which installs its own handlers meanwhile) until the entry is written.
     with _signals_held():
         try:
-            result = pump(ws, proto, in_fd, out_fd, close_output or (lambda: None), reconnect=reconnect,
+            result = pump(ws, proto, local, close_output or (lambda: None), reconnect=reconnect,
                           first=first, tell=tell or stderr_line, inspect=inspect)
             return result
         finally:

@@ -1,4 +1,15 @@
-"""Per-instance known_hosts files behind per-name links (see sshconfig's docstring for why).
+"""Host keys per instance ID, and the one known_hosts file ssh reads: ``known_hosts/names``.
+
+The store is per instance (``by-instance/<id>``: its keys, ``<id>.json``: where they came from). ssh is
+pointed at one plain file, ``names`` (``UserKnownHostsFile`` in the generated block), where each name ssh
+uses (its ``%h``) holds the keys of the instance that name reaches *now*: ``connect`` writes the entry
+before ssh can look (the host key only arrives through the tunnel). So a replaced instance behind the same
+name gets its own keys instead of a "REMOTE HOST IDENTIFICATION HAS CHANGED" alarm, a recycled IP cannot
+collide with an old entry, and the same instance under a new IP needs no new entry.
+
+One literal path, no ``%h`` and no symlink: every OpenSSH still shipped reads it (``%`` tokens in
+``UserKnownHostsFile`` came in 8.4), and Windows needs a privilege for symlinks. Blocks written by older
+versions (``by-name/%h`` links) are still served where their directory exists.
 
 Its own small module because ``connect`` runs it on every connection made through the generated
 block: the ssh-config generator's imports (datetime, shutil, shlex) stay off that path.
@@ -7,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,31 +26,113 @@ from eic_proxy.store import files
 
 log = logging.getLogger(__name__)
 
+NAMES_HEADER = ("# eic-proxy: the host keys of each name, as its instance has them; rewritten by "
+                "`eic-proxy connect` (edits are lost)\n")
+# What a name may not contain to be a known_hosts pattern of its own: separators, wildcards, negation,
+# comments, markers, whitespace.
+_NOT_IN_A_NAME = set(" \t\r\n,*?!#[]|\\\"'") | {chr(c) for c in range(32)} | {chr(127)}
+
 
 def known_hosts_dir() -> Path:
     return files.data_dir() / "known_hosts"
 
 
+def names_file() -> Path:
+    """The known_hosts file the generated block gives ssh."""
+    return known_hosts_dir() / "names"
+
+
 def prepare_known_hosts() -> None:
-    """Create the per-instance known_hosts tree; its presence tells ``connect`` to maintain the links."""
+    """Create the per-instance store and the names file ssh reads (it must exist before ssh looks)."""
     base = known_hosts_dir()
-    files.ensure_private_dir(base / "by-name")
     files.ensure_private_dir(base / "by-instance")
+    if not names_file().exists():
+        files.write_private_atomic(names_file(), NAMES_HEADER.encode())
 
 
-def link_known_hosts(alias: str, instance_id: str) -> None:
-    """Point ``by-name/<alias>`` at ``by-instance/<instance_id>``, if the generated block uses them.
+def usable_name(alias: str) -> bool:
+    return bool(alias) and not alias.startswith("@") and not (set(alias) & _NOT_IN_A_NAME)
 
-    Cheap when nothing changed (one small read, one readlink). Names that are not a plain file
-    name are skipped: ssh would build a nested path from them.
+
+def show_under_name(alias: str, instance_id: str) -> None:
+    """Make ``names`` hold the keys of ``instance_id`` under ``alias`` (ssh's ``%h``, any port).
+
+    Cheap when nothing changed: one small read, no lock. A change is written under the known_hosts
+    lock (local files only), atomically: ssh reading at the same moment sees the old file or the new.
     """
+    if not usable_name(alias):
+        return
+    _link_legacy(alias, instance_id)
+    entry = _entry(alias, instance_id)
+    try:
+        if _parse(names_file().read_text(encoding="utf-8", errors="replace")).get(alias) == entry:
+            return
+    except OSError:
+        pass
+    try:
+        _update(lambda entries: entries.__setitem__(alias, entry))
+        log.debug("known_hosts for %s now holds the keys of %s", alias, instance_id)
+    except (OSError, files.EicProxyError) as exc:
+        log.debug("cannot write known_hosts for %s: %s", alias, exc)
+
+
+def _refresh_names_of(instance_id: str) -> None:
+    """After the instance's keys changed: every name that reaches it shows the new keys."""
+    def refresh(entries: dict[str, str]) -> None:
+        for alias, text in list(entries.items()):
+            if _instance_of(text) == instance_id:
+                entries[alias] = _entry(alias, instance_id)
+
+    if names_file().exists():
+        _update(refresh)
+
+
+def _update(change: Any) -> None:
+    with files.FileLock(known_hosts_dir() / ".names.lock", what="the known_hosts lock"):
+        try:
+            text = names_file().read_text(encoding="utf-8", errors="replace")
+        except FileNotFoundError:
+            text = ""
+        entries = _parse(text)
+        change(entries)
+        files.write_private_atomic(names_file(), (NAMES_HEADER + "".join(entries.values())).encode("utf-8"),
+                                   durable=False)
+
+
+def _entry(alias: str, instance_id: str) -> str:
+    pattern = f"{alias},[{alias}]:*"  # ssh looks up "name" on port 22 and "[name]:port" on any other
+    return f"# {alias} = {instance_id}\n" + "".join(f"{pattern} {t} {b64}\n" for t, b64 in known_keys(instance_id))
+
+
+def _instance_of(entry: str) -> str:
+    return entry.split("\n", 1)[0].rsplit(" = ", 1)[-1]
+
+
+def _parse(text: str) -> dict[str, str]:
+    """{name: its entry (the ``# name = id`` line and its key lines)} from the names file."""
+    entries: dict[str, str] = {}
+    current = None
+    for line in text.splitlines():
+        if line.startswith("# ") and " = " in line:
+            current = line[2:].rsplit(" = ", 1)[0]
+            entries[current] = line + "\n"
+        elif current is not None and line.strip() and not line.startswith("#"):
+            entries[current] += line + "\n"
+    return entries
+
+
+def _link_legacy(alias: str, instance_id: str) -> None:
+    """Blocks written before ``names`` point ssh at ``by-name/%h``, a link to the instance's file: kept
+    up to date while that directory exists (POSIX only; nothing new creates it)."""
+    if sys.platform == "win32":
+        return
     base = known_hosts_dir()
     by_name = base / "by-name"
-    if os.name == "nt" or not by_name.is_dir() or "/" in alias or alias.startswith(".") or not alias:
+    if not by_name.is_dir() or "/" in alias or alias.startswith("."):
         return
+    _any_name(base / "by-instance" / instance_id)
     target = f"../by-instance/{instance_id}"
     link = by_name / alias
-    _any_name(base / "by-instance" / instance_id)
     try:
         if os.readlink(link) == target:
             return
@@ -56,7 +150,6 @@ def link_known_hosts(alias: str, instance_id: str) -> None:
             pass
         os.symlink(target, tmp)
         os.replace(tmp, link)
-        log.debug("known_hosts for %s now kept with %s", alias, instance_id)
     except OSError as exc:
         log.debug("cannot link known_hosts for %s: %s", alias, exc)
 
@@ -124,6 +217,7 @@ def record_keys(instance_id: str, lines: list[str], source: str, note: str = "")
     files.write_private_atomic(path, "".join(f"* {line}\n" for line in lines).encode())
     meta = {"source": source, "at": time.time(), "note": note}
     files.write_private_atomic(path.with_suffix(".json"), json.dumps(meta).encode(), durable=False)
+    _refresh_names_of(instance_id)
 
 
 def forget_keys(instance_id: str) -> None:
@@ -132,3 +226,4 @@ def forget_keys(instance_id: str) -> None:
             p.unlink()
         except FileNotFoundError:
             pass
+    _refresh_names_of(instance_id)

@@ -13,7 +13,7 @@ from eic_proxy.path.hostkey_guard import HostKeyGuard
 from eic_proxy.path.link import Link
 from eic_proxy.path.locate import Located
 from eic_proxy.path.protocol import TunnelProtocol
-from eic_proxy.path.pump import Driver
+from eic_proxy.path.pump import Driver, LocalEnd
 from eic_proxy.path.session import Session
 
 
@@ -71,7 +71,7 @@ def test_the_pump_hears_only_its_own_signals_on_the_wake_up_socket():
     reaps its preparer on SIGCHLD): only SIGHUP/SIGTERM/SIGINT may end a tunnel."""
     a, b = socket.socketpair()
     try:
-        driver = Driver(Link(a), TunnelProtocol(0.0, keepalive=0, warn_before=None), 0, 1, lambda: None,
+        driver = Driver(Link(a), TunnelProtocol(0.0, keepalive=0, warn_before=None), LocalEnd(0, 1), lambda: None,
                         handle_signals=False)
         driver._wake_w.send(bytes([signal.SIGCHLD, signal.SIGHUP, signal.SIGWINCH]))
         assert driver._wait(1.0) == [signal.SIGHUP]

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from eic_proxy.errors import ExitCode
 from eic_proxy.path.probe import first_bytes
 from eic_proxy.path.protocol import MAX_FRAME, TunnelProtocol
-from eic_proxy.path.pump import pump
+from eic_proxy.path.pump import LocalEnd, pump
 from tests.unit.wsserver import ClientFrames, close_frame, server_frame
 
 
@@ -74,7 +74,7 @@ def _run_pump(ep: Endpoint, up_chunks: list[bytes], proto: TunnelProtocol, hold_
     reader.start()
     writer.start()
     closed = []
-    result = pump(ep.client, proto, in_r, out_w, lambda: (closed.append(1), os.close(out_w)), tell=lambda s: None)
+    result = pump(ep.client, proto, LocalEnd(in_r, out_w), lambda: (closed.append(1), os.close(out_w)), tell=lambda s: None)
     reader.join(10)
     os.close(in_r)
     os.close(out_r)
@@ -120,7 +120,7 @@ def test_endpoint_close_error_is_said_before_the_output_closes():
     in_r, in_w = os.pipe()
     out_r, out_w = os.pipe()
     proto = quiet()
-    result = pump(ep.client, proto, in_r, out_w, lambda: (order.append("close"), os.close(out_w)),
+    result = pump(ep.client, proto, LocalEnd(in_r, out_w), lambda: (order.append("close"), os.close(out_w)),
                   tell=lambda line: order.append(line))
     assert os.read(out_r, 100) == b"SSH-2.0-x\r\n"
     assert len(order) == 2 and "1011" in order[0] and order[1] == "close"

@@ -1,0 +1,276 @@
+"""Run eic-proxy's code as if on Windows or macOS, on this Linux machine.
+
+Only Linux machines exist here, so the platforms our users mostly have are *simulated*, not assumed:
+``enter("win32")`` makes this interpreter follow Windows' rules where our code can meet them —
+
+- ``sys.platform == "win32"``; POSIX-only modules (``fcntl``, ``termios``, ``pwd``, ``grp``, ``resource``,
+  ``pty``, ``tty``) cannot be imported; POSIX-only attributes are gone (``os.fork``, ``os.getuid``,
+  ``os.setsid``, ``os.readv``, ``os.O_NOFOLLOW``, ``socket.AF_UNIX``, ``SO_PEERCRED``, ``SCM_RIGHTS``,
+  ``signal.SIGHUP``/``SIGCHLD``/``SIGKILL``, ``select.poll``/``epoll`` …);
+- a socket is a handle, not a C-runtime descriptor: ``os.read``, ``os.write``, ``os.dup`` and ``os.close``
+  refuse it (EBADF), ``select.select`` and ``signal.set_wakeup_fd`` take sockets only;
+- ``socket.socketpair`` is a pair of TCP loopback sockets (as CPython builds it on Windows);
+- ``os.symlink`` needs a privilege a normal user does not have (WinError 1314);
+- the data directories are Windows' (``%LOCALAPPDATA%\\eic-proxy``, from the environment), ``msvcrt``
+  offers ``locking`` (byte-range, per handle), ``ctypes.windll.kernel32`` the few process calls we make;
+- a signal ssh would send is not handled (there is no SIGHUP): ssh's exit ends us as TerminateProcess does.
+
+``enter("darwin")`` is milder: ``sys.platform == "darwin"``, no ``SO_PEERCRED`` and no ``/proc``-based
+process title, macOS data paths under ``~/Library``.
+
+What it cannot simulate is written in packaging/windows.md: Win32-OpenSSH itself, real pipes and
+consoles, the Credential Manager, ``eic-proxy.exe`` (pip's launcher).
+
+Used by unit tests through ``run_simulated`` (a simulation cannot be left, so it gets an interpreter of its
+own) and as a program by end-to-end tests and the
+simulated ``eic-proxy.exe``: ``python -m tests.platform_sim win32 [--argv0 PATH] -- ARGS…`` runs
+``eic_proxy.entry.main(ARGS)`` under the simulation.
+"""
+from __future__ import annotations
+
+import errno
+import importlib
+import os
+import select
+import signal
+import socket
+import stat
+import subprocess  # noqa: F401 - imported before attributes it captures are removed
+import sys
+import types
+from typing import Any, Callable
+
+import fcntl as _real_fcntl  # kept for the simulated msvcrt, before the module is blocked
+
+BLOCKED_MODULES = {
+    "win32": ("fcntl", "termios", "pwd", "grp", "resource", "pty", "tty", "posix_ipc", "_scproxy"),
+    "darwin": (),
+}
+REMOVED = {
+    "win32": {
+        os: ("fork", "forkpty", "setsid", "getsid", "getuid", "geteuid", "getgid", "getegid", "killpg", "getpgid",
+             "setpgid", "fchdir", "fchmod", "fchown", "readv", "writev", "pipe2", "mkfifo", "O_NOFOLLOW",
+             "O_CLOEXEC", "sched_getaffinity", "getloadavg", "WNOHANG", "WIFSIGNALED", "WTERMSIG", "WEXITSTATUS",
+             "WIFEXITED", "sysconf", "set_blocking", "get_blocking", "posix_spawn", "register_at_fork",
+             "getpgrp", "setpgrp", "ttyname"),
+        socket: ("AF_UNIX", "SO_PEERCRED", "SCM_RIGHTS", "send_fds", "recv_fds", "SO_PASSCRED"),
+        signal: ("SIGHUP", "SIGCHLD", "SIGKILL", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGALRM", "SIGPIPE",
+                 "SIGSTOP", "SIGCONT", "SIGTSTP", "pthread_sigmask", "pthread_kill", "setitimer", "siginterrupt",
+                 "alarm", "pause", "sigwait", "sigpending"),
+        select: ("poll", "epoll", "devpoll", "kqueue", "POLLIN", "EPOLLIN"),
+    },
+    "darwin": {
+        socket: ("SO_PEERCRED", "SO_PASSCRED"),
+        os: ("sched_getaffinity", "pipe2"),
+    },
+}
+
+# The standard library's own platform branches at import time reach into C modules built for Linux (ssl's
+# enum_certificates, ctypes' FormatError): those are Python's business, not ours, so they load first.
+PREIMPORTED = ("ssl", "ctypes", "urllib.request", "http.client", "shutil", "tempfile", "uuid", "mimetypes",
+               "asyncio", "multiprocessing", "getpass", "webbrowser", "locale", "selectors", "platform")
+
+_original: dict[str, Any] = {}
+
+
+class _Blocker:
+    """A meta-path finder that says a module does not exist, as on the simulated platform."""
+
+    def __init__(self, names: tuple[str, ...]) -> None:
+        self.names = set(names)
+
+    def find_spec(self, name: str, path: Any = None, target: Any = None) -> Any:
+        if name in self.names:
+            raise ModuleNotFoundError(f"No module named {name!r} (simulated {sys.platform})", name=name)
+        return None
+
+
+def _is_socket(fd: int) -> bool:
+    try:
+        return stat.S_ISSOCK(_original["fstat"](fd).st_mode)
+    except (OSError, TypeError, ValueError):
+        return False
+
+
+def _refuse_sockets(name: str) -> Callable[..., Any]:
+    real = getattr(os, name)
+    _original[name] = real
+
+    def wrapper(fd: Any, *args: Any) -> Any:
+        if isinstance(fd, int) and _is_socket(fd):
+            raise OSError(errno.EBADF, f"Bad file descriptor (a socket handle is not a C-runtime descriptor: "
+                                       f"os.{name}, simulated Windows)")
+        return real(fd, *args)
+
+    wrapper.__name__ = name
+    return wrapper
+
+
+def _socket_only_select(rlist: Any, wlist: Any, xlist: Any, timeout: Any = None) -> Any:
+    for obj in (*rlist, *wlist, *xlist):
+        fd = obj if isinstance(obj, int) else obj.fileno()
+        if not _is_socket(fd):
+            raise OSError(10038, "An operation was attempted on something that is not a socket (simulated Windows)")
+    return _original["select"](rlist, wlist, xlist, timeout)
+
+
+def _socket_only_wakeup_fd(fd: int, **kw: Any) -> int:
+    if fd != -1 and not _is_socket(fd):
+        raise ValueError("the fd is not a socket (simulated Windows)")
+    return _original["set_wakeup_fd"](fd, **kw)
+
+
+def _tcp_socketpair(family: int = socket.AF_INET, type: int = socket.SOCK_STREAM, proto: int = 0) -> Any:
+    """CPython's socketpair for platforms without one: two TCP sockets over loopback."""
+    lsock = socket.socket(socket.AF_INET, type, proto)
+    try:
+        lsock.bind(("127.0.0.1", 0))
+        lsock.listen()
+        a = socket.socket(socket.AF_INET, type, proto)
+        try:
+            a.connect(lsock.getsockname())
+            b, _ = lsock.accept()
+        except BaseException:
+            a.close()
+            raise
+    finally:
+        lsock.close()
+    return a, b
+
+
+def _no_symlink(*args: Any, **kw: Any) -> None:
+    raise OSError(errno.EPERM, "A required privilege is not held by the client (WinError 1314, simulated Windows)")
+
+
+def _fake_msvcrt() -> types.ModuleType:
+    """``msvcrt.locking`` on one byte at the file position, per handle (flock on the open file here)."""
+    m = types.ModuleType("msvcrt")
+    m.LK_UNLCK, m.LK_LOCK, m.LK_NBLCK, m.LK_RLCK, m.LK_NBRLCK = 0, 1, 2, 3, 4  # type: ignore[attr-defined]
+
+    def locking(fd: int, mode: int, nbytes: int) -> None:
+        if mode == 0:
+            _real_fcntl.flock(fd, _real_fcntl.LOCK_UN)
+            return
+        try:
+            _real_fcntl.flock(fd, _real_fcntl.LOCK_EX | _real_fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise OSError(errno.EACCES, "Permission denied (locked, simulated Windows)") from None
+
+    m.locking = locking  # type: ignore[attr-defined]
+    m.get_osfhandle = lambda fd: fd  # type: ignore[attr-defined]
+    return m
+
+
+def _fake_windll() -> Any:
+    """``ctypes.windll.kernel32``: the process calls eic-proxy makes, answered from this machine's processes."""
+    STILL_ACTIVE = 259
+
+    class Kernel32:
+        def OpenProcess(self, access: int, inherit: int, pid: int) -> int:
+            try:
+                _original["kill"](pid, 0)
+            except ProcessLookupError:
+                return 0
+            except PermissionError:
+                pass
+            return pid
+
+        def GetExitCodeProcess(self, handle: int, code: Any) -> int:
+            try:
+                with open(f"/proc/{handle}/stat") as fh:
+                    zombie = fh.read().rsplit(")", 1)[1].split()[0] == "Z"
+            except OSError:
+                zombie = True
+            code._obj.value = 0 if zombie else STILL_ACTIVE
+            return 1
+
+        def CloseHandle(self, handle: int) -> int:
+            return 1
+
+    return types.SimpleNamespace(kernel32=Kernel32())
+
+
+def enter(platform: str) -> None:
+    """Make this interpreter follow ``platform``'s rules (see the module docstring). Not undone."""
+    if platform not in ("win32", "darwin"):
+        raise ValueError(platform)
+    for name in PREIMPORTED:  # stdlib modules that would take the real platform's branch at import
+        importlib.import_module(name)
+    _original.setdefault("fstat", os.fstat)
+    _original.setdefault("kill", os.kill)
+    for name in BLOCKED_MODULES[platform]:
+        sys.modules.pop(name, None)
+    sys.meta_path.insert(0, _Blocker(BLOCKED_MODULES[platform]))
+    for module, names in REMOVED[platform].items():
+        for name in names:
+            if hasattr(module, name):
+                _original[f"{module.__name__}.{name}"] = getattr(module, name)
+                delattr(module, name)
+    sys.platform = platform
+    if platform == "win32":
+        for name in ("read", "write", "dup", "close"):
+            setattr(os, name, _refuse_sockets(name))
+        _original["select"] = select.select
+        select.select = _socket_only_select
+        _original["set_wakeup_fd"] = signal.set_wakeup_fd
+        signal.set_wakeup_fd = _socket_only_wakeup_fd  # type: ignore[assignment]
+        socket.socketpair = _tcp_socketpair  # type: ignore[assignment]
+        os.symlink = _no_symlink
+        import selectors
+
+        selectors.DefaultSelector = selectors.SelectSelector  # type: ignore[misc, assignment]
+        sys.modules["msvcrt"] = _fake_msvcrt()
+        import ctypes
+
+        ctypes.windll = _fake_windll()  # type: ignore[attr-defined]
+        home = os.environ.get("USERPROFILE")
+        if home:
+            os.environ["HOME"] = home  # Path.home() reads USERPROFILE on Windows
+        import platformdirs.windows as pdw
+
+        pdw._RESOLVE_WIN_FOLDER = pdw.get_win_folder_from_env_vars  # type: ignore[misc]
+    for name in [n for n in sys.modules if n == "platformdirs" or n.startswith("platformdirs.")]:
+        if name not in ("platformdirs.windows", "platformdirs.api", "platformdirs.version"):
+            sys.modules.pop(name)  # chosen by sys.platform at import
+    importlib.invalidate_caches()
+
+
+def windows_env(base: str) -> dict[str, str]:
+    """Windows' per-user variables for a user whose profile is ``<base>/Users/Jane Doe`` (a space, as many have)."""
+    profile = os.path.join(base, "Users", "Jane Doe")
+    env = {"USERPROFILE": profile, "HOME": profile, "LOCALAPPDATA": os.path.join(profile, "AppData", "Local"),
+           "APPDATA": os.path.join(profile, "AppData", "Roaming")}
+    for p in (env["LOCALAPPDATA"], env["APPDATA"]):
+        os.makedirs(p, exist_ok=True)
+    return env
+
+
+def run_simulated(platform: str, code: str, env: dict[str, str] | None = None, timeout: float = 60,
+                  input: bytes | None = None) -> subprocess.CompletedProcess:
+    """Run Python ``code`` under the simulated ``platform`` in a new interpreter; its completed process."""
+    import subprocess as sp
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    full_env = dict(os.environ if env is None else env)
+    full_env["PYTHONPATH"] = root + (os.pathsep + full_env["PYTHONPATH"] if full_env.get("PYTHONPATH") else "")
+    prog = f"import tests.platform_sim as _s; _s.enter({platform!r})\n" + code
+    return sp.run([sys.executable, "-c", prog], env=full_env, capture_output=True, timeout=timeout,
+                  input=input, stdin=None if input is not None else sp.DEVNULL)
+
+
+def main(argv: list[str]) -> int:
+    platform, rest = argv[0], argv[1:]
+    argv0 = "eic-proxy"
+    if rest[:1] == ["--argv0"]:
+        argv0, rest = rest[1], rest[2:]
+    if rest[:1] == ["--"]:
+        rest = rest[1:]
+    enter(platform)
+    sys.argv = [argv0, *rest]
+    from eic_proxy.entry import main as entry_main
+
+    return entry_main(rest)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
