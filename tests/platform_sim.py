@@ -29,6 +29,7 @@ simulated ``eic-proxy.exe``: ``python -m tests.platform_sim win32 [--argv0 PATH]
 from __future__ import annotations
 
 import errno
+import fcntl as _real_fcntl  # kept for the simulated msvcrt, before the module is blocked
 import importlib
 import os
 import select
@@ -39,8 +40,6 @@ import subprocess  # noqa: F401 - imported before attributes it captures are rem
 import sys
 import types
 from typing import Any, Callable
-
-import fcntl as _real_fcntl  # kept for the simulated msvcrt, before the module is blocked
 
 BLOCKED_MODULES = {
     "win32": ("fcntl", "termios", "pwd", "grp", "resource", "pty", "tty", "posix_ipc", "_scproxy"),

@@ -9,9 +9,15 @@ seconds — longer than a pushed key lives on the instance. A key in constant us
 lifetime until the first quiet minute; that costs nothing, since the instance trusts a push for
 60 s only. ``eic-proxy keys rotate`` applies the same rule (or ``--force``).
 
-Locking. Every connection holds a *shared* lock on the key from loading it until its push and use
-are on record; creation and rotation take the *exclusive* lock, so a rotation can never slip
-between a connection's choice of key and the record of its use.
+Locking. A connection takes the key and records its use in one step under the *shared* lock (``take``);
+creation and rotation take the *exclusive* lock, so a rotation can never slip between a connection's
+choice of key and the record of its use. The push comes after, with no lock held: the recorded use keeps
+any rotation away for ``ROTATE_QUIET`` seconds, longer than the push serves. (Windows has no shared
+mode: there the lock is exclusive, and held for a few file reads only.)
+
+Nothing depends on a connection living to its end (Win32-OpenSSH ends its ProxyCommand with
+TerminateProcess): a due key is rotated by the process carrying a tunnel once that tunnel's ssh is past
+authentication (``ROTATE_QUIET`` after its push), or at the tunnel's end, whichever comes first.
 
 Storage. ``file`` (default): ``<data dir>/keys/id_ed25519`` (0600) and ``.pub`` beside it.
 ``keyring``: the private key lives only in the OS keyring (and the ssh-agent, see agent.py); the
@@ -172,6 +178,12 @@ class KeyManager:
     def ensure(self) -> LocalKey:
         """The key now (created if missing), without holding a lock afterwards: for ssh-config and `keys`."""
         with self.using() as key:
+            return key
+
+    def take(self, pid: Optional[int] = None) -> LocalKey:
+        """The key a connection pushes, its use recorded (for process ``pid``) before any lock is let go."""
+        with self.using() as key:
+            self.note_use(pid=pid)
             return key
 
     def rotate_if_due(self) -> Optional[LocalKey]:

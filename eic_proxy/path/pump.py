@@ -89,7 +89,7 @@ class LocalEnd:
     """
 
     def __init__(self, in_fd: int = 0, out_fd: int = 1) -> None:
-        self.local = local
+        self.in_fd, self.out_fd = in_fd, out_fd
 
     def readinto(self, buf: bytearray) -> int:
         return _readinto(self.in_fd, buf)
@@ -121,7 +121,7 @@ class SocketEnd(LocalEnd):
 
 
 class Driver:
-    """Runs one protocol over one link between two descriptors. ``run()`` returns when it has ended."""
+    """Runs one protocol over one link and ssh's end of it. ``run()`` returns when it has ended."""
 
     def __init__(self, link: Link, proto: TunnelProtocol, local: LocalEnd,
                  close_output: Callable[[], None], reconnect: Optional[Callable[[], Optional[socket.socket]]] = None,

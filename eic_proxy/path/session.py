@@ -164,13 +164,12 @@ class Session:
             return
         manager = self.key_manager()
         self.key_used = True
-        with manager.using() as key:
-            self.push_request_id = ensure_pushed(self.aws, key, iid, opts.os_user, opts.use_cache)
-            manager.note_use(pid=self.carrier_pid)
-            if opts.agent:
-                from eic_proxy.keys.agent import load_key
+        key = manager.take(pid=self.carrier_pid)  # no lock is held across the push below
+        self.push_request_id = ensure_pushed(self.aws, key, iid, opts.os_user, opts.use_cache)
+        if opts.agent:
+            from eic_proxy.keys.agent import load_key
 
-                load_key(manager, key)
+            load_key(manager, key)
 
     def rotate_key_if_due(self) -> None:
         """At the tunnel's end, when our ssh is done with the key: the one safe moment to replace it."""

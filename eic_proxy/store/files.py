@@ -57,7 +57,7 @@ def ensure_private_dir(path: Path) -> Path:
             d.mkdir(mode=0o700)
         except FileExistsError:
             pass
-    if os.name == "posix":
+    if sys.platform != "win32":  # Windows: a profile's ACL keeps other users out
         st = path.stat()
         if st.st_uid != os.getuid():
             raise UsageError(f"{path} belongs to another user (uid {st.st_uid}); eic-proxy will not trust it",
@@ -89,15 +89,33 @@ def write_private_atomic(path: Path, data: bytes, mode: int = 0o600, durable: bo
             fh.flush()
             if durable:  # stamps and caches may lose the last write in a crash; keys may not
                 os.fsync(fh.fileno())
-        if os.name == "posix" and mode != 0o600:
+        if sys.platform != "win32" and mode != 0o600:
             os.chmod(tmp, mode)
-        os.replace(tmp, path)
+        _replace(tmp, path)
     except BaseException:
         try:
             os.unlink(tmp)
         except OSError:
             pass
         raise
+
+
+def _replace(tmp: str, path: Path) -> None:
+    """``os.replace``; on Windows retried briefly while another process (ssh reading known_hosts or
+    the key) has the file open without sharing its deletion."""
+    if sys.platform != "win32":
+        os.replace(tmp, path)
+        return
+    import time
+
+    for delay in (0.01, 0.02, 0.05, 0.1, 0.2, 0.4, 0.0):
+        try:
+            os.replace(tmp, path)
+            return
+        except PermissionError:
+            if not delay:
+                raise
+            time.sleep(delay)
 
 
 LOCK_WAIT = 30.0       # no lock is waited on longer than this (EIC_PROXY_LOCK_TIMEOUT overrides)
@@ -175,11 +193,37 @@ class FileLock:
             os.close(fd)
 
 
-if sys.platform == "win32":  # pragma: no cover - exercised on Windows only
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` still runs (a record it left is still being acted on). True when unsure."""
+    if pid <= 0:
+        return False
+    if sys.platform == "win32":
+        import ctypes
+
+        kernel32 = ctypes.windll.kernel32
+        handle = kernel32.OpenProcess(0x1000, 0, pid)  # PROCESS_QUERY_LIMITED_INFORMATION
+        if not handle:
+            return False
+        try:
+            code = ctypes.c_ulong()
+            return not kernel32.GetExitCodeProcess(handle, ctypes.byref(code)) or code.value == 259  # STILL_ACTIVE
+        finally:
+            kernel32.CloseHandle(handle)
+    try:
+        os.kill(pid, 0)  # on Windows this would end the process: never reached there
+    except ProcessLookupError:
+        return False
+    except OSError:
+        pass
+    return True
+
+
+if sys.platform == "win32":  # byte-range locks on the first byte (the simulated Windows runs these)
     import msvcrt
 
     def try_lock(fd: int, shared: bool = False) -> bool:
         try:
+            os.lseek(fd, 0, 0)  # msvcrt locks from the file position
             msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
             return True
         except OSError:
