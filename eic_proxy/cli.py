@@ -75,12 +75,25 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         os.umask(0o077)  # whatever the caller's umask, nothing we create is readable by others
 
     def run() -> int:
+        _tolerant_text_streams()
         words = list(sys.argv[1:] if argv is None else argv)
         args = build_parser(words[0] if words and words[0] in COMMANDS else None).parse_args(words)
         setup_logging(args.verbose)
         return program(args)
 
     return guarded(run)
+
+
+def _tolerant_text_streams() -> None:
+    """A character the console or a redirected file cannot encode (cp1252 on Windows: "✔", a Japanese
+    Name tag) is replaced, not a crash: the text streams only carry messages and tables."""
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None and getattr(stream, "errors", "strict") == "strict":
+            try:
+                reconfigure(errors="replace")
+            except (ValueError, OSError):
+                pass
 
 
 def guarded(run: Callable[[], int]) -> int:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from typing import TYPE_CHECKING, Any, Optional
 
 from eic_proxy.errors import (
@@ -213,6 +214,8 @@ def cut_models() -> None:
 def _cut_ec2_model(root: "Path") -> None:
     """Write ``root/ec2/VERSION/service-2.json`` with EC2_OPERATIONS only, from a forked child: the full
     model's parse (and its garbage) lives and dies there, not in the helper. Returns once it is gone."""
+    if sys.platform == "win32":  # no helper on Windows (and the type checker sees it)
+        raise OSError("the helper is POSIX-only")
     import json
 
     from eic_proxy.store.files import ensure_private_dir, write_private_atomic

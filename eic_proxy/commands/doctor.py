@@ -17,11 +17,23 @@ from eic_proxy.checks.rules import FAIL, PASS, Check
 from eic_proxy.commands.options import DEFAULTS, add_common, add_ip_family, add_key_options, connect_options
 from eic_proxy.errors import ExitCode
 
+MARKS = {"pass": "✔", "fail": "✘", "skip": "–"}
+ASCII_MARKS = {"pass": "ok", "fail": "XX", "skip": "--"}  # for a console or file that cannot hold the marks
+COLORS = {"pass": "32", "fail": "31", "skip": "33"}
 
-def render(check: Check, color: bool = False) -> str:
-    mark = {"pass": "✔", "fail": "✘", "skip": "–"}[check.status]
+
+def marks_fit(encoding: Optional[str]) -> bool:
+    try:
+        "".join(MARKS.values()).encode(encoding or "ascii")
+        return True
+    except (UnicodeEncodeError, LookupError):
+        return False
+
+
+def render(check: Check, color: bool = False, unicode: bool = True) -> str:
+    mark = (MARKS if unicode else ASCII_MARKS)[check.status]
     if color:
-        mark = {"pass": "\033[32m✔\033[0m", "fail": "\033[31m✘\033[0m", "skip": "\033[33m–\033[0m"}[check.status]
+        mark = f"\033[{COLORS[check.status]}m{mark}\033[0m"
     line = f"{mark} {check.name:<17} {check.detail}"
     if check.fix and check.status != PASS:
         line += f"\n  {'':<17} fix: {check.fix}"
@@ -40,7 +52,8 @@ def run_doctor(opts: Any, client_ip: Optional[str], as_json: bool) -> int:
 
             raise UsageError(f"--client-ip {client_ip!r} is not an IP address") from None
     color = not as_json and sys.stdout.isatty() and not os.environ.get("NO_COLOR")
-    emit = None if as_json else (lambda c: print(render(c, color), flush=True))
+    unicode = marks_fit(getattr(sys.stdout, "encoding", None))
+    emit = None if as_json else (lambda c: print(render(c, color, unicode), flush=True))
     doctor = Doctor(opts, client_ip, emit)
     ok = doctor.run()
     if as_json:

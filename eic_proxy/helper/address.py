@@ -27,7 +27,7 @@ def helper_dir(environ: Optional[Mapping[str, str]] = None) -> Optional[str]:
     None where no helper runs (Windows, no HOME).
     """
     env = os.environ if environ is None else environ
-    if os.name != "posix":
+    if sys.platform == "win32":
         return None
     override = env.get("EIC_PROXY_HELPER_DIR")
     if override:
@@ -65,6 +65,8 @@ def identity() -> str:
 
 def private_dir_ok(path: str) -> bool:
     """True if ``path`` is a real directory of ours that nobody else may enter (or it was made so now)."""
+    if sys.platform == "win32":
+        return False
     try:
         st = os.lstat(path)
     except OSError:

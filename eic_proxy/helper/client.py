@@ -100,6 +100,8 @@ def _debug(verbose: bool, text: str) -> None:
 
 def connect_helper(d: str, name: str) -> Any:
     """A connected socket to a live helper of this user, or None (no socket file, a stale one, another user's)."""
+    if sys.platform == "win32":  # no helper on Windows (and the type checker sees it)
+        raise OSError("the helper is POSIX-only")
     import _socket
 
     path = os.path.join(d, name)
@@ -135,6 +137,8 @@ def ask(path: str, op: str) -> Optional[dict]:
 
 
 def _connect_relative(sock: Any, d: str, name: str) -> None:
+    if sys.platform == "win32":  # no helper on Windows (and the type checker sees it)
+        raise OSError("the helper is POSIX-only")
     here = os.open(".", os.O_RDONLY)
     try:
         os.chdir(d)
@@ -146,6 +150,8 @@ def _connect_relative(sock: Any, d: str, name: str) -> None:
 
 def peer_uid(sock: Any) -> int:
     """The uid of the process at the other end of a Unix socket (our own where the OS cannot say)."""
+    if sys.platform == "win32":  # no helper on Windows (and the type checker sees it)
+        raise OSError("the helper is POSIX-only")
     import _socket
     import struct
 
@@ -157,6 +163,8 @@ def peer_uid(sock: Any) -> int:
 
 def _spawn_and_connect(d: str, name: str, verbose: bool) -> Any:
     """Start the helper (one at a time: a lock file serialises parallel first connections) and connect."""
+    if sys.platform == "win32":  # no helper on Windows (and the type checker sees it)
+        raise OSError("the helper is POSIX-only")
     import fcntl
     import time
 
@@ -185,6 +193,8 @@ def _spawn_and_connect(d: str, name: str, verbose: bool) -> Any:
 def _spawn(d: str, name: str, verbose: bool) -> bool:
     """Fork, detach (new session, reparented to init) and exec ``python -m eic_proxy.helper.server``;
     True once it listens. It inherits no descriptor of ssh's: only /dev/null and the ready pipe."""
+    if sys.platform == "win32":  # no helper on Windows (and the type checker sees it)
+        raise OSError("the helper is POSIX-only")
     import select
 
     r, w = os.pipe()
@@ -221,6 +231,8 @@ def _spawn(d: str, name: str, verbose: bool) -> bool:
 
 
 def _hand_over(sock: Any, ident: str, argv: list[str], verbose: bool) -> Optional[int]:
+    if sys.platform == "win32":  # no helper on Windows (and the type checker sees it)
+        raise OSError("the helper is POSIX-only")
     import _socket
     import array
 

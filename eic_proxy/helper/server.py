@@ -91,6 +91,8 @@ class Helper:
 
     def listen(self) -> None:
         """Bind a private name, then rename it into place: a stale socket is replaced atomically."""
+        if sys.platform == "win32":  # no helper on Windows (and the type checker sees it)
+            raise OSError("the helper is POSIX-only")
         os.chdir(self.directory)  # relative names: the path may be too long for sockaddr_un
         if not address.private_dir_ok("."):
             raise SystemExit(f"{self.directory} is not a private directory of this user")
@@ -149,6 +151,8 @@ class Helper:
             self.listener.close()
 
     def accept(self) -> None:
+        if sys.platform == "win32":  # no helper on Windows (and the type checker sees it)
+            raise OSError("the helper is POSIX-only")
         assert self.listener is not None
         try:
             conn, _ = self.listener.accept()
@@ -227,6 +231,8 @@ def run_child(conn: socket.socket, request: dict, helper_socket: str) -> int:
     (``path/handover.py``) and exits: this long-lived process then only opens the WebSocket and pumps,
     and keeps none of the memory the preparing touched. A connection the preparer carries itself
     (``--start``, or one that fails before its tunnel) ends there, and its exit code comes back here."""
+    if sys.platform == "win32":  # no helper on Windows (and the type checker sees it)
+        raise OSError("the helper is POSIX-only")
     set_name(TUNNEL_NAME)
     for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD):  # the helper's own; SIGINT was never changed
         signal.signal(sig, signal.SIG_DFL)
@@ -269,6 +275,8 @@ def run_child(conn: socket.socket, request: dict, helper_socket: str) -> int:
 
 def _prepared_elsewhere(conn: socket.socket, argv: list[str], helper_socket: str) -> int:
     """Fork the preparer, wait for its plan (or its exit code), and carry the tunnel it hands over."""
+    if sys.platform == "win32":  # no helper on Windows (and the type checker sees it)
+        raise OSError("the helper is POSIX-only")
     from eic_proxy.path.pump import SIGNALS
 
     ours, theirs = socket.socketpair()
@@ -374,6 +382,8 @@ def _forward(pid: int, signum: int) -> None:
 
 
 def _reap(pid: int) -> None:
+    if sys.platform == "win32":  # no helper on Windows (and the type checker sees it)
+        raise OSError("the helper is POSIX-only")
     try:
         if os.waitpid(pid, os.WNOHANG)[0] == pid:
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
@@ -463,6 +473,8 @@ def _stop(_signum: int, _frame: object) -> None:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
+    if sys.platform == "win32":  # no helper on Windows (and the type checker sees it)
+        raise OSError("the helper is POSIX-only")
     parser = argparse.ArgumentParser(prog="python -m eic_proxy.helper.server")
     parser.add_argument("--dir", required=True)
     parser.add_argument("--socket", required=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import socket
 import struct
+import sys
 from typing import Any, Optional
 
 from eic_proxy.errors import ExitCode, KeyError_
@@ -50,7 +51,7 @@ def socket_path() -> Optional[str]:
     path = os.environ.get("SSH_AUTH_SOCK")
     if path:
         return path
-    if os.name == "nt":
+    if sys.platform == "win32":
         return WINDOWS_PIPE
     return None
 
@@ -86,8 +87,13 @@ class Agent:
 
     def __enter__(self) -> "Agent":
         try:
-            if self.path.startswith("\\\\.\\pipe\\"):  # pragma: no cover - Windows only
+            if self.path.replace("/", "\\").startswith("\\\\.\\pipe\\"):
                 self._pipe = open(self.path, "r+b", buffering=0)
+            elif sys.platform == "win32":
+                raise AgentError(f"SSH_AUTH_SOCK={self.path} is a Unix socket (Git Bash's or WSL's agent), which "
+                                 "Windows programs cannot reach",
+                                 hint="unset SSH_AUTH_SOCK to use Windows' own agent (the ssh-agent service), or "
+                                      "drop --agent to use the key file")
             else:
                 self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
                 self._sock.settimeout(self.timeout)

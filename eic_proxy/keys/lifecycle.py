@@ -29,6 +29,7 @@ import base64
 import json
 import logging
 import os
+import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -50,6 +51,7 @@ PUSH_REUSE = PUSH_VALIDITY - PUSH_SAFETY_MARGIN
 # A key may be replaced only when its newest push is at least this old.
 ROTATE_QUIET = PUSH_VALIDITY + PUSH_SAFETY_MARGIN
 DEFAULT_LIFETIME = 4 * 3600.0
+CREDENTIAL_MANAGER_LIMIT = 2560  # CRED_MAX_CREDENTIAL_BLOB_SIZE; keyring's WinVault stores UTF-16
 
 
 class KeyManager:
@@ -257,8 +259,12 @@ class KeyManager:
     def _keyring_set(self, pem: str) -> None:
         import keyring
 
-        keyring_call(keyring.set_password, "write to", KEYRING_SERVICE, self.name,
-                     json.dumps({"pem": pem, "created": time.time()}))
+        value = json.dumps({"pem": pem, "created": time.time()})
+        if sys.platform == "win32" and len(value.encode("utf-16-le")) > CREDENTIAL_MANAGER_LIMIT:
+            raise KeyError_(f"a {self.key_type} key ({len(value)} characters) does not fit in Windows Credential "
+                            f"Manager, which holds {CREDENTIAL_MANAGER_LIMIT} bytes (UTF-16) per credential",
+                            hint="use an ed25519 key with the keyring (key-type = ed25519), or key-store = file")
+        keyring_call(keyring.set_password, "write to", KEYRING_SERVICE, self.name, value)
 
     def _keyring_delete(self) -> None:
         import keyring

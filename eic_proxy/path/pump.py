@@ -20,11 +20,12 @@ import select
 import signal
 import socket
 import ssl
+import sys
 import threading
 import time
 from dataclasses import dataclass
 from functools import partial
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 from eic_proxy.errors import EicProxyError, error_line
 from eic_proxy.path.effects import CloseOutput, Done, Effect, Note, Outcome, Reconnect, Say, Send, Write
@@ -126,8 +127,10 @@ class Driver:
     def __init__(self, link: Link, proto: TunnelProtocol, local: LocalEnd,
                  close_output: Callable[[], None], reconnect: Optional[Callable[[], Optional[socket.socket]]] = None,
                  tell: Callable[[str], None] = stderr_line, handle_signals: Optional[bool] = None,
-                 inspect: Optional[Callable[[bytes], Optional[EicProxyError]]] = None) -> None:
+                 inspect: Optional[Callable[[bytes], Optional[EicProxyError]]] = None,
+                 chores: Sequence[tuple[float, Callable[[], None]]] = ()) -> None:
         self.link, self.proto = link, proto
+        self.chores = sorted(chores, key=lambda c: c[0])  # (monotonic time, work): run once, in a thread of its own
         self.local = local
         self.close_output_fn = close_output
         self.reconnect = reconnect
@@ -315,6 +318,7 @@ class Driver:
             now = time.monotonic()
             deadline = self.proto.next_deadline()
             wait = TICK_MAX if deadline is None else min(max(deadline - now, 0.0), TICK_MAX)
+            self._run_due_chores(now)
             if hurried_at is not None:
                 wait = min(wait, max(hurried_at + HURRY_GRACE - now, 0.0))
             signums = self._wait(wait)
@@ -327,6 +331,11 @@ class Driver:
             for s in signums:
                 self.step(partial(self.proto.signal, s))
             self.step(lambda now: self.proto.tick(now, self.link.blocked_since()))
+
+    def _run_due_chores(self, now: float) -> None:
+        while self.chores and self.chores[0][0] <= now:
+            _, work = self.chores.pop(0)
+            threading.Thread(target=_quietly, args=(work,), name="eic-chore", daemon=True).start()
 
     def _wait(self, timeout: float) -> list[int]:
         try:
@@ -382,6 +391,13 @@ class Driver:
 UPLINK_FRAMES = 4
 
 
+def _quietly(work: Callable[[], None]) -> None:
+    try:
+        work()
+    except Exception as exc:  # a chore (a key rotation) never ends a tunnel
+        log.debug("chore %s failed: %s", getattr(work, "__name__", work), exc)
+
+
 def _feed(proto: TunnelProtocol, pieces: list[bytes], now: float) -> None:
     for piece in pieces:
         proto.local_data(piece, now)
@@ -389,6 +405,8 @@ def _feed(proto: TunnelProtocol, pieces: list[bytes], now: float) -> None:
 
 def _grow_pipe(fd: int, size: int) -> None:
     """Make a pipe between ssh and us hold ``size`` bytes (Linux; elsewhere, or for a socket or tty, nothing)."""
+    if sys.platform != "linux":
+        return
     try:
         import fcntl
 
@@ -409,13 +427,16 @@ def _readinto(fd: int, buf: bytearray) -> int:
 def pump(sock: socket.socket, proto: TunnelProtocol, local: LocalEnd, close_output: Callable[[], None],
          reconnect: Optional[Callable[[], Optional[socket.socket]]] = None, first: bytes = b"",
          tell: Callable[[str], None] = stderr_line,
-         inspect: Optional[Callable[[bytes], Optional[EicProxyError]]] = None) -> PumpResult:
+         inspect: Optional[Callable[[bytes], Optional[EicProxyError]]] = None,
+         chores: Sequence[tuple[float, Callable[[], None]]] = ()) -> PumpResult:
     """Move bytes both ways until either side ends; the protocol decides how it ended.
 
     ``first``: bytes a probe already read through this WebSocket, written to ssh before anything else.
     ``reconnect``: opens a new WebSocket for the one replay the protocol may ask for (None: no replay).
     ``inspect``: sees every byte for ssh before it is written (the host-key guard); an error it
     returns ends the tunnel with that error's line, and those bytes are not written.
+    ``chores``: (monotonic time, work) pairs, each run once in a thread of its own if the tunnel still
+    lives then (a due key's rotation, which must not wait for an end that may never run).
     """
     started = time.monotonic()
     if first:
@@ -428,7 +449,7 @@ def pump(sock: socket.socket, proto: TunnelProtocol, local: LocalEnd, close_outp
         except OSError:
             proto.output_failed(time.monotonic())
     link = Link(sock)
-    driver = Driver(link, proto, local, close_output, reconnect, tell, inspect=inspect)
+    driver = Driver(link, proto, local, close_output, reconnect, tell, inspect=inspect, chores=chores)
     if not proto.finished:
         driver.run()
     else:

@@ -172,9 +172,18 @@ class Session:
             load_key(manager, key)
 
     def rotate_key_if_due(self) -> None:
-        """At the tunnel's end, when our ssh is done with the key: the one safe moment to replace it."""
+        """Once our ssh is done with the key (at the tunnel's end, or past its authentication), replace
+        it if it is due and nobody else used it lately."""
         if self.key_used:
             self.key_manager().rotate_if_due()
+
+    def chores(self) -> list[tuple[float, Any]]:
+        """What the pump does while the tunnel lives: the rotation of a due key once our ssh is past its
+        authentication (a pushed key is honoured for 60 s), since the end may never run (Windows ends a
+        ProxyCommand with TerminateProcess)."""
+        from eic_proxy.keys.lifecycle import ROTATE_QUIET
+
+        return [(time.monotonic() + ROTATE_QUIET, self.rotate_key_if_due)] if self.key_used else []
 
     def key_manager(self) -> Any:
         if self._key_manager is None:
@@ -315,7 +324,7 @@ def tunnel_audited(session: "Session", ws: Any, local: Any, proto: Any, first: b
     with _signals_held():
         try:
             result = pump(ws, proto, local, close_output or (lambda: None), reconnect=reconnect,
-                          first=first, tell=tell or stderr_line, inspect=inspect)
+                          first=first, tell=tell or stderr_line, inspect=inspect, chores=session.chores())
             return result
         finally:
             if result is None:
