@@ -74,7 +74,9 @@ def describe(entry: dict[str, Any]) -> str:
                 f"  request {entry.get('request_id')}")
     if e == "connect":
         return (f"connect     {who} {entry.get('ip')}:{entry.get('port')} via {entry.get('endpoint_id')}"
-                + (f"  push {entry['push_request_id']}" if entry.get("push_request_id") else ""))
+                + (f"  push {entry['push_request_id']}" if entry.get("push_request_id") else "")
+                + {"open": "  (still open)", "not recorded": "  (its end was not recorded: the process was "
+                   "ended before it could write it)"}.get(str(entry.get("end")), ""))
     if e == "disconnect":
         return (f"disconnect  {who}  up {_size(entry.get('bytes_up'))}, down {_size(entry.get('bytes_down'))}, "
                 f"{entry.get('duration', 0):.1f} s, {entry.get('reason')}, exit {entry.get('exit_code')}"
@@ -85,9 +87,22 @@ def describe(entry: dict[str, Any]) -> str:
     return f"{str(e):<11} {json.dumps(rest, separators=(',', ':'))}"
 
 
+def annotate_ends(log: list[dict[str, Any]]) -> None:
+    """Mark each ``connect`` that has no ``disconnect``: ``end`` is "open" while its process runs, else
+    "not recorded" (Windows' ssh ends its ProxyCommand with TerminateProcess: nothing runs at the end)."""
+    from eic_proxy.store.files import process_alive
+
+    ended = {e.get("id") for e in log if e.get("event") == "disconnect"}
+    for entry in log:
+        if entry.get("event") == "connect" and entry.get("id") and entry["id"] not in ended:
+            pid = entry.get("pid")
+            entry["end"] = "open" if isinstance(pid, int) and process_alive(pid) else "not recorded"
+
+
 def run_audit(args: Any) -> int:
     since = parse_since(args.since) if args.since else None
     log = list(audit.read())
+    annotate_ends(log)
     entries = local_entries(log, args.host, since)
     if args.limit:
         entries = entries[-args.limit:]

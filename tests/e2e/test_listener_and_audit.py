@@ -39,8 +39,8 @@ def rdp_echo(world):
 
 
 class Listener:
-    def __init__(self, client, *args: str) -> None:
-        self.proc = subprocess.Popen([client.bed.eic_proxy_path(), "tunnel", *args], env=client.env,
+    def __init__(self, client, *args: str, program: str = "", env=None) -> None:
+        self.proc = subprocess.Popen([program or client.bed.eic_proxy_path(), "tunnel", *args], env=env or client.env,
                                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                      text=True)
         self.lines: "queue.Queue[str]" = queue.Queue()

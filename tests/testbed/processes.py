@@ -1,8 +1,8 @@
 """Finding eic-proxy's processes on this machine: for the e2e rules (nothing of ours lingers) and the bench.
 
 Ours are the ``eic-proxy`` executable and the launcher ssh-config writes (in-process connects, thin
-clients and their /bin/sh waiters, which keep its path as argv[0]) and ``python -m
-eic_proxy.helper.server`` (the helper, the tunnels it forks and the short-lived processes that
+clients and their /bin/sh waiters, which keep its path as argv[0]), ``python -m tests.platform_sim``
+(eic-proxy under a simulated platform) and ``python -m eic_proxy.helper.server`` (the helper, the tunnels it forks and the short-lived processes that
 prepare them, told apart by their /proc/PID/comm names).
 """
 from __future__ import annotations
@@ -47,7 +47,7 @@ def our_processes(under: str = "") -> dict[int, str]:
         except OSError:
             continue
         if not any(a.endswith((b"/eic-proxy", b"/eic_proxy_connect.py")) or a == b"eic_proxy" or a.startswith(b"eic_proxy.")
-                   for a in argv[:3]):
+                   or a == b"tests.platform_sim" for a in argv[:3]):
             continue
         try:
             state = next(line for line in (entry / "status").read_text().splitlines() if line.startswith("State:"))
