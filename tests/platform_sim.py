@@ -195,6 +195,9 @@ def enter(platform: str) -> None:
         raise ValueError(platform)
     for name in PREIMPORTED:  # stdlib modules that would take the real platform's branch at import
         importlib.import_module(name)
+    import sysconfig
+
+    sysconfig.get_config_vars()  # read once, for this machine (its module name has the platform in it)
     _original.setdefault("fstat", os.fstat)
     _original.setdefault("kill", os.kill)
     for name in BLOCKED_MODULES[platform]:

@@ -15,6 +15,7 @@ import logging
 import os
 import random
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -154,8 +155,7 @@ def _reuse_or_claim(path: Path, pending: Path, key: LocalKey, instance_id: str, 
                           time.time() - rec.at)
                 return rec.request_id
             if _pusher(pending) is None:
-                files.write_private_atomic(pending, json.dumps({"pid": os.getpid(), "at": time.time()}).encode(),
-                                           durable=False)
+                files.write_private_atomic(pending, json.dumps({**_me(), "at": time.time()}).encode(), durable=False)
                 return None
         if not said and time.monotonic() - start >= PENDING_SAY_AFTER:
             said = True
@@ -164,22 +164,31 @@ def _reuse_or_claim(path: Path, pending: Path, key: LocalKey, instance_id: str, 
         time.sleep(PENDING_POLL)
 
 
+def _me() -> dict[str, int]:
+    """Who pushes: the process, and the thread (a listener's connections share one process)."""
+    return {"pid": os.getpid(), "tid": threading.get_ident()}
+
+
 def _pusher(pending: Path) -> Optional[int]:
-    """The pid of another live process whose push for this target is in flight, if any."""
+    """The pid of another live process (or thread of ours) whose push for this target is in flight."""
     try:
         doc = json.loads(pending.read_text())
-        pid, at = int(doc["pid"]), float(doc["at"])
-    except (OSError, ValueError, KeyError, TypeError):
+        pid, tid, at = int(doc["pid"]), int(doc.get("tid", 0)), float(doc["at"])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
-    if pid == os.getpid() or not 0 <= time.time() - at < PENDING_WAIT or not files.process_alive(pid):
+    if not 0 <= time.time() - at < PENDING_WAIT:
         return None
-    return pid
+    if pid == os.getpid():
+        alive = tid != threading.get_ident() and any(t.ident == tid for t in threading.enumerate())
+    else:
+        alive = files.process_alive(pid)
+    return pid if alive else None
 
 
 def _drop_pending(pending: Path) -> None:
     try:
         doc = json.loads(pending.read_text())
-        if int(doc.get("pid", 0)) == os.getpid():
+        if {"pid": doc.get("pid"), "tid": doc.get("tid")} == _me():
             pending.unlink()
     except (OSError, ValueError, TypeError, AttributeError):
         pass
