@@ -146,7 +146,7 @@ def test_the_rdp_listener_carries_data_both_ways_on_windows(win, rdp_echo_win, t
     lst = Listener(win.client, "web-1", "--local-port", "0", "--remote-port", "3389", program=str(win.exe),
                    env=win.env)
     try:
-        for n in range(2):  # the listener lives on after a connection ends
+        for _ in range(2):  # the listener lives on after a connection ends
             payload = os.urandom(300_000)
             with socket.create_connection(("127.0.0.1", lst.port), timeout=20) as s:
                 got = bytearray()

@@ -2,7 +2,8 @@
 
 Ours are the ``eic-proxy`` executable and the launcher ssh-config writes (in-process connects, thin
 clients and their /bin/sh waiters, which keep its path as argv[0]), ``python -m tests.platform_sim``
-(eic-proxy under a simulated platform) and ``python -m eic_proxy.helper.server`` (the helper, the tunnels it forks and the short-lived processes that
+(eic-proxy under a simulated platform) and ``python -m eic_proxy.helper.server`` (the helper, the
+tunnels it forks and the short-lived processes that
 prepare them, told apart by their /proc/PID/comm names).
 """
 from __future__ import annotations
