@@ -270,3 +270,28 @@ def test_a_due_rotation_runs_while_the_tunnel_lives(isolated_env):
         for fd in (in_r, out_r, out_w):
             os.close(fd)
     assert done and done[0].error is None
+
+
+def test_an_agent_on_a_unix_socket_path_is_one_line_on_windows(tmp_path):
+    """Git Bash's SSH_AUTH_SOCK=/tmp/… with --agent: said, exit 9, not "internal error: AF_UNIX"."""
+    code = ("import sys\nfrom eic_proxy.keys.agent import Agent, AgentError\n"
+            "try:\n    Agent().__enter__()\nexcept AgentError as exc:\n    print(int(exc.exit_code), exc.message)\n")
+    env = {**_win_env(tmp_path), "SSH_AUTH_SOCK": "/tmp/ssh-XXXXabcd/agent.1234"}
+    out = _check(run_simulated("win32", code, env=env))
+    assert out.startswith("9 SSH_AUTH_SOCK=/tmp/ssh-XXXXabcd/agent.1234 is a Unix socket"), out
+
+
+def test_an_rsa_key_is_refused_by_credential_manager_before_it_is_written(isolated_env, monkeypatch):
+    from eic_proxy.errors import KeyError_
+    from eic_proxy.keys import lifecycle
+    from eic_proxy.keys.material import generate
+
+    written = []
+    monkeypatch.setattr("keyring.set_password", lambda *a: written.append(a))
+    monkeypatch.setattr(lifecycle.sys, "platform", "win32")
+    manager = lifecycle.KeyManager("rsa-2048")
+    with pytest.raises(KeyError_) as info:
+        manager._keyring_set(generate("rsa-2048")[0].decode())
+    assert "Credential Manager" in info.value.message and "ed25519" in info.value.hint and not written
+    manager._keyring_set(generate("ed25519")[0].decode())  # an Ed25519 key fits
+    assert len(written) == 1
