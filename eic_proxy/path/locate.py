@@ -24,29 +24,7 @@ class Located:
     endpoint_age: Optional[float] = None
 
 
-LOOKUP_LOCK_WAIT = 30.0
-
-
-class _BestEffortLock:
-    """FileLock that gives up waiting after ``timeout`` and lets the caller proceed unlocked."""
-
-    def __init__(self, path: Any, timeout: float) -> None:
-        from eic_proxy.store.files import FileLock
-
-        self.lock = FileLock(path, timeout=timeout)
-        self.held = False
-
-    def __enter__(self) -> "_BestEffortLock":
-        try:
-            self.lock.__enter__()
-            self.held = True
-        except (TimeoutError, OSError):
-            log.debug("lookup lock busy; looking up without it")
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.held:
-            self.lock.__exit__(*exc)
+LOOKUP_WAIT = 30.0  # a lookup in flight elsewhere is waited for this long at most
 
 
 class Locator:
@@ -77,7 +55,8 @@ class Locator:
         """Cached when fresh; otherwise looked up by one process while the others wait for its result.
 
         Fifty ssh processes started at once for one host (Ansible forks, parallel scp) would each
-        load botocore and make two Describe calls; with the lock one does, and the rest read the cache.
+        load botocore and make two Describe calls; one does (``store/inflight.py``: no lock is held
+        across the calls), and the rest read the cache.
         """
         from eic_proxy.path.endpoint import find_endpoint
         from eic_proxy.path.resolve import resolve
@@ -96,13 +75,23 @@ class Locator:
         value, age = cached(key)
         if value is not None:
             return value, age
-        with self._single_flight(key):
-            value, age = cached(key)
-            if value is None:
-                value = fetch()
-                if self.cache is not None and keep(value):
-                    self.cache.put(key, value.to_dict())
-        return value, age
+
+        def looked_up() -> tuple[Any, Optional[float]]:
+            value = fetch()
+            if self.cache is not None and keep(value):
+                self.cache.put(key, value.to_dict())
+            return value, None
+
+        if self.cache is None:
+            return looked_up()
+        from eic_proxy.store.inflight import single_flight
+
+        def found() -> Optional[tuple[Any, Optional[float]]]:
+            hit = cached(key)
+            return hit if hit[0] is not None else None
+
+        return single_flight(self.cache.lock_path(key), found, looked_up, LOOKUP_WAIT,
+                             f"lookup of the {key.split('|', 1)[0]}")
 
     def _cached_target(self, key: str) -> tuple[Optional[Target], Optional[float]]:
         hit = self.cache.get(key, TARGET_TTL) if self.cache is not None else None
@@ -122,14 +111,6 @@ class Locator:
         except (TypeError, ValueError, AttributeError):
             log.debug("cache entry %s unusable; looking up again", key)
             return None, None
-
-    def _single_flight(self, key: str) -> Any:
-        import contextlib
-
-        if self.cache is None:
-            return contextlib.nullcontext()
-        # Bounded: a stuck lookup elsewhere must not hold everyone; after the wait we just look up too.
-        return _BestEffortLock(self.cache.lock_path(key), LOOKUP_LOCK_WAIT)
 
     def remember(self, spec: HostSpec, target: Target) -> None:
         """Cache a target found outside locate() (after --start made it run)."""

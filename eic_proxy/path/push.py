@@ -3,19 +3,14 @@
 One push makes the key valid on the instance for 60 s (docs/protocol.md §1). Every connection to
 the same (instance, OS user, key) within ``keys.PUSH_REUSE`` of it reuses it: the record sits in
 the cache dir. 50 concurrent processes wait for the one that pushes instead of pushing 50 times (the
-API throttles), yet no lock is held across the call: under a short per-target lock a process either
-finds a fresh record, or finds another live process's push in flight (``.pending``: its pid and start)
-and waits for its record without any lock, or marks the push as its own and makes it.
+API throttles), yet no lock is held across the call (``store/inflight.py``).
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import logging
-import os
 import random
-import sys
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -114,89 +109,37 @@ def read_record(instance_id: str, os_user: str, fingerprint: str) -> Optional[Pu
 
 # How long a push in flight (another process's) is waited for: its own retries end within RETRY_BUDGET.
 PENDING_WAIT = RETRY_BUDGET + 10.0
-PENDING_POLL = 0.02
-PENDING_SAY_AFTER = 2.0
 
 
 def ensure_pushed(aws: Aws, key: LocalKey, instance_id: str, os_user: str, use_cache: bool = True) -> str:
     """Make sure a push of ``key`` for (instance, OS user) is fresh; the RequestId of the push that
     serves this connection, made now or reused from the record (the audit log names it either way)."""
+    from eic_proxy.store.inflight import single_flight
+
     path = _record_path(instance_id, os_user, key.fingerprint)
-    pending = path.with_suffix(".pending")
-    if use_cache:
-        reused = _reuse_or_claim(path, pending, key, instance_id, os_user)
-        if reused is not None:
-            return reused
-    try:
+
+    def fresh() -> Optional[str]:
+        rec = read_record(instance_id, os_user, key.fingerprint)
+        if rec is None or not rec.fresh():
+            return None
+        log.debug("= push of %s for %s@%s is %.0f s old: reused", key.fingerprint, os_user, instance_id,
+                  time.time() - rec.at)
+        return rec.request_id
+
+    def push() -> str:
         at = time.time()
         request_id = send_public_key(aws, aws.client("ec2-instance-connect", max_attempts=1), instance_id, os_user,
                                      key.public_line)
-        record = json.dumps({"at": at, "request_id": request_id, "instance_id": instance_id, "os_user": os_user,
-                             "fingerprint": key.fingerprint}).encode()
-        with _target_lock(path, os_user, instance_id):
-            files.write_private_atomic(path, record, durable=False)
-    finally:
-        _drop_pending(pending)
-    audit.append("push", instance_id=instance_id, os_user=os_user, fingerprint=key.fingerprint,
-                 request_id=request_id, profile=aws.profile, region=aws.region, key_storage=key.storage)
-    return request_id
+        files.write_private_atomic(path, json.dumps({"at": at, "request_id": request_id, "instance_id": instance_id,
+                                                     "os_user": os_user, "fingerprint": key.fingerprint}).encode(),
+                                   durable=False)
+        audit.append("push", instance_id=instance_id, os_user=os_user, fingerprint=key.fingerprint,
+                     request_id=request_id, profile=aws.profile, region=aws.region, key_storage=key.storage)
+        return request_id
 
-
-def _reuse_or_claim(path: Path, pending: Path, key: LocalKey, instance_id: str, os_user: str) -> Optional[str]:
-    """A fresh record's RequestId (waiting while another process's push is in flight), or None once this
-    process has claimed the push (its ``.pending`` is written)."""
-    start = time.monotonic()
-    said = False
-    while True:
-        with _target_lock(path, os_user, instance_id):
-            rec = read_record(instance_id, os_user, key.fingerprint)
-            if rec is not None and rec.fresh():
-                log.debug("= push of %s for %s@%s is %.0f s old: reused", key.fingerprint, os_user, instance_id,
-                          time.time() - rec.at)
-                return rec.request_id
-            if _pusher(pending) is None:
-                files.write_private_atomic(pending, json.dumps({**_me(), "at": time.time()}).encode(), durable=False)
-                return None
-        if not said and time.monotonic() - start >= PENDING_SAY_AFTER:
-            said = True
-            sys.stderr.write(f"eic-proxy: waiting for another eic-proxy process's key push to {os_user}@{instance_id}\n")
-            sys.stderr.flush()
-        time.sleep(PENDING_POLL)
-
-
-def _me() -> dict[str, int]:
-    """Who pushes: the process, and the thread (a listener's connections share one process)."""
-    return {"pid": os.getpid(), "tid": threading.get_ident()}
-
-
-def _pusher(pending: Path) -> Optional[int]:
-    """The pid of another live process (or thread of ours) whose push for this target is in flight."""
-    try:
-        doc = json.loads(pending.read_text())
-        pid, tid, at = int(doc["pid"]), int(doc.get("tid", 0)), float(doc["at"])
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return None
-    if not 0 <= time.time() - at < PENDING_WAIT:
-        return None
-    if pid == os.getpid():
-        alive = tid != threading.get_ident() and any(t.ident == tid for t in threading.enumerate())
-    else:
-        alive = files.process_alive(pid)
-    return pid if alive else None
-
-
-def _drop_pending(pending: Path) -> None:
-    try:
-        doc = json.loads(pending.read_text())
-        if {"pid": doc.get("pid"), "tid": doc.get("tid")} == _me():
-            pending.unlink()
-    except (OSError, ValueError, TypeError, AttributeError):
-        pass
-
-
-def _target_lock(path: Path, os_user: str, instance_id: str) -> files.FileLock:
-    """The short lock over this target's record and marker: local files only, never a network call."""
-    return files.FileLock(path.with_suffix(".lock"), what=f"the push record of {os_user}@{instance_id}")
+    if not use_cache:
+        return push()
+    return single_flight(path, fresh, push, PENDING_WAIT, f"key push to {os_user}@{instance_id}")
 
 
 def recent_pushes(limit: int = 10) -> list[dict[str, Any]]:

@@ -41,5 +41,5 @@ def test_named_pipe_speaks_the_agent_protocol(monkeypatch):
 
 def test_windows_default_is_the_openssh_pipe(monkeypatch):
     monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
-    monkeypatch.setattr(agent.os, "name", "nt")
+    monkeypatch.setattr(agent.sys, "platform", "win32")
     assert agent.socket_path() == r"\\.\pipe\openssh-ssh-agent"

@@ -198,16 +198,18 @@ def push_scenario() -> dict:
     threads.append(threading.Thread(target=connect, args=("b", "i-0bbbbbbbbbbbbbbbb")))
     threads[1].start()
     both = wait_until(lambda: len(eic.calls) == 2, 10)  # the first push is still in flight
-    seen_in_flight: list = []
-    real_pusher = push._pusher
+    from eic_proxy.store import inflight
 
-    def watched(pending):
-        found = real_pusher(pending)
+    seen_in_flight: list = []
+    real_holder = inflight.holder
+
+    def watched(marker, bound):
+        found = real_holder(marker, bound)
         if found is not None:
             seen_in_flight.append(found)
         return found
 
-    push._pusher = watched
+    inflight.holder = watched
     threads.append(threading.Thread(target=connect, args=("c", "i-0aaaaaaaaaaaaaaaa")))
     threads[2].start()
     waited = wait_until(lambda: seen_in_flight, 10)  # c found a's push in flight and waits for it
@@ -215,7 +217,7 @@ def push_scenario() -> dict:
     eic.release.set()
     for t in threads:
         t.join(20)
-    push._pusher = real_pusher
+    inflight.holder = real_holder
 
     key = manager.take()
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
