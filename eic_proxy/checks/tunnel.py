@@ -87,7 +87,7 @@ class TunnelChecks:
         key = self._session().key_manager().ensure()
         identity = key.private_path or key.public_path
         opts = self.opts
-        from eic_proxy.commands.ssh_config import executable_argv, quote_command
+        from eic_proxy.commands.ssh_config import config_path, executable_argv, quote_command
 
         proxy = executable_argv() + ["connect", "%h", "%p", "%r"]
         for flag, value in (("--region", self.facts.aws.region), ("--profile", opts.profile),
@@ -96,7 +96,7 @@ class TunnelChecks:
             if value:
                 proxy += [flag, str(value)]
         argv = ["ssh", "-F", os.devnull, "-T", "-o", "BatchMode=yes", "-o", "ProxyCommand=" + quote_command(proxy),
-                "-o", f"IdentityFile={identity}", "-o", "IdentitiesOnly=yes", "-o", "IdentityAgent=none",
+                "-o", f"IdentityFile={config_path(identity)}", "-o", "IdentitiesOnly=yes", "-o", "IdentityAgent=none",
                 "-o", "PreferredAuthentications=publickey", "-o", "StrictHostKeyChecking=no",
                 "-o", f"UserKnownHostsFile={os.devnull}", "-o", "LogLevel=ERROR", "-o", "ConnectTimeout=20",
                 "-p", str(opts.port), "-l", opts.os_user, self.facts.target.instance_id, "exit 0"]

@@ -15,6 +15,7 @@ import socket
 import socketserver
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -163,5 +164,19 @@ def test_the_rdp_listener_carries_data_both_ways_on_windows(win, rdp_echo_win, t
             line = lst.wait_for("closed", 10)
             assert f"up {len(payload)} B, down {len(payload)} B" in line, line
     finally:
-        assert lst.stop() == 0
+        started = time.monotonic()
+        assert lst.stop() == 0  # Ctrl-C
+        assert time.monotonic() - started < 2.0
     assert _gone(tmp_path)
+
+
+def test_doctor_passes_every_check_with_a_space_in_the_data_dir_and_a_cp1252_console(client, world, tmp_path):
+    """A profile like C:\\Users\\Jane Doe (or macOS's Application Support) puts a space in the key's path;
+    `doctor > file` on Windows writes cp1252. (Real Linux ssh does the login step here.)"""
+    data = tmp_path / "Jane Doe" / "data"
+    env = dict(client.env, XDG_DATA_HOME=str(data), PYTHONIOENCODING="cp1252")
+    r = client.run([client.bed.eic_proxy_path(), "doctor", "web-1"], env=env)
+    out = r.stdout.decode("cp1252")
+    assert r.returncode == 0, (out, r.stderr)
+    assert "ok ssh login" in out and "logged in as ec2-user" in out, out
+    assert "all checks passed" in out and "Traceback" not in r.stderr
