@@ -90,8 +90,9 @@ class Locator:
             hit = cached(key)
             return hit if hit[0] is not None else None
 
-        return single_flight(self.cache.lock_path(key), found, looked_up, LOOKUP_WAIT,
-                             f"lookup of the {key.split('|', 1)[0]}")
+        kind = key.split("|", 1)[0]
+        return single_flight(self.cache.lock_path(key), found, looked_up, LOOKUP_WAIT, f"lookup of the {kind}",
+                             f"the cached {kind} lookup")
 
     def _cached_target(self, key: str) -> tuple[Optional[Target], Optional[float]]:
         hit = self.cache.get(key, TARGET_TTL) if self.cache is not None else None

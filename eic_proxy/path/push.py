@@ -137,9 +137,9 @@ def ensure_pushed(aws: Aws, key: LocalKey, instance_id: str, os_user: str, use_c
                      request_id=request_id, profile=aws.profile, region=aws.region, key_storage=key.storage)
         return request_id
 
-    if not use_cache:
-        return push()
-    return single_flight(path, fresh, push, PENDING_WAIT, f"key push to {os_user}@{instance_id}")
+    # --no-cache: no record is reused, but a push in flight is still waited for, not doubled.
+    return single_flight(path, fresh if use_cache else (lambda: None), push, PENDING_WAIT,
+                         f"key push to {os_user}@{instance_id}", f"the push record of {os_user}@{instance_id}")
 
 
 def recent_pushes(limit: int = 10) -> list[dict[str, Any]]:

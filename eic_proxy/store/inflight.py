@@ -26,15 +26,16 @@ SAY_AFTER = 2.0
 
 
 def single_flight(name: Path, ready: Callable[[], Optional[T]], work: Callable[[], T], bound: float,
-                  what: str) -> T:
+                  what: str, record: str) -> T:
     """``ready()`` when it has a result (checked under the lock), else ``work()`` by this caller or the
-    result of another caller's ``work()`` in flight. ``what`` names the call in the waiting line."""
+    result of another caller's ``work()`` in flight. ``what`` names the call, ``record`` its result, in
+    the waiting lines."""
     marker = name.with_suffix(".pending")
     lock = name.with_suffix(".lock")
     start = time.monotonic()
     said = False
     while True:
-        with files.FileLock(lock, what=f"the record of {what}"):
+        with files.FileLock(lock, what=record):
             found = ready()
             if found is not None:
                 return found
