@@ -15,8 +15,13 @@ Only Linux machines exist here, so the platforms our users mostly have are *simu
   offers ``locking`` (byte-range, per handle), ``ctypes.windll.kernel32`` the few process calls we make;
 - a signal ssh would send is not handled (there is no SIGHUP): ssh's exit ends us as TerminateProcess does.
 
-``enter("darwin")`` is milder: ``sys.platform == "darwin"``, no ``SO_PEERCRED`` and no ``/proc``-based
-process title, macOS data paths under ``~/Library``.
+``enter("darwin")``: ``sys.platform == "darwin"``; no ``SO_PEERCRED`` (a Unix socket's peer is read with
+``LOCAL_PEERCRED``, answered here from the kernel's real credentials), no ``F_SETPIPE_SZ``; platformdirs'
+macOS paths under ``~/Library``; and Apple's frameworks that are not fork-safe are replaced by fakes that
+record every call with the caller's pid and whether it is a process forked (without exec) from another
+Python process: ``_scproxy`` (urllib's system proxy lookup) and the keyring's macOS Keychain backend
+(``MacKeychain``), into ``$EIC_SIM_FRAMEWORK_LOG``. ``/proc`` cannot be hidden: our code reads it only
+under ``sys.platform == "linux"``.
 
 What it cannot simulate is written in packaging/windows.md: Win32-OpenSSH itself, real pipes and
 consoles, the Credential Manager, ``eic-proxy.exe`` (pip's launcher).
@@ -31,6 +36,7 @@ from __future__ import annotations
 import errno
 import fcntl as _real_fcntl  # kept for the simulated msvcrt, before the module is blocked
 import importlib
+import json
 import os
 import select
 import signal
@@ -61,6 +67,7 @@ REMOVED = {
     "darwin": {
         socket: ("SO_PEERCRED", "SO_PASSCRED"),
         os: ("sched_getaffinity", "pipe2"),
+        _real_fcntl: ("F_SETPIPE_SZ", "F_GETPIPE_SZ"),
     },
 }
 
@@ -189,12 +196,72 @@ def _fake_windll() -> Any:
     return types.SimpleNamespace(kernel32=Kernel32())
 
 
+# ---- macOS: frameworks that must not be called in a forked child -----------------------------------------
+_forked = False
+
+
+def _mark_forked() -> None:
+    global _forked
+    _forked = True
+
+
+def framework_call(what: str) -> None:
+    """Record a call into an Apple framework: who made it, and whether that process was forked."""
+    path = os.environ.get("EIC_SIM_FRAMEWORK_LOG")
+    if not path:
+        return
+    line = json.dumps({"what": what, "pid": os.getpid(), "forked": _forked}) + "\n"
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        os.write(fd, line.encode())
+    finally:
+        os.close(fd)
+
+
+def _fake_scproxy() -> types.ModuleType:
+    m = types.ModuleType("_scproxy")
+
+    def _get_proxies() -> dict:
+        framework_call("_scproxy._get_proxies")
+        return {}
+
+    def _get_proxy_settings() -> dict:
+        framework_call("_scproxy._get_proxy_settings")
+        return {"exclude_simple": False, "exceptions": []}
+
+    m._get_proxies = _get_proxies  # type: ignore[attr-defined]
+    m._get_proxy_settings = _get_proxy_settings  # type: ignore[attr-defined]
+    return m
+
+
+def _local_peercred() -> None:
+    """``getsockopt(SOL_LOCAL, LOCAL_PEERCRED)`` answered with the peer's real uid (from SO_PEERCRED)."""
+    import _socket
+    import struct
+
+    real_getsockopt = _socket.socket.getsockopt
+
+    def getsockopt(self: Any, level: int, option: int, buflen: Any = None) -> Any:
+        if (level, option) == (0, 1) and self.family == 1 and buflen:
+            _pid, uid, gid = struct.unpack("3i", real_getsockopt(self, 1, 17, 12))  # SOL_SOCKET, SO_PEERCRED
+            return struct.pack("IIh2x16I", 0, uid, 1, gid, *([0] * 15))
+        return real_getsockopt(self, level, option) if buflen is None else real_getsockopt(self, level, option, buflen)
+
+    class DarwinSocket(_socket.socket):  # what helper/client.py makes directly
+        pass
+
+    DarwinSocket.getsockopt = getsockopt  # type: ignore[method-assign]
+    socket.socket.getsockopt = getsockopt  # type: ignore[method-assign]  # what accept() returns
+    _socket.socket = DarwinSocket  # type: ignore[misc]
+
+
 def enter(platform: str) -> None:
     """Make this interpreter follow ``platform``'s rules (see the module docstring). Not undone."""
     if platform not in ("win32", "darwin"):
         raise ValueError(platform)
     for name in PREIMPORTED:  # stdlib modules that would take the real platform's branch at import
-        importlib.import_module(name)
+        if not (platform == "darwin" and name == "urllib.request"):
+            importlib.import_module(name)
     import sysconfig
 
     sysconfig.get_config_vars()  # read once, for this machine (its module name has the platform in it)
@@ -209,6 +276,13 @@ def enter(platform: str) -> None:
                 _original[f"{module.__name__}.{name}"] = getattr(module, name)
                 delattr(module, name)
     sys.platform = platform
+    if platform == "darwin":
+        os.register_at_fork(after_in_child=_mark_forked)
+        sys.modules["_scproxy"] = _fake_scproxy()
+        _local_peercred()
+        os.environ.setdefault("PYTHON_KEYRING_BACKEND", "tests.platform_sim.MacKeychain")
+        sys.modules.pop("urllib.request", None)
+        importlib.import_module("urllib.request")  # its macOS branch: proxies from (the fake) _scproxy
     if platform == "win32":
         for name in ("read", "write", "dup", "close"):
             setattr(os, name, _refuse_sockets(name))
@@ -276,3 +350,51 @@ def main(argv: list[str]) -> int:
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))
+
+
+def _keychain_class() -> Any:
+    from keyring.backend import KeyringBackend
+
+    class MacKeychain(KeyringBackend):
+        """The Keychain, as keyring's macOS backend reaches it: every call recorded (framework_call),
+        the secrets kept in ``$EIC_SIM_KEYCHAIN`` (a JSON file)."""
+
+        priority = 5  # type: ignore[assignment]
+
+        def _load(self) -> dict:
+            try:
+                with open(os.environ["EIC_SIM_KEYCHAIN"]) as fh:
+                    return dict(json.load(fh))
+            except (OSError, KeyError, ValueError):
+                return {}
+
+        def _save(self, doc: dict) -> None:
+            fd = os.open(os.environ["EIC_SIM_KEYCHAIN"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                json.dump(doc, fh)
+
+        def get_password(self, service: str, username: str) -> Any:
+            framework_call("Security.SecItemCopyMatching")
+            return self._load().get(f"{service}/{username}")
+
+        def set_password(self, service: str, username: str, password: str) -> None:
+            framework_call("Security.SecItemAdd")
+            doc = self._load()
+            doc[f"{service}/{username}"] = password
+            self._save(doc)
+
+        def delete_password(self, service: str, username: str) -> None:
+            framework_call("Security.SecItemDelete")
+            doc = self._load()
+            doc.pop(f"{service}/{username}", None)
+            self._save(doc)
+
+    return MacKeychain
+
+
+def __getattr__(name: str) -> Any:
+    if name == "MacKeychain":  # built on first use: keyring is imported only by what needs it
+        cls = _keychain_class()
+        globals()["MacKeychain"] = cls
+        return cls
+    raise AttributeError(name)

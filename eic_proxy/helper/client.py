@@ -54,11 +54,29 @@ def _wanted(argv: list[str]) -> bool:
         return False
     if os.environ.get("EIC_PROXY_HELPER", "").strip().lower() in FALSY:
         return False
+    if sys.platform == "darwin" and _keyring_wanted(options):
+        return False
     return _config_allows(argv)
 
 
+def _keyring_wanted(options: list[str]) -> bool:
+    """macOS: the Keychain (keyring's backend) is not fork-safe, and the helper's connections are forked:
+    a connection that may read its key from the keyring (agent mode) runs in its own process."""
+    agent = os.environ.get("EIC_PROXY_AGENT", "").strip().lower()
+    return ("--agent" in options or (agent != "" and agent not in FALSY)
+            or os.environ.get("EIC_PROXY_KEY_STORE", "").strip().lower() == "keyring")
+
+
+def _host_of(argv: list[str]) -> str:
+    if "--" in argv:  # the generated block: options, then `-- %h %p %r`
+        rest = argv[argv.index("--") + 1:]
+        return rest[0] if rest else ""
+    return next((a for a in argv[1:] if not a.startswith("-")), "")
+
+
 def _config_allows(argv: list[str]) -> bool:
-    """``helper = no`` in the config file. The file is parsed only when it mentions the helper at all."""
+    """``helper = no`` in the config file (on macOS also agent mode, see ``_keyring_wanted``). The file is
+    parsed only when it mentions them at all."""
     path = os.environ.get("EIC_PROXY_CONFIG")
     if not path:
         if sys.platform == "darwin":
@@ -72,17 +90,22 @@ def _config_allows(argv: list[str]) -> bool:
             text = fh.read(1 << 20)
     except OSError:
         return True  # no file (or a broken one, which the in-process path reports)
-    if b"helper" not in text:
+    words = (b"helper", b"agent", b"keyring") if sys.platform == "darwin" else (b"helper",)
+    if not any(w in text for w in words):
         return True
     try:
         from eic_proxy.config import load
         from eic_proxy.path.resolve import parse_host
 
-        host = next((a for a in argv[1:] if not a.startswith("-")), "")
-        wanted = load().for_host(parse_host(host).alias).helper if host else None
+        host = _host_of(argv)
+        settings = load().for_host(parse_host(host).alias) if host else None
     except Exception:  # a bad file or host: the in-process path says what is wrong
         return False
-    return wanted is not False
+    if settings is None:
+        return True
+    if sys.platform == "darwin" and (settings.agent or settings.key_store == "keyring"):
+        return False
+    return settings.helper is not False
 
 
 def _verbose(argv: list[str]) -> bool:
@@ -148,17 +171,28 @@ def _connect_relative(sock: Any, d: str, name: str) -> None:
         os.close(here)
 
 
+SOL_LOCAL = 0  # macOS and the BSDs: <sys/un.h>
+LOCAL_PEERCRED = 1  # struct xucred { u_int cr_version; uid_t cr_uid; short cr_ngroups; gid_t cr_groups[16]; }
+XUCRED = "IIh2x16I"
+
+
 def peer_uid(sock: Any) -> int:
-    """The uid of the process at the other end of a Unix socket (our own where the OS cannot say)."""
+    """The uid of the process at the other end of a Unix socket: SO_PEERCRED on Linux, LOCAL_PEERCRED
+    (what getpeereid reads) on macOS and the BSDs; -1 where the OS cannot say, which no uid matches."""
     if sys.platform == "win32":  # no helper on Windows (and the type checker sees it)
         raise OSError("the helper is POSIX-only")
     import _socket
     import struct
 
-    if not hasattr(_socket, "SO_PEERCRED"):  # macOS: the 0700 directory is the guard
-        return os.geteuid()
-    raw = sock.getsockopt(_socket.SOL_SOCKET, _socket.SO_PEERCRED, struct.calcsize("3i"))
-    return int(struct.unpack("3i", raw)[1])
+    if hasattr(_socket, "SO_PEERCRED"):
+        raw = sock.getsockopt(_socket.SOL_SOCKET, _socket.SO_PEERCRED, struct.calcsize("3i"))
+        return int(struct.unpack("3i", raw)[1])
+    try:
+        raw = sock.getsockopt(SOL_LOCAL, getattr(_socket, "LOCAL_PEERCRED", LOCAL_PEERCRED), struct.calcsize(XUCRED))
+        version, uid = struct.unpack_from("II", raw)
+    except (OSError, struct.error):
+        return -1
+    return int(uid) if version == 0 else -1
 
 
 def _spawn_and_connect(d: str, name: str, verbose: bool) -> Any:

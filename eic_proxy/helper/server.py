@@ -51,6 +51,10 @@ COLD = (("botocore.session", "botocore.client"), ("eic_proxy.aws.client:cut_mode
 
 
 def set_name(name: str) -> None:
+    """The process's name in ps and pkill: Linux only (/proc/self/comm). macOS has no way without a
+    C extension (README: "The helper")."""
+    if sys.platform != "linux":
+        return
     try:
         fd = os.open("/proc/self/comm", os.O_WRONLY)
     except OSError:
@@ -217,6 +221,27 @@ def _take_environment(wanted: dict[str, str]) -> None:
             os.environ[key] = value
 
 
+def _no_system_proxy_lookup() -> None:
+    """In a forked child on macOS: proxies from the environment the client sent, never from the system.
+
+    urllib's (and so botocore's) proxy lookup falls back to ``_scproxy`` (SystemConfiguration) when no
+    ``*_proxy`` variable is set, and Apple's frameworks are not fork-safe: a forked process that calls
+    them may crash (CPython gh-105912). The helper never asks; a connection made without the helper
+    (``--no-helper``) still honours the system settings.
+    """
+    if sys.platform != "darwin":
+        return
+    import urllib.request
+
+    from_env = {"getproxies": urllib.request.getproxies_environment,
+                "proxy_bypass": vars(urllib.request)["proxy_bypass_environment"]}  # not in every stub
+    # botocore.utils bound both names when it was imported (the helper preloads it)
+    for module in (urllib.request, sys.modules.get("botocore.utils")):
+        for name, function in from_env.items():
+            if module is not None:
+                setattr(module, name, function)
+
+
 def _park_loading_arena() -> None:
     """Give the malloc arena the helper's loading thread used to a thread that only waits: glibc hands
     a dead thread's arena to the next new thread, which would be the tunnel's pump, writing into (and
@@ -250,6 +275,7 @@ def run_child(conn: socket.socket, request: dict, helper_socket: str) -> int:
         os.dup2(fd, target)
         os.close(fd)
     _take_environment(request["env"])
+    _no_system_proxy_lookup()
     try:
         os.chdir(request["cwd"])
     except OSError:

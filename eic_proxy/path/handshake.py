@@ -27,13 +27,35 @@ DEFAULT_HANDSHAKE_TIMEOUT = 15.0
 _CONTEXTS: dict[tuple[Optional[str], int, int], ssl.SSLContext] = {}
 
 
+def botocore_bundle() -> Optional[str]:
+    """The file botocore verifies with when no bundle is configured (``botocore.httpsession.where``):
+    certifi's ``cacert.pem`` when certifi is installed, else botocore's own. Found without importing
+    botocore, which a warm connection never loads."""
+    from importlib.util import find_spec
+
+    for package in ("certifi", "botocore"):
+        try:
+            spec = find_spec(package)
+        except (ImportError, ValueError):
+            continue
+        if spec is not None and spec.origin:
+            path = os.path.join(os.path.dirname(spec.origin), "cacert.pem")
+            if os.path.isfile(path):
+                return path
+    return None
+
+
 def tls_context(ca_bundle: Optional[str], host: str = "the endpoint") -> ssl.SSLContext:
-    """A verifying client context (CERT_REQUIRED, hostname checked) on the trust store in use.
+    """A verifying client context (CERT_REQUIRED, hostname checked) on the trust store botocore's calls use:
+    ``AWS_CA_BUNDLE`` (or the profile's ``ca_bundle``), else botocore's default bundle. Never OpenSSL's
+    default paths, which python.org's macOS Python leaves empty until "Install Certificates.command" runs:
+    the API calls would work and the tunnel fail.
 
     Kept per trust file (path, size, mtime): parsing the system store costs milliseconds, and the
     helper's forked connections inherit the context it loaded (README: "The helper"). A changed file
     gets a new context. With SSLKEYLOGFILE set (debugging), every connection gets its own.
     """
+    ca_bundle = ca_bundle or botocore_bundle()
     path = ca_bundle or ssl.get_default_verify_paths().cafile
     try:
         st = os.stat(path) if path else None

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -297,3 +298,53 @@ def test_an_rsa_key_is_refused_by_credential_manager_before_it_is_written(isolat
     assert "Credential Manager" in info.value.message and "ed25519" in info.value.hint and not written
     manager._keyring_set(generate("ed25519")[0].decode())  # an Ed25519 key fits
     assert len(written) == 1
+
+
+SHELLS = [["/bin/sh"]] + ([["bash", "--posix"]] if shutil.which("bash") else [])
+
+
+@pytest.mark.parametrize("shell", SHELLS, ids=lambda s: " ".join(s))
+@pytest.mark.parametrize("case", ["code", "signal", "lost"])
+def test_the_waiter_runs_under_posix_shells(shell, case):
+    """macOS's /bin/sh is bash 3.2 in POSIX mode, Debian's is dash: the helper client's waiter (which
+    forwards ssh's signals to the tunnel's process and exits with its code) must mean the same in both."""
+    import signal
+    import socket
+
+    from eic_proxy.helper.client import WAITER
+
+    ours, theirs = socket.socketpair()
+    child = subprocess.Popen(["sleep", "30"])
+    on_fd3 = "import os, sys; os.dup2(int(sys.argv[1]), 3); os.execvp(sys.argv[2], sys.argv[2:])"
+    waiter = subprocess.Popen([sys.executable, "-c", on_fd3, str(theirs.fileno()), *shell, "-c", WAITER, "eic-proxy",
+                               str(child.pid), "the tunnel was lost"], pass_fds=(theirs.fileno(),), stderr=subprocess.PIPE)
+    theirs.close()
+    try:
+        if case == "code":
+            ours.sendall(b"7\n")
+            assert waiter.wait(10) == 7
+        elif case == "signal":
+            assert wait_until(lambda: _sh_ready(waiter.pid), 5)
+            waiter.send_signal(signal.SIGHUP)
+            assert child.wait(10) == -signal.SIGHUP  # forwarded to the tunnel's process
+            ours.close()
+            assert waiter.wait(10) == 129
+        else:
+            ours.close()
+            assert waiter.wait(10) == 70 and b"the tunnel was lost" in waiter.stderr.read()
+    finally:
+        ours.close()
+        child.kill()
+        child.wait()
+        waiter.kill()
+        waiter.wait()
+
+
+def _sh_ready(pid: int) -> bool:
+    """The shell has set its traps: SIGHUP, SIGINT and SIGTERM are caught (/proc/PID/status SigCgt)."""
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            caught = int(next(line for line in fh if line.startswith("SigCgt:")).split()[1], 16)
+    except (OSError, StopIteration, ValueError):
+        return False
+    return all(caught & (1 << (sig - 1)) for sig in (1, 2, 15))

@@ -1,0 +1,78 @@
+"""A Mac user on a simulated macOS (tests/platform_sim.py) against the test bed: the installed block, the
+helper on, a first connection (botocore loaded in a process the helper forked) and the agent mode
+(the Keychain) — and no call into a non-fork-safe Apple framework from a forked process.
+
+Every Python process here (the ProxyCommand, the helper it starts, what the helper forks) enters the
+simulation at start-up (tests/platform_site/sitecustomize.py).
+"""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import wait_until
+from tests.testbed.processes import our_processes
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def mac(client, tmp_path):
+    home = tmp_path / "Users" / "jane"
+    home.mkdir(parents=True)
+    env = {k: v for k, v in client.env.items() if not k.startswith("XDG_")}
+    env.update(HOME=str(home), EIC_SIM_PLATFORM="darwin",
+               PYTHONPATH=f"{ROOT / 'tests' / 'platform_site'}:{ROOT}",
+               EIC_SIM_FRAMEWORK_LOG=str(tmp_path / "frameworks.jsonl"),
+               EIC_SIM_KEYCHAIN=str(tmp_path / "keychain.json"))
+    env.pop("PYTHON_KEYRING_BACKEND", None)
+    yield env, home
+    client.run([client.bed.eic_proxy_path(), "helper", "stop"], env=env)
+
+
+def _framework_calls(tmp_path) -> list[dict]:
+    try:
+        return [json.loads(line) for line in (tmp_path / "frameworks.jsonl").read_text().splitlines()]
+    except FileNotFoundError:
+        return []
+
+
+def test_a_mac_user_logs_in_through_the_helper_and_no_forked_process_calls_apple_frameworks(
+        client, world, mac, tmp_path, ssh_agent):
+    env, home = mac
+    proxy = client.bed.eic_proxy_path()
+    r = client.run([proxy, "ssh-config", "--install", "web-*", "--user", "ec2-user"], env=env)
+    assert r.returncode == 0, r.stderr
+    # agent mode keeps its key in the Keychain: a key of its own (one key name serves one storage)
+    r = client.run([proxy, "ssh-config", "--install", "i-*", "--user", "ec2-user", "--agent", "--key-type", "rsa-2048",
+                    "--name", "agent"], env=dict(env, SSH_AUTH_SOCK=str(ssh_agent)))
+    assert r.returncode == 0, r.stderr
+    block = (home / ".ssh" / "eic-proxy.config").read_text()
+    data = home / "Library" / "Application Support" / "eic-proxy"
+    assert f'UserKnownHostsFile "{data}/known_hosts/names"' in block  # macOS's path, quoted (a space)
+    cfg = str(home / ".ssh" / "config")
+
+    for attempt in range(2):  # a first connection (botocore loaded in a forked process), then a warm one
+        r = client.run(["ssh", "-F", cfg, "-o", "BatchMode=yes", "web-1", "id -un"], env=env)
+        assert r.returncode == 0 and r.stdout == b"ec2-user\n", (attempt, r.stderr)
+    r = client.run([proxy, "helper", "status"], env=env)
+    assert re.search(r"helper \d+ \(this build\) at .*: 2 connections", r.stdout.decode()), (r.stdout, r.stderr)
+
+    # agent mode reads the key from the Keychain: never in a process the helper forked
+    env_agent = dict(env, SSH_AUTH_SOCK=str(ssh_agent))
+    r = client.run(["ssh", "-F", cfg, "-o", "BatchMode=yes", world.web.instance_id, "echo agent"], env=env_agent)
+    assert r.returncode == 0 and r.stdout == b"agent\n", r.stderr
+    calls = _framework_calls(tmp_path)
+    assert any(c["what"].startswith("Security.") for c in calls), calls  # the Keychain was used …
+    assert any(c["what"].startswith("_scproxy") for c in calls), calls  # … and the system proxy lookup
+    forked = [c for c in calls if c["forked"]]
+    assert not forked, forked  # … but never from a forked process
+    r = client.run([proxy, "helper", "status"], env=env)
+    assert ": 2 connections" in r.stdout.decode(), r.stdout  # the agent-mode connection went around it
+    assert wait_until(lambda: not [p for p, cmd in our_processes(str(tmp_path)).items()
+                                   if "helper.server" not in cmd], 5)
