@@ -76,3 +76,27 @@ def test_a_mac_user_logs_in_through_the_helper_and_no_forked_process_calls_apple
     assert ": 2 connections" in r.stdout.decode(), r.stdout  # the agent-mode connection went around it
     assert wait_until(lambda: not [p for p, cmd in our_processes(str(tmp_path)).items()
                                    if "helper.server" not in cmd], 5)
+
+
+def test_the_tunnel_trusts_what_botocore_trusts_when_openssl_has_no_store(client, world, tmp_path):
+    """python.org's macOS Python has no OpenSSL store until "Install Certificates.command" runs, while
+    botocore uses certifi's bundle (or its own): with AWS_CA_BUNDLE unset the WebSocket must trust that
+    bundle too. Here the test CA is only in the certifi that botocore would use."""
+    fake = tmp_path / "site" / "certifi"
+    fake.mkdir(parents=True)
+    (fake / "cacert.pem").write_bytes(Path(client.bed.ca.pem_path).read_bytes())
+    (fake / "__init__.py").write_text("import os\n\ndef where():\n    return os.path.join(os.path.dirname(__file__), "
+                                      "'cacert.pem')\n")
+    env = {k: v for k, v in client.env.items() if k != "AWS_CA_BUNDLE"}
+    env.update(PYTHONPATH=str(tmp_path / "site"), SSL_CERT_FILE=str(tmp_path / "none.pem"),
+               SSL_CERT_DIR=str(tmp_path / "none"))
+    for helper in ("yes", "no"):
+        r = client.run(["ssh", "-F", str(client.config), "web-1", "echo trusted"], env=dict(env, EIC_PROXY_HELPER=helper))
+        assert r.returncode == 0 and r.stdout == b"trusted\n", (helper, r.stderr)
+    client.run([client.bed.eic_proxy_path(), "helper", "stop"], env=env)
+    from tests.testbed.ca import TestCA
+
+    other = TestCA.create(tmp_path / "other", "some other CA")  # botocore's bundle without our CA: refused
+    (fake / "cacert.pem").write_bytes(other.pem_path.read_bytes())
+    r = client.run(["ssh", "-F", str(client.config), "web-1", "true"], env=dict(env, EIC_PROXY_HELPER="no"))
+    assert r.returncode != 0 and "is not trusted" in r.stderr, r.stderr
