@@ -48,6 +48,7 @@ class Doctor(TunnelChecks):
 
     # ---- the run ---------------------------------------------------------------------------------
     def run(self) -> bool:
+        self.check_installed_block()
         steps: list[tuple[str, Callable[[], bool]]] = [
             ("credentials", self.check_credentials),
             ("instance", self.check_instance),
@@ -72,6 +73,26 @@ class Doctor(TunnelChecks):
                 self.skip_rest(rest, f"needs a passing {name} check")
                 return self.ok
         return self.ok
+
+    # ---- the installed Host block -------------------------------------------------------------------
+    def check_installed_block(self) -> bool:
+        """Every file the installed blocks name still exists (an upgrade can move the program); no line
+        when no block is installed."""
+        from eic_proxy.commands.ssh_config import installed_paths
+
+        paths = installed_paths()
+        if not paths:
+            return True
+        missing = [(block, path) for block, path in paths if not os.path.exists(path)]
+        if missing:
+            block, path = missing[0]
+            return self.add("ssh block", FAIL, f"the installed Host block {block!r} names {path}, which no longer "
+                            "exists" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""),
+                            "an upgrade or a removed virtualenv moved it: run `eic-proxy ssh-config --install "
+                            "PATTERN… ` again (with the options you gave it) to write the block anew")
+        blocks = len({b for b, _ in paths})
+        return self.add("ssh block", PASS, f"every file the installed block{'s' if blocks > 1 else ''} name"
+                        f"{'' if blocks > 1 else 's'} exists ({len(paths)} paths)")
 
     # ---- credentials ------------------------------------------------------------------------------
     def check_credentials(self) -> bool:

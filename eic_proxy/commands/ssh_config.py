@@ -96,12 +96,18 @@ class BlockOptions:
 
 
 def executable_argv() -> list[str]:
-    """How ssh should start us: absolute paths, never a PATH lookup.
+    """How ssh should start us: absolute paths, never a PATH lookup, and names that survive an upgrade.
 
     ssh runs ProxyCommand with a minimal environment in some setups (VS Code, launchd, cron), where
-    PATH may not contain a venv or pipx bin directory. On POSIX this Python runs our launcher
+    PATH may not contain a venv or pipx bin directory. When the ``eic-proxy`` the user ran is reached
+    through a link (Homebrew's ``bin/`` or ``opt/``, pipx's ``~/.local/bin``), that path is the one an
+    upgrade keeps: it is written as it is, never resolved (``Cellar/eic-proxy/<version>/`` and a pipx
+    venv's ``lib/python3.X/`` go away with an upgrade). Otherwise this Python runs our launcher
     (``eic_proxy_connect.py``, installed beside the package), which starts faster than pip's wrapper.
     """
+    ran = program_ran()
+    if ran is not None and os.path.realpath(ran) != os.path.abspath(ran):
+        return [ran]
     launcher = fast_launcher()
     if launcher is not None:
         return launcher
@@ -114,20 +120,27 @@ def fast_launcher() -> Optional[list[str]]:
         return None
     import eic_proxy
 
-    launcher = Path(eic_proxy.__file__).resolve().parent.parent / "eic_proxy_connect.py"
+    launcher = Path(eic_proxy.__file__).absolute().parent.parent / "eic_proxy_connect.py"
     python = Path(sys.executable).absolute()
     return [str(python), str(launcher)] if launcher.is_file() and python.is_file() else None
 
 
+def program_ran() -> Optional[str]:
+    """The absolute, unresolved path of the ``eic-proxy`` program this process was started as, if any."""
+    argv0 = Path(sys.argv[0]) if sys.argv and sys.argv[0] else None
+    if argv0 is None or not argv0.name.lower().startswith("eic-proxy"):
+        return None
+    exe = argv0 if argv0.is_absolute() else Path(shutil.which(str(argv0)) or argv0).absolute()
+    if sys.platform == "win32" and exe.suffix.lower() != ".exe" and exe.with_suffix(".exe").exists():
+        exe = exe.with_suffix(".exe")
+    return str(exe) if exe.exists() else None
+
+
 def program_argv() -> list[str]:
     """The ``eic-proxy`` program itself (the console script, or ``eic-proxy.exe``)."""
-    argv0 = Path(sys.argv[0]) if sys.argv and sys.argv[0] else None
-    if argv0 is not None and argv0.name.lower().startswith("eic-proxy"):
-        exe = argv0 if argv0.is_absolute() else Path(shutil.which(str(argv0)) or argv0).absolute()
-        if sys.platform == "win32" and exe.suffix.lower() != ".exe" and exe.with_suffix(".exe").exists():
-            exe = exe.with_suffix(".exe")
-        if exe.exists():
-            return [str(exe)]
+    ran = program_ran()
+    if ran is not None:
+        return [ran]
     found = shutil.which("eic-proxy")
     if found:
         return [str(Path(found).absolute())]
@@ -241,6 +254,34 @@ def render(opts: BlockOptions, identity_file: Path) -> str:
         f"{_END}{opts.block_name}",
     ]
     return "\n".join(lines) + "\n"
+
+
+def installed_paths(ssh_dir: Optional[Path] = None) -> list[tuple[str, str]]:
+    """(block name, path) for every file the installed blocks name: the program (and launcher) of each
+    ProxyCommand, IdentityFile, UserKnownHostsFile (paths with ``%`` tokens left out)."""
+    own = (ssh_dir or Path.home() / ".ssh") / OWN_FILE
+    try:
+        text = own.read_text(encoding="utf-8")
+    except OSError:
+        return []
+    found: list[tuple[str, str]] = []
+    name = ""
+    for line in text.splitlines():
+        if line.startswith(_BEGIN):
+            name = line[len(_BEGIN):].strip()
+            continue
+        keyword, _, value = line.strip().partition(" ")
+        keyword = keyword.lower()
+        if keyword == "proxycommand":
+            try:
+                words = shlex.split(value, posix=sys.platform != "win32")
+            except ValueError:
+                continue
+            words = [w.strip('"') for w in words[:words.index("connect")]] if "connect" in words else words[:1]
+            found += [(name, w) for w in words if os.path.isabs(w) or w.startswith(("/", "\\"))]
+        elif keyword in ("identityfile", "userknownhostsfile") and "%" not in value:
+            found.append((name, value.strip().strip('"')))
+    return found
 
 
 @dataclass

@@ -100,3 +100,57 @@ def test_the_tunnel_trusts_what_botocore_trusts_when_openssl_has_no_store(client
     (fake / "cacert.pem").write_bytes(other.pem_path.read_bytes())
     r = client.run(["ssh", "-F", str(client.config), "web-1", "true"], env=dict(env, EIC_PROXY_HELPER="no"))
     assert r.returncode != 0 and "is not trusted" in r.stderr, r.stderr
+
+
+def _console_script(path: Path) -> None:
+    """pip's console-script wrapper for eic-proxy, as Homebrew's virtualenv has it."""
+    import sys
+
+    path.parent.mkdir(parents=True)
+    path.write_text(f"#!{sys.executable}\nimport sys\nfrom eic_proxy.entry import main\nsys.exit(main())\n")
+    path.chmod(0o755)
+
+
+def _point(link: Path, target: str) -> None:
+    tmp = link.with_name(link.name + ".new")
+    tmp.symlink_to(target)
+    tmp.replace(link)
+
+
+def _doctor_block(client, program: str) -> dict:
+    r = client.run([program, "doctor", "web-1", "--json"])
+    checks = {c["name"]: c for c in json.loads(r.stdout)["checks"]}
+    return checks.get("ssh block", {})
+
+
+def test_the_block_survives_a_homebrew_upgrade_and_doctor_sees_a_broken_one(client, world, tmp_path):
+    import shutil
+
+    brew = tmp_path / "homebrew"
+    _console_script(brew / "Cellar/eic-proxy/1.0/bin/eic-proxy")
+    (brew / "bin").mkdir()
+    (brew / "opt").mkdir()
+    _point(brew / "bin/eic-proxy", "../Cellar/eic-proxy/1.0/bin/eic-proxy")
+    _point(brew / "opt/eic-proxy", "../Cellar/eic-proxy/1.0")
+    for program in (brew / "bin/eic-proxy", brew / "opt/eic-proxy/bin/eic-proxy"):  # as run from PATH, or opt/
+        r = client.run([str(program), "ssh-config", "--install", "web-*", "--user", "ec2-user"])
+        assert r.returncode == 0, r.stderr
+        block = (client.home / ".ssh" / "eic-proxy.config").read_text()
+        assert f"ProxyCommand {program} connect " in block and "Cellar" not in block, block
+    cfg = str(client.home / ".ssh" / "config")
+    assert client.run(["ssh", "-F", cfg, "-o", "BatchMode=yes", "web-1", "true"]).returncode == 0
+    assert _doctor_block(client, str(brew / "bin/eic-proxy"))["status"] == "pass"
+
+    # brew upgrade + cleanup: a new versioned prefix, the links moved, the old prefix removed
+    _console_script(brew / "Cellar/eic-proxy/1.1/bin/eic-proxy")
+    _point(brew / "bin/eic-proxy", "../Cellar/eic-proxy/1.1/bin/eic-proxy")
+    _point(brew / "opt/eic-proxy", "../Cellar/eic-proxy/1.1")
+    shutil.rmtree(brew / "Cellar/eic-proxy/1.0")
+    r = client.run(["ssh", "-F", cfg, "-o", "BatchMode=yes", "web-1", "echo upgraded"])
+    assert r.returncode == 0 and r.stdout == b"upgraded\n", r.stderr
+
+    # an uninstall leaves a block naming a program that is gone: doctor says so and how to mend it
+    (brew / "opt/eic-proxy").unlink()
+    check = _doctor_block(client, str(brew / "bin/eic-proxy"))
+    assert check["status"] == "fail" and "opt/eic-proxy/bin/eic-proxy" in check["detail"], check
+    assert "ssh-config --install" in check["fix"]
