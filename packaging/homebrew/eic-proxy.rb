@@ -2,7 +2,7 @@
 #
 # Fill in for a release: the sdist URL and sha256 from PyPI, then generate the resource blocks of the
 # Python dependencies with `brew update-python-resources eic-proxy` (boto3, botocore, cryptography,
-# websocket-client, wsaccel, keyring, platformdirs and their dependencies).
+# wsaccel, keyring, platformdirs and their dependencies).
 class EicProxy < Formula
   include Language::Python::Virtualenv
 
@@ -26,12 +26,21 @@ class EicProxy < Formula
     <<~EOS
       Route hosts through eic-proxy (writes ~/.ssh/eic-proxy.config and one Include line):
         eic-proxy ssh-config --install 'i-*' 'web-*' --user ec2-user
-      The generated ProxyCommand names #{opt_bin}/eic-proxy, which survives upgrades.
+      The generated ProxyCommand names eic-proxy by the path you ran it as (#{HOMEBREW_PREFIX}/bin/eic-proxy
+      or #{opt_bin}/eic-proxy: links that `brew upgrade` keeps), never the versioned Cellar path.
+      `eic-proxy doctor HOST` checks that every path in the installed block still exists.
     EOS
   end
 
   test do
     assert_match version.to_s, shell_output("#{bin}/eic-proxy --version")
+    # The block names the stable opt/ link, not this version's Cellar path (an upgrade removes it).
+    ENV["HOME"] = testpath
+    system opt_bin/"eic-proxy", "ssh-config", "--install", "i-*", "--user", "ec2-user", "--ssh-version", "9.0"
+    block = (testpath/".ssh/eic-proxy.config").read
+    assert_match "ProxyCommand #{opt_bin}/eic-proxy connect", block
+    refute_match "Cellar", block
+    assert_match "Include #{testpath}/.ssh/eic-proxy.config", (testpath/".ssh/config").read
     assert_match "ec2-instance-connect:OpenTunnel", shell_output("#{bin}/eic-proxy policy --os-user ec2-user")
     assert_match "_eic_proxy", shell_output("#{bin}/eic-proxy completion bash")
   end
