@@ -84,10 +84,12 @@ LOCAL_COMMANDS = [
 ]
 
 
+@pytest.mark.parametrize("platform", ["win32", "darwin"])
 @pytest.mark.parametrize("argv", LOCAL_COMMANDS, ids=lambda a: " ".join(a))
-def test_local_commands_run_on_windows(argv, tmp_path):
+def test_local_commands_run(platform, argv, tmp_path):
     code = f"import sys; from eic_proxy.cli import main; sys.exit(main({argv!r}))"
-    r = run_simulated("win32", code, env=_win_env(tmp_path))
+    env = _win_env(tmp_path) if platform == "win32" else {**os.environ, "HOME": str(tmp_path / "Users" / "jane")}
+    r = run_simulated(platform, code, env=env)
     out = r.stdout.decode() + r.stderr.decode()
     assert "Traceback" not in out and "internal error" not in out, out
     assert r.returncode in (0, 2) if argv == ["helper", "status"] else r.returncode == 0, out
