@@ -172,6 +172,16 @@ def test_paramiko_proxycommand_from_the_generated_block(client, world, monkeypat
 def six(bed, world):
     if not socket.has_ipv6:
         pytest.skip("no IPv6 on this machine")
+    if "::1" not in bed.eice.servers:
+        probe = socket.socket(socket.AF_INET6)
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the fake endpoint binds
+        try:
+            probe.bind(("::1", 443))
+        except OSError as exc:  # another test bed (a second suite on this machine) or a service of the user's
+            pytest.skip(f"[::1]:443 is taken ({exc.strerror}): the dual-stack endpoint needs the one IPv6 "
+                        "loopback address on the endpoint's port")
+        finally:
+            probe.close()
     return bed.add_ipv6_only_instance("six-1")
 
 
