@@ -12,6 +12,7 @@ from typing import Any, Optional
 from eic_proxy.commands.options import add_common
 from eic_proxy.errors import UsageError
 from eic_proxy.store import audit
+from eic_proxy.text import pad
 
 _DURATION_RE = re.compile(r"^(\d+(?:\.\d+)?)([smhdw])$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -84,7 +85,7 @@ def describe(entry: dict[str, Any]) -> str:
     if e == "connect-failed":
         return f"failed      {who}: {entry.get('error')} (exit {entry.get('exit_code')})"
     rest = {k: v for k, v in entry.items() if k not in ("time", "event")}
-    return f"{str(e):<11} {json.dumps(rest, separators=(',', ':'))}"
+    return f"{pad(str(e), 11)} {json.dumps(rest, separators=(',', ':'))}"
 
 
 def annotate_ends(log: list[dict[str, Any]]) -> None:
@@ -122,7 +123,7 @@ def run_audit(args: Any) -> int:
               f"{' since ' + since.isoformat(timespec='seconds') if since else ''} in {audit.log_path()}",
               file=sys.stderr)
     for entry in entries:
-        print(f"{entry.get('time', '?'):<25} {describe(entry)}")
+        print(f"{pad(str(entry.get('time', '?')), 25)} {describe(entry)}")
     if trail is not None:
         print(f"\nCloudTrail ({len(trail)} EC2 Instance Connect events):")
         print_trail(trail, entries)
@@ -137,7 +138,7 @@ def print_trail(trail: list, entries: list[dict[str, Any]]) -> None:
         mark = f"= local {t.matched}" if t.matched else "no local entry (another machine, user or tool)"
         err = f" DENIED {t.error}" + (f": {t.error_message}" if t.error_message else "") if t.error else ""
         src = f" from {t.source_ip}" if t.source_ip else ""
-        print(f"{t.time:<25} {t.name:<17} {what}  by {t.principal}{src}  request {t.request_id or '-'}{err}  [{mark}]")
+        print(f"{pad(t.time, 25)} {pad(t.name, 17)} {what}  by {t.principal}{src}  request {t.request_id or '-'}{err}  [{mark}]")
     matched = {t.matched for t in trail if t.matched}
     missing = [e for e in entries if e.get("event") in ("push", "connect") and e.get("time") not in matched]
     if missing:

@@ -16,6 +16,7 @@ from eic_proxy.checks.probes import Doctor
 from eic_proxy.checks.rules import FAIL, PASS, Check
 from eic_proxy.commands.options import DEFAULTS, add_common, add_ip_family, add_key_options, connect_options
 from eic_proxy.errors import ExitCode
+from eic_proxy.text import pad
 
 MARKS = {"pass": "✔", "fail": "✘", "skip": "–"}
 ASCII_MARKS = {"pass": "ok", "fail": "XX", "skip": "--"}  # for a console or file that cannot hold the marks
@@ -34,7 +35,7 @@ def render(check: Check, color: bool = False, unicode: bool = True) -> str:
     mark = (MARKS if unicode else ASCII_MARKS)[check.status]
     if color:
         mark = f"\033[{COLORS[check.status]}m{mark}\033[0m"
-    line = f"{mark} {check.name:<17} {check.detail}"
+    line = f"{mark} {pad(check.name, 17)} {check.detail}"
     if check.fix and check.status != PASS:
         line += f"\n  {'':<17} fix: {check.fix}"
     return line

@@ -10,6 +10,7 @@ from typing import Any
 
 from eic_proxy.commands.options import add_common, add_key_options, settings
 from eic_proxy.store import files
+from eic_proxy.text import pad
 
 
 def _agent_state(blob: bytes) -> str:
@@ -103,7 +104,7 @@ def run_keys(args: argparse.Namespace, settings: Any) -> int:
                 ("private key", doc["private_key"]), ("public key", str(key.public_path)),
                 ("ssh-agent", doc["agent"])]
         for name, value in rows:
-            print(f"{name:<12} {value}")
+            print(f"{pad(name, 12)} {value}")
     for note in notes:
         print(f"note         {note}")
     if doc["recent_pushes"]:

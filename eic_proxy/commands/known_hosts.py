@@ -14,6 +14,7 @@ import time
 from typing import Any
 
 from eic_proxy.commands.options import add_common, add_lookup, locate_host
+from eic_proxy.text import pad
 
 
 def add_parser(sub: Any) -> None:
@@ -61,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
               f"{how.get(str(doc['source']), 'of unknown origin')}"
               + (f", {age // 86400} d {age % 86400 // 3600} h old" if isinstance(age, int) else ""))
         for k in held:
-            print(f"  {k['type']:<20} {k['fingerprint']}")
+            print(f"  {pad(k['type'], 20)} {k['fingerprint']}")
     if doc["note"]:
         print(f"eic-proxy: note: {doc['note']}", file=sys.stderr)
     return 0

@@ -37,7 +37,32 @@ def rows(aws: Any, ec2: Any, include_terminated: bool = False, asg: Optional[str
             "launch_time": t.launch_time,
         })
     out.sort(key=lambda r: ((r["name"] or "~").lower(), r["instance_id"]))
+    names = [r["name"] for r in out if r["state"] != "terminated"]
+    for r in out:
+        r["ssh"] = ssh_command(r["name"], r["instance_id"], unique=names.count(r["name"]) == 1)
     return out
+
+
+# What a POSIX shell would take for syntax in a word (quoted when a name holds one), and what no name
+# may hold to be reached by name: what ssh refuses in a host name (OpenSSH 9.6's valid_hostname,
+# CVE-2023-51385) or cannot carry, and what eic-proxy reads as a glob (``web-*``).
+_SHELL_SPECIAL = set(" \t'\"\\$`&;|<>()*?[]{}!#~=%^")
+_NOT_BY_NAME = set("'\"\\$`&;|<>(){}*?[]") | {chr(c) for c in range(33)} | {chr(127)}
+
+
+def ssh_command(name: Optional[str], instance_id: str, unique: bool = True) -> str:
+    """The exact command that reaches this instance through the generated block: its Name when ssh can
+    carry it (quoted for the shell when needed; the block passes ssh's %n, so the case is kept), else
+    its instance ID (no name, a name several instances share, one ssh refuses or that reads as a glob)."""
+    from eic_proxy.store.knownhosts import usable_name
+
+    if not name or not unique or name.startswith("-") or set(name) & _NOT_BY_NAME or not usable_name(name):
+        return f"ssh {instance_id}"
+    if set(name) & _SHELL_SPECIAL:
+        import shlex
+
+        return f"ssh {shlex.quote(name)}"
+    return f"ssh {name}"
 
 
 def run_ls(profile: Optional[str], region: Optional[str], as_json: bool, include_terminated: bool,
@@ -47,12 +72,13 @@ def run_ls(profile: Optional[str], region: Optional[str], as_json: bool, include
     if as_json:
         print(json.dumps(table, indent=2))
         return 0
-    headers = ["NAME", "INSTANCE", "PRIVATE IP", "STATE", "VPC", "ENDPOINT"]
+    from eic_proxy.text import table as aligned
+
+    headers = ["NAME", "INSTANCE", "PRIVATE IP", "STATE", "VPC", "ENDPOINT", "SSH"]
     lines = [[r["name"] or "-", r["instance_id"], r["ip"] or "-", r["state"], r["vpc_id"] or "-",
-              r["endpoint_id"] or "none (create one)"] for r in table]
-    widths = [max(len(h), *(len(line[i]) for line in lines)) if lines else len(h) for i, h in enumerate(headers)]
-    for line in [headers, *lines]:
-        sys.stdout.write("  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip() + "\n")
+              r["endpoint_id"] or "none (create one)", r["ssh"]] for r in table]
+    for line in aligned(headers, lines):
+        sys.stdout.write(line + "\n")
     if not table:
         print(f"no instances{' in the Auto Scaling group ' + asg if asg else ''} in {aws.region}"
               + (f" (profile {aws.profile})" if aws.profile else ""), file=sys.stderr)

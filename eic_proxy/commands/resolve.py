@@ -32,9 +32,11 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(doc, indent=2))
     else:
-        width = max(len(k) for k in doc)
+        from eic_proxy.text import pad, width
+
+        columns = max(width(k) for k in doc)
         for k, v in doc.items():
             if k.endswith("cache_age"):
                 v = "fresh lookup" if v is None else f"{v:.0f} s"
-            print(f"{k:<{width}}  {'-' if v is None else v}")
+            print(f"{pad(k, columns)}  {'-' if v is None else v}")
     return 0
