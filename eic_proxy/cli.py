@@ -101,7 +101,11 @@ def guarded(run: Callable[[], int]) -> int:
     from eic_proxy.errors import EicProxyError, ExitCode
 
     try:
-        return run()
+        code = run()
+        from eic_proxy.store.files import say_warning
+
+        say_warning()
+        return code
     except EicProxyError as exc:
         if not exc.reported:  # the tunnel says its line itself, before ssh's input closes
             _report(exc.message, exc.hint)
@@ -116,6 +120,15 @@ def guarded(run: Callable[[], int]) -> int:
         except (OSError, ValueError):
             pass
         return int(ExitCode.BROKEN_PIPE)
+    except OSError as exc:
+        from eic_proxy.store.files import disk_error, is_disk_trouble
+
+        if not is_disk_trouble(exc):  # the user's disk (full, read-only, …) is not our bug; anything else is
+            _report(f"internal error: {exc.__class__.__name__}: {exc}", "please report this with the output of -vv")
+            return int(ExitCode.INTERNAL)
+        err = disk_error(exc)
+        _report(err.message, err.hint)
+        return int(err.exit_code)
     except Exception as exc:  # the last line of defence: one line, never a traceback unless asked
         _report(f"internal error: {exc.__class__.__name__}: {exc}", "please report this with the output of -vv")
         return int(ExitCode.INTERNAL)

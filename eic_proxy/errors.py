@@ -53,6 +53,8 @@ class ExitCode(IntEnum):
     CHECKS_FAILED = 23  # `doctor` found at least one problem
     LOCKED = 24  # another eic-proxy process held a lock (or the keyring did not answer) for the whole wait
     HOST_KEY = 25  # the host key is not the one the console lists, or cannot be verified (host-keys = strict)
+    LOCAL_FILES = 26  # a file the connection needs could not be written: disk full, read-only, permission, quota
+    CREDENTIALS_WAIT = 27  # the credential source (credential_process, SSO, a role, metadata) did not answer in time
     INTERNAL = 70
     # 128 + N, as shells report a process ended by signal N (we end cleanly, with the same code)
     INTERRUPTED = 130  # SIGINT
@@ -88,6 +90,12 @@ class UsageError(EicProxyError):
 
 class CredentialsError(EicProxyError):
     exit_code = ExitCode.CREDENTIALS
+
+
+class LocalFileError(EicProxyError):
+    """The user's own disk: full, read-only, not writable, over quota — not our bug."""
+
+    exit_code = ExitCode.LOCAL_FILES
 
 
 class HostNotFound(EicProxyError):

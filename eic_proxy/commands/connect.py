@@ -90,7 +90,7 @@ def _pump(session: Session, ws: Any, in_fd: int, out_fd: int, proto: Any = None,
                                 reconnect=session.reconnect if can_replay else None,
                                 inspect=session.inspect_output if session.guard is not None else None)
     finally:
-        session.rotate_key_if_due()  # our ssh is done with the key: the one safe moment
+        session.tunnel_ended()  # if the tunnel did not open: our ssh is done with the key all the same
     if result.error is not None:
         result.error.exit_code = ExitCode(result.exit_code)  # a signal's 128+N wins over the error's class
         raise result.error

@@ -168,11 +168,23 @@ class KeyManager:
         """
         files.ensure_private_dir(self.directory)
         while True:
-            with files.FileLock(self._lock_path, shared=True, what="the key lock"):
+            try:
+                lock = files.FileLock(self._lock_path, shared=True, what="the key lock").__enter__()
+            except OSError as exc:  # a full or read-only disk: a key in place is still usable (nothing can rotate it)
+                key = self.current()
+                if key is None or not files.is_disk_trouble(exc):
+                    raise
+                with files.best_effort("the key lock"):
+                    raise
+                yield key
+                return
+            try:
                 key = self.current()
                 if key is not None:
                     yield key
                     return
+            finally:
+                lock.__exit__(None, None, None)
             with files.FileLock(self._lock_path, what="the key lock"):
                 if self.current() is None:
                     self._write_new()
@@ -185,7 +197,8 @@ class KeyManager:
     def take(self, pid: Optional[int] = None) -> LocalKey:
         """The key a connection pushes, its use recorded (for process ``pid``) before any lock is let go."""
         with self.using() as key:
-            self.note_use(pid=pid)
+            with files.best_effort("the key's last use"):  # unrecorded, it only delays a rotation
+                self.note_use(pid=pid)
             return key
 
     def rotate_if_due(self) -> Optional[LocalKey]:
@@ -224,6 +237,14 @@ class KeyManager:
         return removed
 
     def _write_new(self) -> LocalKey:
+        try:
+            return self._write_new_files()
+        except OSError as exc:
+            if files.is_disk_trouble(exc):
+                raise files.disk_error(exc, "the SSH key") from exc
+            raise
+
+    def _write_new_files(self) -> LocalKey:
         pem, line = generate(self.key_type)
         # Private half first: a reader that finds the new .pub must also find its private half.
         if self.store == "keyring":

@@ -30,7 +30,7 @@ COOL_DOWN = 0.5
 class Slot:
     """A held slot; ``release()`` (or process exit) frees it."""
 
-    def __init__(self, fd: int, path: Path) -> None:
+    def __init__(self, fd: Optional[int], path: Path) -> None:
         self.fd: Optional[int] = fd
         self.path = path
 
@@ -68,7 +68,19 @@ def _cooling(fd: int) -> bool:
 
 def acquire(endpoint_id: str, limit: int = DEFAULT_LIMIT, timeout: float = DEFAULT_QUEUE_TIMEOUT,
             directory: Optional[Path] = None) -> Slot:
-    """Take a free slot for ``endpoint_id``, waiting (with one line on stderr) while all are busy."""
+    """Take a free slot for ``endpoint_id``, waiting (with one line on stderr) while all are busy. Where the
+    slots cannot be kept (a full or read-only cache directory) the connection goes on without one."""
+    try:
+        return _acquire(endpoint_id, limit, timeout, directory)
+    except OSError as exc:
+        if not files.is_disk_trouble(exc):
+            raise
+        with files.best_effort("the connection slots"):
+            raise
+        return Slot(None, Path(os.devnull))
+
+
+def _acquire(endpoint_id: str, limit: int, timeout: float, directory: Optional[Path]) -> Slot:
     base = files.ensure_private_dir((directory or files.cache_dir() / "slots") / endpoint_id)
     deadline = time.monotonic() + timeout
     said = False

@@ -130,9 +130,10 @@ def ensure_pushed(aws: Aws, key: LocalKey, instance_id: str, os_user: str, use_c
         at = time.time()
         request_id = send_public_key(aws, aws.client("ec2-instance-connect", max_attempts=1), instance_id, os_user,
                                      key.public_line)
-        files.write_private_atomic(path, json.dumps({"at": at, "request_id": request_id, "instance_id": instance_id,
-                                                     "os_user": os_user, "fingerprint": key.fingerprint}).encode(),
-                                   durable=False)
+        with files.best_effort("the push record"):  # it only saves later pushes
+            files.write_private_atomic(path, json.dumps({"at": at, "request_id": request_id, "instance_id": instance_id,
+                                                         "os_user": os_user, "fingerprint": key.fingerprint}).encode(),
+                                       durable=False)
         audit.append("push", instance_id=instance_id, os_user=os_user, fingerprint=key.fingerprint,
                      request_id=request_id, profile=aws.profile, region=aws.region, key_storage=key.storage)
         return request_id

@@ -177,6 +177,12 @@ class Session:
         if self.key_used:
             self.key_manager().rotate_if_due()
 
+    def tunnel_ended(self) -> None:
+        """At the tunnel's end (ssh's signals still held off): the due rotation, once."""
+        if self.key_used:
+            self.rotate_key_if_due()
+            self.key_used = False
+
     def chores(self) -> list[tuple[float, Any]]:
         """What the pump does while the tunnel lives: the rotation of a due key once our ssh is past its
         authentication (a pushed key is honoured for 60 s), since the end may never run (Windows ends a
@@ -314,6 +320,9 @@ def tunnel_audited(session: "Session", ws: Any, local: Any, proto: Any, first: b
               located.endpoint.endpoint_id)
     conn_id = os.urandom(6).hex()
     session.opened = True
+    from eic_proxy.store.files import say_warning
+
+    say_warning()  # a cache or record that could not be written: the connection goes on, and says so once
     audit.append("connect", id=conn_id, host=opts.host, instance_id=located.target.instance_id,
                  os_user=opts.os_user if opts.push else None, port=opts.port, ip=located.target.ip,
                  endpoint_id=located.endpoint.endpoint_id, push_request_id=session.push_request_id,
@@ -336,6 +345,8 @@ def tunnel_audited(session: "Session", ws: Any, local: Any, proto: Any, first: b
                              bytes_up=result.bytes_up, bytes_down=result.bytes_down,
                              duration=round(result.duration, 3), reason=result.reason, exit_code=result.exit_code,
                              error=err.message if err is not None else None)
+            # Before ssh's second SIGHUP can end this process: our ssh is done with the key.
+            session.tunnel_ended()
 
 
 @contextlib.contextmanager

@@ -37,16 +37,17 @@ def append(event: str, path: Optional[Path] = None, **fields: Any) -> None:
     record = {"time": now_iso(), "event": event, **{k: v for k, v in fields.items() if v is not None}}
     line = (json.dumps(record, separators=(",", ":")) + "\n").encode()
     try:
-        files.ensure_private_dir(path.parent)
-        fd = os.open(str(path), os.O_WRONLY | os.O_APPEND | os.O_CREAT | files.O_NOFOLLOW, 0o600)
-        try:
-            os.write(fd, line)
-            size = os.fstat(fd).st_size
-        finally:
-            os.close(fd)
-        if size > MAX_BYTES:
-            _rotate(path)
-    except (OSError, EicProxyError) as exc:  # not ours, a planted symlink, a full disk: never fatal
+        with files.best_effort("the audit log"):  # a full or read-only disk: one warning
+            files.ensure_private_dir(path.parent)
+            fd = os.open(str(path), os.O_WRONLY | os.O_APPEND | os.O_CREAT | files.O_NOFOLLOW, 0o600)
+            try:
+                os.write(fd, line)
+                size = os.fstat(fd).st_size
+            finally:
+                os.close(fd)
+            if size > MAX_BYTES:
+                _rotate(path)
+    except (OSError, EicProxyError) as exc:  # not ours, a planted symlink: never fatal
         log.info("cannot write the audit log %s: %s", path, exc)
 
 

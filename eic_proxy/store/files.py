@@ -1,12 +1,21 @@
 """Where the tool keeps its files, and how it writes them: user-only, atomic, locked across processes."""
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
-from eic_proxy.errors import EicProxyError, ExitCode, UsageError
+from eic_proxy.errors import EicProxyError, ExitCode, LocalFileError, UsageError
+
+# What a write can meet on the user's own machine, said as the user would say it.
+DISK_CAUSES = {
+    errno.ENOSPC: "no space left on the device", errno.EROFS: "the file system is read-only",
+    errno.EACCES: "permission denied", errno.EPERM: "operation not permitted", errno.EDQUOT: "disk quota exceeded",
+    errno.ENOLCK: "the file system offers no locks", errno.EIO: "an input/output error",
+}
 
 APP = "eic-proxy"
 # Every file we open for writing: a symlink planted in our directories must not redirect the write.
@@ -38,6 +47,52 @@ def config_dir() -> Path:
     import platformdirs
 
     return Path(platformdirs.user_config_dir(APP, appauthor=False))
+
+
+def is_disk_trouble(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) and exc.errno in DISK_CAUSES
+
+
+def disk_error(exc: OSError, what: str = "a file") -> LocalFileError:
+    """One line for a write the connection needs (a new key, the known_hosts entry ssh will read)."""
+    cause = DISK_CAUSES.get(exc.errno or 0, exc.strerror or str(exc))
+    where = f" {exc.filename}" if exc.filename else ""
+    return LocalFileError(f"cannot write {what}{where}: {cause}",
+                          hint="free some space or make it writable; or point XDG_DATA_HOME / XDG_CACHE_HOME (Windows: "
+                               "LOCALAPPDATA) at a directory that is")
+
+
+_warning: Optional[str] = None  # the first write done without, said once the connection goes on
+_warned = False
+
+
+@contextlib.contextmanager
+def best_effort(what: str) -> Iterator[None]:
+    """For a write the connection can do without (a cache, a record, the audit log, a lock that only
+    coordinates): disk trouble becomes one warning per process (``say_warning``), and the connection
+    goes on. A connection that fails anyway says only its error."""
+    global _warning
+    try:
+        yield
+    except OSError as exc:
+        if not is_disk_trouble(exc):
+            raise
+        if _warning is None:
+            detail = f"{DISK_CAUSES[exc.errno or 0]}{f' ({exc.filename})' if exc.filename else ''}"
+            _warning = f"eic-proxy: warning: cannot write {what}: {detail}; going on without it"
+
+
+def say_warning() -> None:
+    """Write the pending disk warning, once: when the tunnel opens, or when a command has succeeded."""
+    global _warned
+    if _warning is None or _warned:
+        return
+    _warned = True
+    try:
+        sys.stderr.write(_warning + "\n")
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass
 
 
 def ensure_private_dir(path: Path) -> Path:
@@ -74,6 +129,15 @@ def write_private_atomic(path: Path, data: bytes, mode: int = 0o600, durable: bo
     world-readable, not even for an instant. (Not ``tempfile.mkstemp``: importing tempfile pulls in
     shutil and three compression modules, a measurable share of a warm connection's start-up.)
     """
+    try:
+        _write_atomic(path, data, mode, durable)
+    except OSError as exc:
+        if is_disk_trouble(exc) and exc.filename != str(path):  # name the file, not its temporary
+            raise OSError(exc.errno, exc.strerror, str(path)) from exc
+        raise
+
+
+def _write_atomic(path: Path, data: bytes, mode: int, durable: bool) -> None:
     ensure_private_dir(path.parent)
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0) | O_NOFOLLOW
     while True:

@@ -35,13 +35,23 @@ def single_flight(name: Path, ready: Callable[[], Optional[T]], work: Callable[[
     start = time.monotonic()
     said = False
     while True:
-        with files.FileLock(lock, what=record):
+        try:
+            with files.FileLock(lock, what=record):
+                found = ready()
+                if found is not None:
+                    return found
+                if holder(marker, bound) is None:
+                    with files.best_effort(f"the marker of the {what}"):
+                        files.write_private_atomic(marker, json.dumps({**_me(), "at": time.time()}).encode(),
+                                                   durable=False)
+                    break
+        except OSError as exc:  # the cache directory is full, read-only or not ours: no coordination then
+            if not files.is_disk_trouble(exc):
+                raise
+            with files.best_effort(f"the lock of the {what}"):
+                raise
             found = ready()
-            if found is not None:
-                return found
-            if holder(marker, bound) is None:
-                files.write_private_atomic(marker, json.dumps({**_me(), "at": time.time()}).encode(), durable=False)
-                break
+            return found if found is not None else work()
         if not said and time.monotonic() - start >= SAY_AFTER:
             said = True
             sys.stderr.write(f"eic-proxy: waiting for another eic-proxy process's {what}\n")
