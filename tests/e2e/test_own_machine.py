@@ -73,8 +73,8 @@ def test_a_full_disk_with_the_key_in_place_warns_once_and_connects(client, world
     cfg = _install(client, env)
     assert client.run(["ssh", "-F", cfg, "web-1", "true"], env=env).returncode == 0
     _fill(disk)
-    for host in ("web-1", "web-1"):  # a push record, the audit log, caches, the helper: none is needed
-        r = client.run(["ssh", "-F", cfg, "web-1", "echo still"], env=dict(env, EIC_PROXY_HELPER="no"))
+    for helper in ("no", "yes"):  # a push record, the audit log, caches, the helper's socket: none is needed
+        r = client.run(["ssh", "-F", cfg, "web-1", "echo still"], env=dict(env, EIC_PROXY_HELPER=helper))
         assert r.returncode == 0 and r.stdout == b"still\n", r.stderr
         lines = _ours(r.stderr)
         assert len(lines) <= 1 and all("warning: cannot write" in line and "no space left" in line for line in lines)
