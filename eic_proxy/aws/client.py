@@ -61,6 +61,7 @@ class Aws:
         self.read_timeout = read_timeout
         self.use_cache = use_cache
         self._session: Any = None
+        self._resolved: Optional[tuple[Any, Any]] = None
         self._clients: dict[tuple[str, int], Any] = {}
         self.shared = SharedSettings(profile)
         self.region = region or (self.shared.region if self.shared.ok else None) or self._session_region()
@@ -112,6 +113,7 @@ class Aws:
             user_agent_extra="eic-proxy",
         )
         known: tuple[type[BaseException], ...] = (*api_errors(), ValueError)  # a bad endpoint URL: ValueError
+        self.resolved_credentials()  # bounded: a credential source that never answers is said, then given up
         try:
             client = self.session.create_client(service, region_name=self.region, config=cfg)
             if not _proxy_env():
@@ -144,13 +146,7 @@ class Aws:
             fast = self.shared.static_credentials() or (cached_credentials(self.shared) if self.use_cache else None)
             if fast is not None:
                 return fast
-        try:
-            creds = self.session.get_credentials()
-            frozen = creds.get_frozen_credentials() if creds is not None else None
-        except EicProxyError:
-            raise
-        except api_errors() as exc:
-            raise translate(exc, "loading AWS credentials") from exc
+        creds, frozen = self.resolved_credentials()
         if frozen is None or not frozen.access_key:
             raise CredentialsError(
                 "no AWS credentials found" + (f" for profile {self.profile!r}" if self.profile else ""),
@@ -159,6 +155,29 @@ class Aws:
         if self.shared.ok and self.use_cache:
             remember_credentials(self.shared, creds, frozen)
         return frozen
+
+    def resolved_credentials(self) -> tuple[Any, Any]:
+        """(credentials, frozen credentials) from botocore's chain, resolved once per session within
+        ``EIC_PROXY_CREDENTIALS_TIMEOUT`` (aws/credential_wait.py); (None, None) when there are none."""
+        if self._resolved is not None:
+            return self._resolved
+        from eic_proxy.aws import credential_wait
+
+        session = self.session
+        credential_wait.track_processes(session)
+
+        def work() -> tuple[Any, Any]:
+            creds = session.get_credentials()
+            return creds, (creds.get_frozen_credentials() if creds is not None else None)
+
+        profile = self.profile or getattr(session, "profile", None)  # AWS_PROFILE, as botocore read it
+        try:
+            self._resolved = credential_wait.resolve(work, profile, credential_wait.source_of(session, profile))
+        except EicProxyError:
+            raise
+        except api_errors() as exc:
+            raise translate(exc, "loading AWS credentials", self.profile) from exc
+        return self._resolved
 
     def _login_hint(self) -> str:
         p = f" --profile {self.profile}" if self.profile else ""

@@ -111,3 +111,70 @@ def test_a_read_only_home_with_the_key_in_place_still_connects(client, world, di
     assert r.returncode == ExitCode.LOCAL_FILES, r.stderr
     (line,) = [line for line in r.stderr.splitlines() if "error" in line]
     assert "known_hosts" in line and "read-only" in line, r.stderr
+
+
+# ---- a credential source that never answers ---------------------------------------------------------------
+def _slow_profile(client, marker: str) -> dict:
+    """A profile whose credential_process waits forever (a login, a touch, a prompt nobody can see)."""
+    import sys
+
+    aws = client.home / ".aws"
+    aws.mkdir(exist_ok=True)
+    (aws / "config").write_text(f"[profile slow]\ncredential_process = {sys.executable} -c "
+                                f"\"import time; time.sleep(600)  # {marker}\"\n")
+    env = {k: v for k, v in client.env.items() if k not in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
+    env["AWS_PROFILE"] = "slow"
+    return env
+
+
+def _with_marker(marker: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if marker.encode() in (entry / "cmdline").read_bytes():
+                    found.append(int(entry.name))
+            except OSError:
+                pass
+    return found
+
+
+@pytest.mark.parametrize("helper", ["yes", "no"])
+def test_a_credential_source_that_never_answers_is_said_then_given_up(client, world, tmp_path, helper):
+    from tests.conftest import wait_until
+
+    marker = f"eic-cred-wait-{os.urandom(6).hex()}-{helper}"
+    env = dict(_slow_profile(client, marker), EIC_PROXY_CREDENTIALS_TIMEOUT="5", EIC_PROXY_HELPER=helper)
+    r = client.run(["ssh", "-F", str(client.config), "web-1", "true"], env=env, timeout=60)
+    assert r.returncode == 255
+    ours = _ours(r.stderr)
+    assert ours[0].startswith("eic-proxy: waiting for the AWS credentials of profile slow (credential_process); "
+                              "giving up after 5 s"), r.stderr
+    assert ours[-1].startswith("eic-proxy: error: the AWS credentials of profile slow (credential_process) did not "
+                               "come within 5 s") and "aws sts get-caller-identity --profile slow" in ours[-1]
+    assert len(ours) == 2 and "Traceback" not in r.stderr
+    assert wait_until(lambda: not _with_marker(marker), 2.0), [Path(f"/proc/{p}/cmdline").read_bytes() for p in _with_marker(marker)]  # the credential process ended with us
+    r = client.run([client.bed.eic_proxy_path(), "connect", "web-1"], input=b"", env=env, timeout=60)
+    assert r.returncode == ExitCode.CREDENTIALS_WAIT, r.stderr
+
+
+def test_ssh_hanging_up_during_the_wait_ends_the_credential_process_at_once(client, world, tmp_path):
+    import signal
+
+    from tests.conftest import wait_until
+    from tests.testbed.processes import our_processes
+
+    marker = f"eic-cred-hup-{os.urandom(6).hex()}"
+    env = dict(_slow_profile(client, marker), EIC_PROXY_CREDENTIALS_TIMEOUT="120", EIC_PROXY_HELPER="no")
+    p = subprocess.Popen([client.bed.eic_proxy_path(), "connect", "web-1"], env=env, stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert wait_until(lambda: _with_marker(marker), 20.0)
+        p.send_signal(signal.SIGHUP)  # what ssh sends its ProxyCommand when it exits
+        p.wait(5)
+    finally:
+        p.kill()
+        p.wait()
+    assert p.returncode == -signal.SIGHUP
+    assert wait_until(lambda: not _with_marker(marker), 2.0)
+    assert wait_until(lambda: not our_processes(str(client.home)), 2.0)
