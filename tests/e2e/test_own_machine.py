@@ -153,7 +153,8 @@ def test_a_credential_source_that_never_answers_is_said_then_given_up(client, wo
     assert ours[-1].startswith("eic-proxy: error: the AWS credentials of profile slow (credential_process) did not "
                                "come within 5 s") and "aws sts get-caller-identity --profile slow" in ours[-1]
     assert len(ours) == 2 and "Traceback" not in r.stderr
-    assert wait_until(lambda: not _with_marker(marker), 2.0), [Path(f"/proc/{p}/cmdline").read_bytes() for p in _with_marker(marker)]  # the credential process ended with us
+    left = lambda: [Path(f"/proc/{p}/cmdline").read_bytes() for p in _with_marker(marker)]  # noqa: E731
+    assert wait_until(lambda: not _with_marker(marker), 2.0), left()  # the credential process ended with us
     r = client.run([client.bed.eic_proxy_path(), "connect", "web-1"], input=b"", env=env, timeout=60)
     assert r.returncode == ExitCode.CREDENTIALS_WAIT, r.stderr
 
