@@ -128,6 +128,7 @@ class HandshakeError(EicProxyError):
         super().__init__(message, hint, exit_code)
         self.status = status
         self.error_code = error_code
+        self.server_time: Optional[float] = None  # the refusal's Date header, as a timestamp (clock checks)
 
 
 class TunnelClosed(EicProxyError):

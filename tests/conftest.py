@@ -134,12 +134,12 @@ class Client:
         return Result(p.returncode, p.stdout, p.stderr.decode(errors="replace"))
 
     def ssh_at_exit(self, host: str, command: str, *options: str, input: Optional[bytes] = None,
-                    timeout: float = 60, on_start=None) -> Result:
+                    timeout: float = 60, on_start=None, env: Optional[dict] = None) -> Result:
         """Real ssh; its stderr as it stands *the moment ssh exits*, as a user (or VS Code, or Ansible)
         reads it. What our ProxyCommand writes later is lost to them, so it is not counted here."""
         import threading
 
-        p = subprocess.Popen(["ssh", "-F", str(self.config), *options, host, command], env=self.env,
+        p = subprocess.Popen(["ssh", "-F", str(self.config), *options, host, command], env=env or self.env,
                              stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         out = bytearray()

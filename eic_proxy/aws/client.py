@@ -324,6 +324,21 @@ def api_errors() -> tuple[type[BaseException], ...]:
     return bx.BotoCoreError, bx.ClientError, OSError
 
 
+def clock_error(response: dict, message: str) -> EicProxyError:
+    """A refusal for the signing time, with how far this computer's clock is off (the response's Date)."""
+    import time
+
+    from eic_proxy.path.handshake import http_date
+    from eic_proxy.path.session import describe_offset
+
+    headers = (response.get("ResponseMetadata") or {}).get("HTTPHeaders") or {}
+    server = http_date(str(headers.get("date", "")))
+    if server is not None and abs(server - time.time()) >= 30:
+        message += f" (this computer's clock is {describe_offset(time.time() - server)} AWS's)"
+    return AwsApiError(message, hint="set this computer's clock right (automatic date and time; after sleep, a VM's "
+                                     "or WSL's clock can lag)", exit_code=ExitCode.SIGNATURE_EXPIRED)
+
+
 def translate(exc: BaseException, doing: str, profile: Optional[str] = None) -> EicProxyError:
     """Turn a botocore/network exception into an EicProxyError with a hint."""
     import botocore.exceptions as bx
@@ -357,6 +372,11 @@ def translate(exc: BaseException, doing: str, profile: Optional[str] = None) -> 
         err = exc.response.get("Error", {})
         code = err.get("Code", "")
         msg = err.get("Message", "") or str(exc)
+        from eic_proxy.path.endpoint_errors import is_clock_refusal
+
+        if is_clock_refusal(code, msg) or (code in ("SignatureDoesNotMatch", "AuthFailure")
+                                           and any(w in msg.lower() for w in (" time", "date", "expired"))):
+            return clock_error(exc.response, f"AWS refused the request as signed at the wrong time {doing}: {code}: {msg}")
         if code in _ACCESS_DENIED:
             return AccessDenied(f"access denied {doing}: {msg}",
                                 hint="your IAM identity needs this permission; `eic-proxy policy` prints a policy")

@@ -125,7 +125,8 @@ ERROR_CODES: dict[str, tuple[ExitCode, str]] = {
 _HINTS = {
     "signature": "the request signature was rejected: check the credentials (secret key, session token) and "
                  "the region",
-    "expired": "the presigned URL expired before the handshake: check the system clock",
+    "expired": "the request was signed at a time the endpoint does not accept: check this computer's clock "
+               "(date, time zone and automatic time)",
     "token": "your temporary credentials expired: refresh them (e.g. `aws sso login`), then "
              "`eic-proxy cache clear`",
     "busy": "the endpoint allows 20 concurrent connections; retry in a moment",
@@ -134,6 +135,14 @@ _HINTS = {
     "gone": "the endpoint no longer exists: `eic-proxy cache clear`, then retry",
     "other": "run with -v for details",
 }
+
+
+def is_clock_refusal(code: Optional[str], message: Optional[str]) -> bool:
+    """A refusal the signing time explains: the URL expired, or it was signed in the future."""
+    low = (message or "").lower()
+    return (code in ("RequestExpired", "RequestTimeTooSkewed") or "not yet current" in low
+            or "request has expired" in low or "signature expired" in low or "time too skewed" in low
+            or "clock skew" in low)
 
 
 def _word(pattern: str, text: str) -> bool:
@@ -169,6 +178,8 @@ def handshake_error(status: int, body: bytes, max_duration_sent: bool = False) -
     else:
         exit_code, kind = known
     if kind == _DENIED and known is not None and _word("expired", low):
+        exit_code, kind = ExitCode.SIGNATURE_EXPIRED, "expired"
+    if is_clock_refusal(code, msg):  # a signature "not yet current" is the clock too, not the credentials
         exit_code, kind = ExitCode.SIGNATURE_EXPIRED, "expired"
     if kind == _DENIED:
         hint = ("your IAM identity needs ec2-instance-connect:OpenTunnel on this endpoint (`eic-proxy policy` "

@@ -16,7 +16,7 @@ import ssl
 from typing import Optional
 
 from eic_proxy import __version__
-from eic_proxy.errors import ExitCode, NetworkError, ProtocolError, UsageError
+from eic_proxy.errors import ExitCode, HandshakeError, NetworkError, ProtocolError, UsageError
 from eic_proxy.path.endpoint_errors import clean_text, handshake_error
 
 log = logging.getLogger(__name__)
@@ -25,6 +25,18 @@ DEFAULT_HANDSHAKE_TIMEOUT = 15.0
 
 
 _CONTEXTS: dict[tuple[Optional[str], int, int], ssl.SSLContext] = {}
+
+
+def http_date(value: str) -> Optional[float]:
+    """An HTTP ``Date`` header as a timestamp; None when absent or unreadable."""
+    if not value:
+        return None
+    from email.utils import parsedate_to_datetime
+
+    try:
+        return parsedate_to_datetime(value).timestamp()
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
 
 
 def botocore_bundle() -> Optional[str]:
@@ -117,7 +129,10 @@ def open_websocket(url: str, ca_bundle: Optional[str] = None, timeout: float = D
                      % (target.encode(), _host_header(host, port).encode(), key, __version__.encode()))
         status, headers = _read_head(sock)
         if status != 101:
-            raise handshake_error(status, _read_body(sock, headers), max_duration_sent)
+            err = handshake_error(status, _read_body(sock, headers), max_duration_sent)
+            if isinstance(err, HandshakeError):
+                err.server_time = http_date(headers.get("date", ""))
+            raise err
         _check_upgrade(headers, key)
         opened = True
         return sock

@@ -56,6 +56,7 @@ class Session:
         self.guard: Any = None  # the host-key guard, when known_hosts is ours
         self.key_used = False  # our key was pushed for this tunnel: rotate it at the end if it is due
         self.carrier_pid = os.getpid()  # the process that carries the tunnel (and rotates the key after it)
+        self.clock_offset: Optional[float] = None  # endpoint's time minus ours, once a refusal showed it
 
     @property
     def spec(self) -> Any:
@@ -123,7 +124,8 @@ class Session:
         while True:
             attempt += 1
             url = presign_url(aws.frozen_credentials(), aws.region, dns, located.endpoint.endpoint_id, opts.port,
-                              located.target.ip, opts.max_tunnel_duration)  # a fresh URL per attempt
+                              located.target.ip, opts.max_tunnel_duration,
+                              now=signing_time(self.clock_offset))  # a fresh URL per attempt
             try:
                 return open_websocket(url, aws.ca_bundle, max_duration_sent=opts.max_tunnel_duration is not None,
                                       **({} if opts.timeout is None else {"timeout": opts.timeout}))
@@ -131,11 +133,32 @@ class Session:
                 if (exc.status == 400 and opts.port not in SERVICE_PORTS and "remoteport" in exc.message.lower()
                         and (exc.error_code or "").startswith(("InvalidParameter", "ValidationException"))):
                     raise port_rule_error(opts.port, opts.host, exc) from exc
+                if self._clock_corrected(exc):
+                    continue
                 delay = random.uniform(0, min(4.0, 0.25 * 2 ** attempt))
                 if exc.status not in (429, 503) or time.monotonic() + delay >= deadline:
                     raise
                 log.info("endpoint busy (HTTP %s); retrying in %.1f s", exc.status, delay)
                 time.sleep(delay)
+
+    def _clock_corrected(self, exc: Any) -> bool:
+        """A refusal for the signing time (URL expired, or signed in the future) with the endpoint's own
+        time in its Date header: sign once more with that time, as the AWS SDKs do, and say by how much
+        this computer's clock is off. False when that cannot help; the error then names the clock."""
+        from eic_proxy.path.endpoint_errors import is_clock_refusal
+        from eic_proxy.path.pump import stderr_line
+
+        if not is_clock_refusal(exc.error_code, exc.message):
+            return False
+        offset = None if exc.server_time is None else exc.server_time - time.time()
+        if offset is not None and abs(offset) >= CLOCK_TOLERANCE and self.clock_offset is None:
+            self.clock_offset = offset
+            stderr_line(f"eic-proxy: warning: this computer's clock is {describe_offset(-offset)} the endpoint's; "
+                        "signing with the endpoint's time (set the clock right: automatic date and time)")
+            return True
+        if offset is not None and abs(offset) >= CLOCK_TOLERANCE:
+            exc.message += f" (this computer's clock is {describe_offset(-offset)} the endpoint's)"
+        return False
 
     def take_slot(self) -> None:
         """One of the endpoint's connection slots for this process (queued when all are taken)."""
@@ -301,6 +324,26 @@ class Session:
 
 # A handshake refused for load (429/503) is retried within this many seconds.
 HANDSHAKE_RETRY_BUDGET = 20.0
+# A clock this far off the endpoint's is corrected for (SigV4 allows 5 minutes either way; a presigned
+# URL lives 60 s): closer than that, a refusal is not the clock's doing.
+CLOCK_TOLERANCE = 30.0
+
+
+def signing_time(offset: Optional[float]) -> Any:
+    """The time to sign with: ours, or the endpoint's once a refusal told us how far ours is off."""
+    if offset is None:
+        return None
+    import datetime as dt
+
+    return dt.datetime.fromtimestamp(time.time() + offset, dt.timezone.utc)
+
+
+def describe_offset(seconds: float) -> str:
+    """ "about 10 min ahead of" / "45 s behind" for a clock ``seconds`` ahead (negative: behind). An HTTP
+    Date has whole seconds: minutes are rounded."""
+    n = abs(seconds)
+    amount = f"about {round(n / 60)} min" if n >= 120 else f"{round(n)} s"
+    return f"{amount} {'ahead of' if seconds > 0 else 'behind'}"
 
 # --start: how often to try the port, and how long one push serves the probes (the key lives 60 s).
 PROBE_INTERVAL = 2.0

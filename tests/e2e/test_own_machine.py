@@ -179,3 +179,32 @@ def test_ssh_hanging_up_during_the_wait_ends_the_credential_process_at_once(clie
     assert p.returncode == -signal.SIGHUP
     assert wait_until(lambda: not _with_marker(marker), 2.0)
     assert wait_until(lambda: not our_processes(str(client.home)), 2.0)
+
+
+# ---- a wrong clock ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("skew, says", [(-600.0, "about 10 min ahead of"), (600.0, "about 10 min behind")])
+def test_a_clock_ten_minutes_off_just_works_with_a_warning(client, world, skew, says):
+    """The endpoint refuses a URL signed 10 minutes in its future ("Signature not yet current") or past
+    ("Request has expired"); its Date header says its time: we sign again with it, once, and say so."""
+    client.bed.eice.clock_skew = skew  # the endpoint's clock against ours: ours is off by -skew
+    try:
+        for helper in ("no", "yes"):
+            r = client.ssh_at_exit("web-1", "echo on-time", env=dict(client.env, EIC_PROXY_HELPER=helper))
+            assert r.returncode == 0 and r.stdout == b"on-time\n", r.stderr
+            (line,) = _ours(r.stderr)
+            assert line.startswith("eic-proxy: warning: this computer's clock is ") and says in line, line
+    finally:
+        client.bed.eice.clock_skew = 0.0
+
+
+def test_a_clock_refusal_the_endpoint_keeps_making_is_named_as_the_clock(client, world):
+    client.bed.eice.clock_skew = -600.0
+    client.bed.eice.send_date = False  # nothing to correct by: the line must still blame the clock, not IAM
+    try:
+        r = client.proxy("connect", world.web.instance_id, "--no-push", input=b"", timeout=30)
+    finally:
+        client.bed.eice.clock_skew = 0.0
+        client.bed.eice.send_date = True
+    assert r.returncode == ExitCode.SIGNATURE_EXPIRED, r.stderr
+    (line,) = r.stderr.splitlines()
+    assert "not yet current" in line and "clock" in line and "IAM" not in line and "maxTunnelDuration" not in line

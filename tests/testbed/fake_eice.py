@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import datetime as dt
+import email.utils
 import ipaddress
 import json
 import ssl
@@ -60,6 +61,7 @@ class FakeEice:
         self.faults: collections.deque = collections.deque()
         self.lock = threading.Lock()
         self.clock_skew = 0.0  # seconds the endpoint's clock runs ahead (tests of URL expiry)
+        self.send_date = True  # a refusal says the endpoint's time in its Date header (False: a proxy stripped it)
         self.stall_hold = 5.0  # how long a stalled connection is kept before it is dropped
         self.port_rule = True  # refuse remote ports other than 22 and 3389, as the service does
         self.test_ports: set[int] = set()  # ports of test services (BlobServer) that the rule lets through
@@ -120,6 +122,9 @@ class FakeEice:
         body = json.dumps({"ErrorCode": code, "Message": message})
         response = connection.respond(HTTPStatus(status), body)
         response.headers["Content-Type"] = "application/json"
+        del response.headers["Date"]  # the endpoint's own clock, as a real endpoint's Date header has it
+        if self.send_date:
+            response.headers["Date"] = email.utils.formatdate(time.time() + self.clock_skew, usegmt=True)
         return response
 
     async def _process_request(self, connection: Any, request: Any) -> Any:

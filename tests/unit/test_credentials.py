@@ -46,3 +46,26 @@ def test_mfa_profile_never_prompts(isolated_env):
 def test_unknown_profile(isolated_env):
     line = _one_line(_connect(isolated_env, "[profile a]\nregion = us-east-1\n", "nope"), ExitCode.CONFIG)
     assert "nope" in line
+
+
+def test_an_api_refusal_for_the_signing_time_names_the_clock_and_the_offset():
+    import email.utils
+    import time
+
+    from botocore.exceptions import ClientError
+
+    from eic_proxy.aws.client import translate
+
+    date = email.utils.formatdate(time.time() - 600, usegmt=True)  # AWS's time: ours is 10 minutes ahead
+    for code, message in (("RequestExpired", "Request has expired."),
+                          ("SignatureDoesNotMatch", "Signature not yet current: 20261205T120000Z is still later "
+                                                    "than 20261205T115000Z"),
+                          ("AuthFailure", "AWS was not able to validate the provided access credentials: date")):
+        exc = ClientError({"Error": {"Code": code, "Message": message},
+                           "ResponseMetadata": {"HTTPStatusCode": 400, "HTTPHeaders": {"date": date}}}, "DescribeInstances")
+        err = translate(exc, "looking up web-1")
+        assert err.exit_code == ExitCode.SIGNATURE_EXPIRED, (code, err.message)
+        assert "clock is about 10 min ahead of AWS's" in err.message and "clock" in err.hint
+    plain = ClientError({"Error": {"Code": "SignatureDoesNotMatch", "Message": "The request signature we calculated "
+                                   "does not match the signature you provided"}}, "DescribeInstances")
+    assert translate(plain, "x").exit_code != ExitCode.SIGNATURE_EXPIRED  # a wrong secret is not the clock
