@@ -14,7 +14,8 @@ from eic_proxy.errors import EicProxyError, ExitCode, LocalFileError, UsageError
 DISK_CAUSES = {
     errno.ENOSPC: "no space left on the device", errno.EROFS: "the file system is read-only",
     errno.EACCES: "permission denied", errno.EPERM: "operation not permitted", errno.EDQUOT: "disk quota exceeded",
-    errno.ENOLCK: "the file system offers no locks", errno.EIO: "an input/output error",
+    errno.ENOLCK: "the file system offers no locks", errno.EOPNOTSUPP: "the file system offers no locks",
+    errno.ENOSYS: "the file system offers no locks", errno.EIO: "an input/output error",
 }
 
 APP = "eic-proxy"
