@@ -33,16 +33,21 @@ def _env(names: tuple[str, ...], environ: Mapping[str, str]) -> Optional[str]:
 
 
 def _parse(value: str) -> Proxy:
+    from eic_proxy.errors import UsageError
+
     if "://" not in value:
         value = "http://" + value
-    parts = urlsplit(value)
+    try:
+        parts = urlsplit(value)
+        port = parts.port  # a port that is not a number raises here
+    except ValueError as exc:  # "http://[bad", "http://proxy:port" (said without the password it may hold)
+        raise UsageError(f"the proxy setting (HTTPS_PROXY / HTTP_PROXY) cannot be read as a URL: {exc}",
+                         hint="give it as http://HOST:PORT (or http://user:pass@HOST:PORT), or unset it") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        from eic_proxy.errors import UsageError
-
         raise UsageError(f"unsupported proxy URL {parts.scheme}://{parts.hostname or ''}",
                          hint="use an http:// proxy (HTTP CONNECT), e.g. http://user:pass@proxy:3128")
     auth = (unquote(parts.username or ""), unquote(parts.password or "")) if parts.username else None
-    return Proxy(value, parts.hostname, parts.port or (443 if parts.scheme == "https" else 80), auth)
+    return Proxy(value, parts.hostname, port or (443 if parts.scheme == "https" else 80), auth)
 
 
 def _host_matches(host: str, port: Optional[int], entry: str) -> bool:

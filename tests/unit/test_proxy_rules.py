@@ -35,3 +35,14 @@ def test_proxy_for_picks_scheme_lowercase_first_and_auth():
     assert (p.host, p.port, p.auth) == ("plainproxy", 8080, None)
     assert proxy_for("wss://eice.example/", {**env, "no_proxy": "eice.example"}) is None
     assert proxy_for("wss://eice.example/", {}) is None
+
+
+@pytest.mark.parametrize("value", ["http://[bad", "http://proxy:port", "http://user:secret@proxy:x"])
+def test_a_proxy_setting_that_is_no_url_is_one_line_without_its_password(value):
+    from eic_proxy.aws.proxy import proxy_for
+    from eic_proxy.errors import ExitCode, UsageError
+
+    with pytest.raises(UsageError) as info:
+        proxy_for("wss://eice.example:443/openTunnel", {"HTTPS_PROXY": value})
+    assert info.value.exit_code == ExitCode.CONFIG and "cannot be read as a URL" in info.value.message
+    assert "secret" not in info.value.message
