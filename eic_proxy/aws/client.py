@@ -62,6 +62,7 @@ class Aws:
         self.use_cache = use_cache
         self._session: Any = None
         self._resolved: Optional[tuple[Any, Any]] = None
+        self.clock_offset: Optional[float] = None  # AWS's time minus ours, once a refusal's Date showed it
         self._clients: dict[tuple[str, int], Any] = {}
         self.shared = SharedSettings(profile)
         self.region = region or (self.shared.region if self.shared.ok else None) or self._session_region()
@@ -116,6 +117,7 @@ class Aws:
         self.resolved_credentials()  # bounded: a credential source that never answers is said, then given up
         try:
             client = self.session.create_client(service, region_name=self.region, config=cfg)
+            client.meta.events.register_first("needs-retry", self._retry_signed_at_aws_time)
             if not _proxy_env():
                 return client
             # Only with proxy settings: apply our NO_PROXY reading (CIDR, *.suffix, :port) over urllib's.
@@ -178,6 +180,32 @@ class Aws:
         except api_errors() as exc:
             raise translate(exc, "loading AWS credentials", self.profile) from exc
         return self._resolved
+
+    def _retry_signed_at_aws_time(self, response: Any = None, **_kwargs: Any) -> Optional[int]:
+        """botocore's needs-retry hook: a call refused for its signing time, whose response's Date says
+        AWS's time, is signed again at that time, once (as other AWS SDKs correct clock skew), with one
+        warning saying by how much this computer's clock is off."""
+        if response is None or self.clock_offset is not None:
+            return None
+        http, parsed = response
+        error = (parsed or {}).get("Error") or {}
+        if not is_time_refusal(str(error.get("Code") or ""), str(error.get("Message") or "")):
+            return None
+        import time
+
+        from eic_proxy.path.handshake import http_date
+
+        server = http_date(str(getattr(http, "headers", {}).get("Date", "")))
+        if server is None or abs(server - time.time()) < 30:
+            return None
+        self.clock_offset = server - time.time()
+        sign_with_offset(self.clock_offset)
+        from eic_proxy.path.pump import stderr_line
+        from eic_proxy.path.session import describe_offset
+
+        stderr_line(f"eic-proxy: warning: this computer's clock is {describe_offset(-self.clock_offset)} AWS's; "
+                    "signing with AWS's time (set the clock right: automatic date and time)")
+        return 0  # retry at once
 
     def _login_hint(self) -> str:
         p = f" --profile {self.profile}" if self.profile else ""
@@ -324,6 +352,25 @@ def api_errors() -> tuple[type[BaseException], ...]:
     return bx.BotoCoreError, bx.ClientError, OSError
 
 
+def is_time_refusal(code: str, message: str) -> bool:
+    """An API refusal that the signing time explains (not a wrong secret key)."""
+    from eic_proxy.path.endpoint_errors import is_clock_refusal
+
+    return is_clock_refusal(code, message) or (code in ("SignatureDoesNotMatch", "AuthFailure")
+                                               and any(w in message.lower() for w in (" time", "date", "expired")))
+
+
+def sign_with_offset(offset: float) -> None:
+    """botocore signs at our time plus ``offset`` from now on (its signer asks ``get_current_datetime``)."""
+    import datetime as dt
+
+    import botocore.auth
+
+    real = getattr(botocore.auth, "_eic_real_now", botocore.auth.get_current_datetime)
+    botocore.auth._eic_real_now = real
+    botocore.auth.get_current_datetime = lambda: real() + dt.timedelta(seconds=offset)
+
+
 def clock_error(response: dict, message: str) -> EicProxyError:
     """A refusal for the signing time, with how far this computer's clock is off (the response's Date)."""
     import time
@@ -372,10 +419,7 @@ def translate(exc: BaseException, doing: str, profile: Optional[str] = None) -> 
         err = exc.response.get("Error", {})
         code = err.get("Code", "")
         msg = err.get("Message", "") or str(exc)
-        from eic_proxy.path.endpoint_errors import is_clock_refusal
-
-        if is_clock_refusal(code, msg) or (code in ("SignatureDoesNotMatch", "AuthFailure")
-                                           and any(w in msg.lower() for w in (" time", "date", "expired"))):
+        if is_time_refusal(code, msg):
             return clock_error(exc.response, f"AWS refused the request as signed at the wrong time {doing}: {code}: {msg}")
         if code in _ACCESS_DENIED:
             return AccessDenied(f"access denied {doing}: {msg}",

@@ -43,6 +43,7 @@ class Plan:
     push_request_id: Optional[str]
     guard: Any  # hostkey_guard.HostKeyGuard, or None
     key_used: bool  # our key was pushed: the tunnel's end is the moment to rotate it if due
+    clock_offset: Optional[float] = None  # AWS's time minus ours, when a refusal showed this clock is off
 
 
 class PreparedAws:
@@ -79,7 +80,7 @@ def plan_of(session: Any, verbose: int) -> Plan:
                                 StaticCredentials(creds.access_key, creds.secret_key, creds.token),
                                 aws.connect_timeout, aws.read_timeout, aws.use_cache),
                 verbose=verbose, pushed_at=session.pushed_at, push_request_id=session.push_request_id,
-                guard=session.guard, key_used=session.key_used)
+                guard=session.guard, key_used=session.key_used, clock_offset=session.signing_offset())
 
 
 def session_of(plan: Plan) -> Any:
@@ -91,6 +92,7 @@ def session_of(plan: Plan) -> Any:
     session.push_request_id = plan.push_request_id
     session.guard = plan.guard
     session.key_used = plan.key_used
+    session.clock_offset = plan.clock_offset
     return session
 
 

@@ -125,7 +125,7 @@ class Session:
             attempt += 1
             url = presign_url(aws.frozen_credentials(), aws.region, dns, located.endpoint.endpoint_id, opts.port,
                               located.target.ip, opts.max_tunnel_duration,
-                              now=signing_time(self.clock_offset))  # a fresh URL per attempt
+                              now=signing_time(self.signing_offset()))  # a fresh URL per attempt
             try:
                 return open_websocket(url, aws.ca_bundle, max_duration_sent=opts.max_tunnel_duration is not None,
                                       **({} if opts.timeout is None else {"timeout": opts.timeout}))
@@ -141,6 +141,12 @@ class Session:
                 log.info("endpoint busy (HTTP %s); retrying in %.1f s", exc.status, delay)
                 time.sleep(delay)
 
+    def signing_offset(self) -> Optional[float]:
+        """How far AWS's time is from ours, once a refusal showed it (the handshake's, or an API call's)."""
+        if self.clock_offset is not None:
+            return self.clock_offset
+        return self.aws.__dict__.get("clock_offset")  # not through PreparedAws.__getattr__: no client for this
+
     def _clock_corrected(self, exc: Any) -> bool:
         """A refusal for the signing time (URL expired, or signed in the future) with the endpoint's own
         time in its Date header: sign once more with that time, as the AWS SDKs do, and say by how much
@@ -151,7 +157,7 @@ class Session:
         if not is_clock_refusal(exc.error_code, exc.message):
             return False
         offset = None if exc.server_time is None else exc.server_time - time.time()
-        if offset is not None and abs(offset) >= CLOCK_TOLERANCE and self.clock_offset is None:
+        if offset is not None and abs(offset) >= CLOCK_TOLERANCE and self.signing_offset() is None:
             self.clock_offset = offset
             stderr_line(f"eic-proxy: warning: this computer's clock is {describe_offset(-offset)} the endpoint's; "
                         "signing with the endpoint's time (set the clock right: automatic date and time)")

@@ -197,6 +197,26 @@ def test_a_clock_ten_minutes_off_just_works_with_a_warning(client, world, skew, 
         client.bed.eice.clock_skew = 0.0
 
 
+@pytest.mark.parametrize("skew, says", [(-600.0, "about 10 min ahead of"), (600.0, "about 10 min behind")])
+def test_a_first_connection_with_a_clock_ten_minutes_off_just_works(client, world, skew, says):
+    """AWS's API checks the signing time too: the first refused call (its Date says AWS's time) is signed
+    again at that time, and the tunnel's URL is signed with it from the start — one warning in all."""
+    client.bed.aws.clock_skew = client.bed.eice.clock_skew = skew
+    try:
+        for helper in ("no", "yes"):
+            env = dict(client.env, EIC_PROXY_HELPER=helper)
+            client.run([client.bed.eic_proxy_path(), "cache", "clear"], env=env)  # cold: lookups and a push
+            before = client.bed.aws.count("DescribeInstances")
+            r = client.ssh_at_exit("web-1", "echo on-time", env=env)
+            assert r.returncode == 0 and r.stdout == b"on-time\n", r.stderr
+            assert client.bed.aws.count("DescribeInstances") > before
+            lines = _ours(r.stderr)
+            assert lines and all(says in line for line in lines) and len(lines) <= (1 if helper == "no" else 2), lines
+            assert lines[0].startswith("eic-proxy: warning: this computer's clock is ")
+    finally:
+        client.bed.aws.clock_skew = client.bed.eice.clock_skew = 0.0
+
+
 def test_a_clock_refusal_the_endpoint_keeps_making_is_named_as_the_clock(client, world):
     client.bed.eice.clock_skew = -600.0
     client.bed.eice.send_date = False  # nothing to correct by: the line must still blame the clock, not IAM

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import collections
 import datetime as dt
+import email.utils
 import io
 import json
 import os
@@ -64,6 +65,7 @@ class FakeAws:
         self.host_keys: dict[str, str] = {}
         self.consoles: dict[str, str] = {}
         self.logs_page_size: Optional[int] = None  # FilterLogEvents page size when the caller sets none
+        self.clock_skew = 0.0  # seconds AWS's clock runs ahead of this machine's: requests are checked as SigV4 does
         self._server: Any = None
         self._thread: Optional[threading.Thread] = None
         self.url = ""
@@ -74,9 +76,14 @@ class FakeAws:
         from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
         from werkzeug.serving import WSGIRequestHandler, make_server
 
+        bed = self
+
         class Quiet(WSGIRequestHandler):
             def log_request(self, *args: Any, **kwargs: Any) -> None:
                 pass
+
+            def date_time_string(self, timestamp: Any = None) -> str:  # every response's Date: AWS's own clock
+                return email.utils.formatdate(time.time() + bed.clock_skew, usegmt=True)
 
         _install_moto_patches()
         _current = self
@@ -104,6 +111,7 @@ class FakeAws:
             self.identity_policies = None
             self.consoles.clear()
             self.logs_page_size = None
+            self.clock_skew = 0.0
 
     def record_event(self, name: str, request_id: str, params: dict[str, Any], error: Optional[str] = None,
                      resources: Optional[list[dict[str, str]]] = None) -> None:
@@ -239,6 +247,21 @@ class FakeAws:
             hook(push)
 
 
+def _time_refusal(amz_date: str, skew: float) -> Optional[tuple[str, int, str]]:
+    """What AWS answers a request signed more than 5 minutes off its own clock (SigV4's window)."""
+    try:
+        signed = dt.datetime.strptime(amz_date, "%Y%m%dT%H%M%SZ").replace(tzinfo=dt.timezone.utc).timestamp()
+    except ValueError:
+        return None
+    now = time.time() + skew
+    if signed - now > 300:
+        return ("SignatureDoesNotMatch", 403, f"Signature not yet current: {amz_date} is still later than "
+                f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime(now + 300))}")
+    if now - signed > 300:
+        return ("RequestExpired", 400, "Request has expired.")
+    return None
+
+
 class _Recorder:
     """WSGI middleware: records each call and serves queued faults before moto sees the request."""
 
@@ -260,6 +283,8 @@ class _Recorder:
         with self.bed.lock:
             self.bed.calls.append(Call(service, action, time.time(), params))
             fault = self.bed.faults[action].popleft() if self.bed.faults.get(action) else None
+        if fault is None and self.bed.clock_skew:
+            fault = _time_refusal(environ.get("HTTP_X_AMZ_DATE", ""), self.bed.clock_skew)
         if fault is None:
             if action == "DescribeInstances" and self.bed.ipv6_only:
                 return self._rewritten(environ, start_response)
