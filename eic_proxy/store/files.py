@@ -50,15 +50,32 @@ def config_dir() -> Path:
     return Path(platformdirs.user_config_dir(APP, appauthor=False))
 
 
+class NotOurs(UsageError, PermissionError):
+    """A directory of ours that belongs to another user: refused where it is needed (exit 3), done
+    without where it is not (a cache, a record), like any directory we cannot write."""
+
+    def __init__(self, path: Path, uid: int) -> None:
+        super().__init__(f"{path} belongs to another user (uid {uid}); eic-proxy will not trust it",
+                         hint="remove it, or point XDG_CACHE_HOME / XDG_DATA_HOME at a directory of yours")
+        self.errno = errno.EACCES
+        self.strerror = "belongs to another user"
+        self.filename = str(path)
+
+
+def _cause(exc: OSError) -> str:
+    if isinstance(exc, NotOurs):
+        return "it belongs to another user"
+    return DISK_CAUSES.get(exc.errno or 0, exc.strerror or str(exc))
+
+
 def is_disk_trouble(exc: BaseException) -> bool:
     return isinstance(exc, OSError) and exc.errno in DISK_CAUSES
 
 
 def disk_error(exc: OSError, what: str = "a file") -> LocalFileError:
     """One line for a write the connection needs (a new key, the known_hosts entry ssh will read)."""
-    cause = DISK_CAUSES.get(exc.errno or 0, exc.strerror or str(exc))
     where = f" {exc.filename}" if exc.filename else ""
-    return LocalFileError(f"cannot write {what}{where}: {cause}",
+    return LocalFileError(f"cannot write {what}{where}: {_cause(exc)}",
                           hint="free some space or make it writable; or point XDG_DATA_HOME / XDG_CACHE_HOME (Windows: "
                                "LOCALAPPDATA) at a directory that is")
 
@@ -79,7 +96,7 @@ def best_effort(what: str) -> Iterator[None]:
         if not is_disk_trouble(exc):
             raise
         if _warning is None:
-            detail = f"{DISK_CAUSES[exc.errno or 0]}{f' ({exc.filename})' if exc.filename else ''}"
+            detail = f"{_cause(exc)}{f' ({exc.filename})' if exc.filename else ''}"
             _warning = f"eic-proxy: warning: cannot write {what}: {detail}; going on without it"
 
 
@@ -116,8 +133,7 @@ def ensure_private_dir(path: Path) -> Path:
     if sys.platform != "win32":  # Windows: a profile's ACL keeps other users out
         st = path.stat()
         if st.st_uid != os.getuid():
-            raise UsageError(f"{path} belongs to another user (uid {st.st_uid}); eic-proxy will not trust it",
-                             hint="remove it, or point XDG_CACHE_HOME / XDG_DATA_HOME at a directory of yours")
+            raise NotOurs(path, st.st_uid)
         if st.st_mode & 0o077:
             os.chmod(path, 0o700)
     return path
@@ -133,7 +149,7 @@ def write_private_atomic(path: Path, data: bytes, mode: int = 0o600, durable: bo
     try:
         _write_atomic(path, data, mode, durable)
     except OSError as exc:
-        if is_disk_trouble(exc) and exc.filename != str(path):  # name the file, not its temporary
+        if is_disk_trouble(exc) and not isinstance(exc, NotOurs) and exc.filename != str(path):  # not its temporary
             raise OSError(exc.errno, exc.strerror, str(path)) from exc
         raise
 

@@ -228,3 +228,21 @@ def test_a_clock_refusal_the_endpoint_keeps_making_is_named_as_the_clock(client,
     assert r.returncode == ExitCode.SIGNATURE_EXPIRED, r.stderr
     (line,) = r.stderr.splitlines()
     assert "not yet current" in line and "clock" in line and "IAM" not in line and "maxTunnelDuration" not in line
+
+
+def test_a_cache_directory_of_another_user_is_done_without(client, world):
+    """A cache directory that is not ours (a restored backup, a shared HOME) is not trusted, and not
+    needed: one warning, and the connection goes on."""
+    assert client.ssh("web-1", "true").returncode == 0  # the key and the known_hosts entry exist
+    cache = client.home / ".cache" / "eic-proxy"
+    for p in [cache, *cache.rglob("*")]:
+        os.chown(p, 65534, 65534)
+    try:
+        r = client.run(["ssh", "-F", str(client.config), "web-1", "echo theirs"],
+                       env=dict(client.env, EIC_PROXY_HELPER="no"))
+    finally:
+        for p in [cache, *cache.rglob("*")]:
+            os.chown(p, 0, 0)
+    assert r.returncode == 0 and r.stdout == b"theirs\n", r.stderr
+    (line,) = _ours(r.stderr)
+    assert line.startswith("eic-proxy: warning: cannot write") and "belongs to another user" in line, line
