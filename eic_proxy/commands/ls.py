@@ -37,9 +37,11 @@ def rows(aws: Any, ec2: Any, include_terminated: bool = False, asg: Optional[str
             "launch_time": t.launch_time,
         })
     out.sort(key=lambda r: ((r["name"] or "~").lower(), r["instance_id"]))
-    names = [r["name"] for r in out if r["state"] != "terminated"]
+    from collections import Counter
+
+    names = Counter(r["name"] for r in out if r["state"] == "running")  # what a name reaches: running ones
     for r in out:
-        r["ssh"] = ssh_command(r["name"], r["instance_id"], unique=names.count(r["name"]) == 1)
+        r["ssh"] = ssh_command(r["name"], r["instance_id"], unique=r["state"] == "running" and names[r["name"]] == 1)
     return out
 
 
