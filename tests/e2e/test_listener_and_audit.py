@@ -179,7 +179,9 @@ def test_connections_are_audited_at_start_and_end(client, world):
     assert c1["push_request_id"] == push["request_id"] == client.bed.aws.pushes[0]["request_id"]
     assert doc["local"][3]["push_request_id"] == push["request_id"]  # reused push, still named
     assert d1["bytes_down"] > 5000 and d1["bytes_up"] > 0 and d1["exit_code"] == 0
-    assert d1["reason"] in ("eof", "signal:1")  # ssh ends its ProxyCommand with SIGHUP, or we see EOF first
+    # ssh ends its ProxyCommand with SIGHUP, or we see its EOF first, or (a loaded machine) the endpoint's
+    # normal close after sshd ended the session arrives before either: all three are a clean end
+    assert d1["reason"] in ("eof", "signal:1", "closed")
     assert d1["duration"] > 0
     text = client.proxy("audit", "--host", "web-1").stdout.decode()
     assert "disconnect  web-1" in text and "exit 0" in text
