@@ -172,10 +172,9 @@ class KeyManager:
                 lock = files.FileLock(self._lock_path, shared=True, what="the key lock").__enter__()
             except OSError as exc:  # a full or read-only disk: a key in place is still usable (nothing can rotate it)
                 key = self.current()
-                if key is None or not files.is_disk_trouble(exc):
+                if key is None:
                     raise
-                with files.best_effort("the key lock"):
-                    raise
+                files.done_without(exc, "the key lock")
                 yield key
                 return
             try:
@@ -237,33 +236,26 @@ class KeyManager:
         return removed
 
     def _write_new(self) -> LocalKey:
-        try:
-            return self._write_new_files()
-        except OSError as exc:
-            if files.is_disk_trouble(exc):
-                raise files.disk_error(exc, "the SSH key") from exc
-            raise
-
-    def _write_new_files(self) -> LocalKey:
-        pem, line = generate(self.key_type)
-        # Private half first: a reader that finds the new .pub must also find its private half.
-        if self.store == "keyring":
-            self._keyring_set(pem.decode())
+        with files.needed("the SSH key"):
+            pem, line = generate(self.key_type)
+            # Private half first: a reader that finds the new .pub must also find its private half.
+            if self.store == "keyring":
+                self._keyring_set(pem.decode())
+                try:
+                    self.private_path.unlink()  # an older file-mode key must not linger
+                except FileNotFoundError:
+                    pass
+            else:
+                files.write_private_atomic(self.private_path, pem)
+            files.write_private_atomic(self.public_path, (line + " eic-proxy\n").encode(), 0o644)
             try:
-                self.private_path.unlink()  # an older file-mode key must not linger
+                self._last_use_path.unlink()
             except FileNotFoundError:
                 pass
-        else:
-            files.write_private_atomic(self.private_path, pem)
-        files.write_private_atomic(self.public_path, (line + " eic-proxy\n").encode(), 0o644)
-        try:
-            self._last_use_path.unlink()
-        except FileNotFoundError:
-            pass
-        log.info("new %s key %s (%s)", self.key_type, fingerprint_of(line), self.store)
-        key = self.current()
-        assert key is not None
-        return key
+            log.info("new %s key %s (%s)", self.key_type, fingerprint_of(line), self.store)
+            key = self.current()
+            assert key is not None
+            return key
 
     # ---- keyring ---------------------------------------------------------------------------------
     def _keyring_get(self) -> Optional[str]:

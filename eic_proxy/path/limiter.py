@@ -73,10 +73,7 @@ def acquire(endpoint_id: str, limit: int = DEFAULT_LIMIT, timeout: float = DEFAU
     try:
         return _acquire(endpoint_id, limit, timeout, directory)
     except OSError as exc:
-        if not files.is_disk_trouble(exc):
-            raise
-        with files.best_effort("the connection slots"):
-            raise
+        files.done_without(exc, "the connection slots")
         return Slot(None, Path(os.devnull))
 
 

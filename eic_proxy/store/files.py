@@ -84,20 +84,37 @@ _warning: Optional[str] = None  # the first write done without, said once the co
 _warned = False
 
 
+def done_without(exc: OSError, what: str) -> None:
+    """Disk trouble with something the connection can do without (a cache, a record, the audit log, a
+    lock that only coordinates) becomes one warning per process (``say_warning``), and the caller goes
+    on; any other error is raised. A connection that fails anyway says only its error."""
+    global _warning
+    if not is_disk_trouble(exc):
+        raise exc
+    if _warning is None:
+        detail = f"{_cause(exc)}{f' ({exc.filename})' if exc.filename else ''}"
+        _warning = f"eic-proxy: warning: cannot write {what}: {detail}; going on without it"
+
+
 @contextlib.contextmanager
 def best_effort(what: str) -> Iterator[None]:
-    """For a write the connection can do without (a cache, a record, the audit log, a lock that only
-    coordinates): disk trouble becomes one warning per process (``say_warning``), and the connection
-    goes on. A connection that fails anyway says only its error."""
-    global _warning
+    """A block whose writes the connection can do without (``done_without``)."""
     try:
         yield
     except OSError as exc:
-        if not is_disk_trouble(exc):
-            raise
-        if _warning is None:
-            detail = f"{_cause(exc)}{f' ({exc.filename})' if exc.filename else ''}"
-            _warning = f"eic-proxy: warning: cannot write {what}: {detail}; going on without it"
+        done_without(exc, what)
+
+
+@contextlib.contextmanager
+def needed(what: str) -> Iterator[None]:
+    """A block whose writes the connection needs (a new key, the known_hosts entry ssh will read): disk
+    trouble is one line naming the path and the cause (``disk_error``); any other error is raised."""
+    try:
+        yield
+    except OSError as exc:
+        if is_disk_trouble(exc):
+            raise disk_error(exc, what) from exc
+        raise
 
 
 def say_warning() -> None:

@@ -46,10 +46,7 @@ def single_flight(name: Path, ready: Callable[[], Optional[T]], work: Callable[[
                                                    durable=False)
                     break
         except OSError as exc:  # the cache directory is full, read-only or not ours: no coordination then
-            if not files.is_disk_trouble(exc):
-                raise
-            with files.best_effort(f"the lock of the {what}"):
-                raise
+            files.done_without(exc, f"the lock of the {what}")
             found = ready()
             return found if found is not None else work()
         if not said and time.monotonic() - start >= SAY_AFTER:

@@ -69,13 +69,9 @@ def show_under_name(alias: str, instance_id: str) -> None:
             return
     except OSError:
         pass
-    try:
+    with files.needed(f"the known_hosts entry ssh reads for {alias}"):  # else ssh refuses with no word of why
         _update(lambda entries: entries.__setitem__(alias, entry))
-        log.debug("known_hosts for %s now holds the keys of %s", alias, instance_id)
-    except OSError as exc:  # ssh would refuse the host with no word of why: say it
-        if files.is_disk_trouble(exc):
-            raise files.disk_error(exc, f"the known_hosts entry ssh reads for {alias}") from exc
-        raise
+    log.debug("known_hosts for %s now holds the keys of %s", alias, instance_id)
 
 
 def _refresh_names_of(instance_id: str) -> None:
@@ -215,16 +211,12 @@ def record_keys(instance_id: str, lines: list[str], source: str, note: str = "")
     import time
 
     path = instance_file(instance_id)
-    try:
+    with files.needed(f"the host keys of {instance_id}"):
         prepare_known_hosts()
         files.write_private_atomic(path, "".join(f"* {line}\n" for line in lines).encode())
         meta = {"source": source, "at": time.time(), "note": note}
         files.write_private_atomic(path.with_suffix(".json"), json.dumps(meta).encode(), durable=False)
         _refresh_names_of(instance_id)
-    except OSError as exc:
-        if files.is_disk_trouble(exc):
-            raise files.disk_error(exc, f"the host keys of {instance_id}") from exc
-        raise
 
 
 def forget_keys(instance_id: str) -> None:
