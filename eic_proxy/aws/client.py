@@ -187,24 +187,18 @@ class Aws:
         warning saying by how much this computer's clock is off."""
         if response is None or self.clock_offset is not None:
             return None
+        from eic_proxy.clock import http_date, is_time_refusal, offset_from, say_corrected
+
         http, parsed = response
         error = (parsed or {}).get("Error") or {}
         if not is_time_refusal(str(error.get("Code") or ""), str(error.get("Message") or "")):
             return None
-        import time
-
-        from eic_proxy.path.handshake import http_date
-
-        server = http_date(str(getattr(http, "headers", {}).get("Date", "")))
-        if server is None or abs(server - time.time()) < 30:
+        offset = offset_from(http_date(str(getattr(http, "headers", {}).get("Date", ""))))
+        if offset is None:
             return None
-        self.clock_offset = server - time.time()
-        sign_with_offset(self.clock_offset)
-        from eic_proxy.path.pump import stderr_line
-        from eic_proxy.path.session import describe_offset
-
-        stderr_line(f"eic-proxy: warning: this computer's clock is {describe_offset(-self.clock_offset)} AWS's; "
-                    "signing with AWS's time (set the clock right: automatic date and time)")
+        self.clock_offset = offset
+        sign_with_offset(offset)
+        say_corrected(offset, "AWS's")
         return 0  # retry at once
 
     def _login_hint(self) -> str:
@@ -352,14 +346,6 @@ def api_errors() -> tuple[type[BaseException], ...]:
     return bx.BotoCoreError, bx.ClientError, OSError
 
 
-def is_time_refusal(code: str, message: str) -> bool:
-    """An API refusal that the signing time explains (not a wrong secret key)."""
-    from eic_proxy.path.endpoint_errors import is_clock_refusal
-
-    return is_clock_refusal(code, message) or (code in ("SignatureDoesNotMatch", "AuthFailure")
-                                               and any(w in message.lower() for w in (" time", "date", "expired")))
-
-
 def sign_with_offset(offset: float) -> None:
     """botocore signs at our time plus ``offset`` from now on (its signer asks ``get_current_datetime``)."""
     import datetime as dt
@@ -373,15 +359,12 @@ def sign_with_offset(offset: float) -> None:
 
 def clock_error(response: dict, message: str) -> EicProxyError:
     """A refusal for the signing time, with how far this computer's clock is off (the response's Date)."""
-    import time
-
-    from eic_proxy.path.handshake import http_date
-    from eic_proxy.path.session import describe_offset
+    from eic_proxy.clock import http_date, off_by, offset_from
 
     headers = (response.get("ResponseMetadata") or {}).get("HTTPHeaders") or {}
-    server = http_date(str(headers.get("date", "")))
-    if server is not None and abs(server - time.time()) >= 30:
-        message += f" (this computer's clock is {describe_offset(time.time() - server)} AWS's)"
+    offset = offset_from(http_date(str(headers.get("date", ""))))
+    if offset is not None:
+        message += " (" + off_by(offset, "AWS's") + ")"
     return AwsApiError(message, hint="set this computer's clock right (automatic date and time; after sleep, a VM's "
                                      "or WSL's clock can lag)", exit_code=ExitCode.SIGNATURE_EXPIRED)
 
@@ -419,6 +402,8 @@ def translate(exc: BaseException, doing: str, profile: Optional[str] = None) -> 
         err = exc.response.get("Error", {})
         code = err.get("Code", "")
         msg = err.get("Message", "") or str(exc)
+        from eic_proxy.clock import is_time_refusal
+
         if is_time_refusal(code, msg):
             return clock_error(exc.response, f"AWS refused the request as signed at the wrong time {doing}: {code}: {msg}")
         if code in _ACCESS_DENIED:

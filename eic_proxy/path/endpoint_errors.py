@@ -137,14 +137,6 @@ _HINTS = {
 }
 
 
-def is_clock_refusal(code: Optional[str], message: Optional[str]) -> bool:
-    """A refusal the signing time explains: the URL expired, or it was signed in the future."""
-    low = (message or "").lower()
-    return (code in ("RequestExpired", "RequestTimeTooSkewed") or "not yet current" in low
-            or "request has expired" in low or "signature expired" in low or "time too skewed" in low
-            or "clock skew" in low)
-
-
 def _word(pattern: str, text: str) -> bool:
     return re.search(rf"\b{pattern}\b", text) is not None
 
@@ -179,6 +171,8 @@ def handshake_error(status: int, body: bytes, max_duration_sent: bool = False) -
         exit_code, kind = known
     if kind == _DENIED and known is not None and _word("expired", low):
         exit_code, kind = ExitCode.SIGNATURE_EXPIRED, "expired"
+    from eic_proxy.clock import is_clock_refusal
+
     if is_clock_refusal(code, msg):  # a signature "not yet current" is the clock too, not the credentials
         exit_code, kind = ExitCode.SIGNATURE_EXPIRED, "expired"
     if kind == _DENIED:

@@ -27,18 +27,6 @@ DEFAULT_HANDSHAKE_TIMEOUT = 15.0
 _CONTEXTS: dict[tuple[Optional[str], int, int], ssl.SSLContext] = {}
 
 
-def http_date(value: str) -> Optional[float]:
-    """An HTTP ``Date`` header as a timestamp; None when absent or unreadable."""
-    if not value:
-        return None
-    from email.utils import parsedate_to_datetime
-
-    try:
-        return parsedate_to_datetime(value).timestamp()
-    except (TypeError, ValueError, IndexError, OverflowError):
-        return None
-
-
 def botocore_bundle() -> Optional[str]:
     """The file botocore verifies with when no bundle is configured (``botocore.httpsession.where``):
     certifi's ``cacert.pem`` when certifi is installed, else botocore's own. Found without importing
@@ -131,6 +119,8 @@ def open_websocket(url: str, ca_bundle: Optional[str] = None, timeout: float = D
         if status != 101:
             err = handshake_error(status, _read_body(sock, headers), max_duration_sent)
             if isinstance(err, HandshakeError):
+                from eic_proxy.clock import http_date
+
                 err.server_time = http_date(headers.get("date", ""))
             raise err
         _check_upgrade(headers, key)

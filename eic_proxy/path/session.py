@@ -12,6 +12,7 @@ import random
 import time
 from typing import Any, Iterator, Optional
 
+from eic_proxy import clock
 from eic_proxy.config import ConnectOptions
 
 log = logging.getLogger(__name__)
@@ -125,7 +126,7 @@ class Session:
             attempt += 1
             url = presign_url(aws.frozen_credentials(), aws.region, dns, located.endpoint.endpoint_id, opts.port,
                               located.target.ip, opts.max_tunnel_duration,
-                              now=signing_time(self.signing_offset()))  # a fresh URL per attempt
+                              now=clock.signing_time(self.signing_offset()))  # a fresh URL per attempt
             try:
                 return open_websocket(url, aws.ca_bundle, max_duration_sent=opts.max_tunnel_duration is not None,
                                       **({} if opts.timeout is None else {"timeout": opts.timeout}))
@@ -151,19 +152,16 @@ class Session:
         """A refusal for the signing time (URL expired, or signed in the future) with the endpoint's own
         time in its Date header: sign once more with that time, as the AWS SDKs do, and say by how much
         this computer's clock is off. False when that cannot help; the error then names the clock."""
-        from eic_proxy.path.endpoint_errors import is_clock_refusal
-        from eic_proxy.path.pump import stderr_line
+        from eic_proxy.clock import is_clock_refusal, off_by, offset_from, say_corrected
 
-        if not is_clock_refusal(exc.error_code, exc.message):
+        offset = offset_from(exc.server_time) if is_clock_refusal(exc.error_code, exc.message) else None
+        if offset is None:
             return False
-        offset = None if exc.server_time is None else exc.server_time - time.time()
-        if offset is not None and abs(offset) >= CLOCK_TOLERANCE and self.signing_offset() is None:
+        if self.signing_offset() is None:
             self.clock_offset = offset
-            stderr_line(f"eic-proxy: warning: this computer's clock is {describe_offset(-offset)} the endpoint's; "
-                        "signing with the endpoint's time (set the clock right: automatic date and time)")
+            say_corrected(offset, "the endpoint's")
             return True
-        if offset is not None and abs(offset) >= CLOCK_TOLERANCE:
-            exc.message += f" (this computer's clock is {describe_offset(-offset)} the endpoint's)"
+        exc.message += " (" + off_by(offset, "the endpoint's") + ")"
         return False
 
     def take_slot(self) -> None:
@@ -330,26 +328,6 @@ class Session:
 
 # A handshake refused for load (429/503) is retried within this many seconds.
 HANDSHAKE_RETRY_BUDGET = 20.0
-# A clock this far off the endpoint's is corrected for (SigV4 allows 5 minutes either way; a presigned
-# URL lives 60 s): closer than that, a refusal is not the clock's doing.
-CLOCK_TOLERANCE = 30.0
-
-
-def signing_time(offset: Optional[float]) -> Any:
-    """The time to sign with: ours, or the endpoint's once a refusal told us how far ours is off."""
-    if offset is None:
-        return None
-    import datetime as dt
-
-    return dt.datetime.fromtimestamp(time.time() + offset, dt.timezone.utc)
-
-
-def describe_offset(seconds: float) -> str:
-    """ "about 10 min ahead of" / "45 s behind" for a clock ``seconds`` ahead (negative: behind). An HTTP
-    Date has whole seconds: minutes are rounded."""
-    n = abs(seconds)
-    amount = f"about {round(n / 60)} min" if n >= 120 else f"{round(n)} s"
-    return f"{amount} {'ahead of' if seconds > 0 else 'behind'}"
 
 # --start: how often to try the port, and how long one push serves the probes (the key lives 60 s).
 PROBE_INTERVAL = 2.0
