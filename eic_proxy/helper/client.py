@@ -184,7 +184,7 @@ def peer_uid(sock: Any) -> int:
     import _socket
     import struct
 
-    if hasattr(_socket, "SO_PEERCRED"):
+    if sys.platform == "linux":
         raw = sock.getsockopt(_socket.SOL_SOCKET, _socket.SO_PEERCRED, struct.calcsize("3i"))
         return int(struct.unpack("3i", raw)[1])
     try:
