@@ -89,7 +89,7 @@ class TunnelSampler:
                     pages = int(Path(f"/proc/{pid}/statm").read_text().split()[1])
                 except (OSError, ValueError, IndexError):
                     continue
-                # utime + stime, and cutime + cstime: the preparer it forked and reaped (path/handover.py)
+                # utime + stime, and cutime + cstime: the preparer it forked and reaped (lifecycle/handover.py)
                 self.cpu[pid] = sum(int(f) for f in fields[11:15]) / TICK
                 self.rss[pid] = max(self.rss.get(pid, 0), pages * PAGE_KIB)
 
@@ -167,7 +167,7 @@ class Bench:
         """A fresh URL for the reference relay (the relay itself does no AWS work)."""
         from botocore.credentials import ReadOnlyCredentials
 
-        from eic_proxy.path.signer import presign_url
+        from eic_proxy.tunnel.signer import presign_url
 
         ep = next(iter(self.bed.aws.endpoints.values()))
         url = presign_url(ReadOnlyCredentials(ACCESS_KEY, SECRET_KEY, None), self.bed.region, ep["DnsName"],

@@ -3,7 +3,7 @@ and signing at AWS's time once a refusal has told us how far ours is off.
 
 SigV4 accepts a request signed within 5 minutes of AWS's time, and a presigned URL lives 60 s: a VM or
 WSL whose clock lagged through a sleep gets "Signature not yet current" or "Request has expired". The
-endpoint's handshake (``path/session.py``) and the API calls (``aws/client.py``) both correct for it
+endpoint's handshake (``lifecycle/session.py``) and the API calls (``aws/client.py``) both correct for it
 once, as other AWS SDKs do, and say so in one warning.
 """
 from __future__ import annotations
@@ -64,7 +64,7 @@ def off_by(offset: float, whose: str) -> str:
 
 def say_corrected(offset: float, whose: str) -> None:
     """The one warning when a request is signed again at ``whose`` time."""
-    from eic_proxy.path.pump import stderr_line
+    from eic_proxy.transport.pump import stderr_line
 
     stderr_line(f"eic-proxy: warning: {off_by(offset, whose)}; signing with {whose} time (set the clock right: "
                 "automatic date and time)")

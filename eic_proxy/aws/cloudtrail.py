@@ -44,7 +44,7 @@ class TrailEvent:
 def parse_record(record: dict[str, Any], lookup: Optional[dict[str, Any]] = None) -> Optional[TrailEvent]:
     """One CloudTrail record (as delivered to CloudWatch Logs, or inside a LookupEvents event) → TrailEvent;
     None for anything but EC2 Instance Connect's pushes and tunnels."""
-    from eic_proxy.path.endpoint_errors import clean_text
+    from eic_proxy.tunnel.endpoint_errors import clean_text
 
     lookup = lookup or {}
     name = record.get("eventName") or lookup.get("EventName")

@@ -116,7 +116,7 @@ class Doctor(TunnelChecks):
 
     # ---- instance ---------------------------------------------------------------------------------
     def check_instance(self) -> bool:
-        from eic_proxy.path.resolve import parse_host, resolve
+        from eic_proxy.control.resolve import parse_host, resolve
 
         aws = self.facts.aws
         ec2 = aws.client("ec2")
@@ -141,7 +141,7 @@ class Doctor(TunnelChecks):
 
     # ---- endpoint ---------------------------------------------------------------------------------
     def check_endpoint(self) -> bool:
-        from eic_proxy.path.endpoint import USABLE_STATES, choose_endpoint, describe_endpoints, family_ok
+        from eic_proxy.control.endpoint import USABLE_STATES, choose_endpoint, describe_endpoints, family_ok
 
         aws, target, eice_id = self.facts.aws, self.facts.target, self.opts.eice_id
         # Every state, not only the usable ones: a failed or half-made endpoint is what to report.
@@ -328,7 +328,7 @@ class Doctor(TunnelChecks):
 
     def check_host_keys(self) -> bool:
         """Can first contact verify the host key: does the console list keys, and do they match what we hold?"""
-        from eic_proxy.path.hostkey_guard import console_keys
+        from eic_proxy.control.hostkey_guard import console_keys
         from eic_proxy.store import knownhosts
 
         iid = self.facts.target.instance_id

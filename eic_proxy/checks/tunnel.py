@@ -29,8 +29,8 @@ class TunnelChecks:
 
     def _session(self) -> Any:
         if self.facts.session is None:
-            from eic_proxy.path.locate import Located
-            from eic_proxy.path.session import Session
+            from eic_proxy.control.locate import Located
+            from eic_proxy.lifecycle.session import Session
 
             # What the checks found, not a second (cached) lookup.
             self.facts.session = Session(self.opts, aws=self.facts.aws,
@@ -46,7 +46,7 @@ class TunnelChecks:
                         + (f" (request {s.push_request_id})" if s.push_request_id else ""))
 
     def check_handshake(self) -> bool:
-        from eic_proxy.path.probe import first_bytes, say_goodbye
+        from eic_proxy.transport.probe import first_bytes, say_goodbye
 
         s = self._session()
         t0 = time.monotonic()

@@ -59,7 +59,7 @@ def local_entries(entries: list[dict[str, Any]], host: Optional[str],
 
 
 def _size(n: Any) -> str:
-    from eic_proxy.path.effects import format_bytes
+    from eic_proxy.tunnel.effects import format_bytes
 
     return format_bytes(n) if isinstance(n, int) else "?"
 
@@ -178,7 +178,7 @@ def run_log_group(args: Any, entries: list[dict[str, Any]], log: list[dict[str, 
 def _host_filter(args: Any, entries: list[dict[str, Any]], aws: Any) -> tuple[set[str], set[str]]:
     """--host as instance IDs and addresses: from the local log, else asked of AWS (others' connections
     to it are not in our log)."""
-    from eic_proxy.path.resolve import is_instance_id
+    from eic_proxy.control.resolve import is_instance_id
 
     if not args.host:
         return set(), set()
@@ -188,8 +188,8 @@ def _host_filter(args: Any, entries: list[dict[str, Any]], aws: Any) -> tuple[se
     ips = {e["ip"] for e in entries if e.get("ip")}
     if ids:
         return ids, ips
-    from eic_proxy.path.locate import Locator
-    from eic_proxy.path.resolve import parse_host
+    from eic_proxy.control.locate import Locator
+    from eic_proxy.control.resolve import parse_host
     from eic_proxy.store.cache import Cache
 
     target = Locator(aws, Cache(), "newest", None, allow_stopped=True).locate(parse_host(args.host)).target
@@ -200,7 +200,7 @@ def _cloudtrail(args: Any, entries: list[dict[str, Any]], log: list[dict[str, An
                 since: Optional[dt.datetime]) -> list:
     from eic_proxy.aws.client import make_aws
     from eic_proxy.aws.cloudtrail import line_up, lookup, select
-    from eic_proxy.path.resolve import is_instance_id
+    from eic_proxy.control.resolve import is_instance_id
 
     start = since or dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=1)
     ids = {e["instance_id"] for e in entries if e.get("instance_id")}

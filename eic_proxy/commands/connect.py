@@ -9,13 +9,13 @@ from typing import Any, Callable, Optional
 from eic_proxy.commands.options import DEFAULTS, add_common, add_host_keys, add_ip_family, add_key_options, add_lookup, connect_options
 from eic_proxy.config import ConnectOptions, validate
 from eic_proxy.errors import ExitCode
-from eic_proxy.path.session import Session, tunnel_audited
+from eic_proxy.lifecycle.session import Session, tunnel_audited
 
 log = logging.getLogger(__name__)
 
 
 # Set by the helper's connection process in the process it forks to prepare: called with the prepared
-# session, it hands the tunnel over (True) instead of carrying it here (``path/handover.py``).
+# session, it hands the tunnel over (True) instead of carrying it here (``lifecycle/handover.py``).
 hand_over: Optional[Callable[[Session], bool]] = None
 HANDED_OVER = -1  # what connect() returns when another process carries the tunnel
 
@@ -41,7 +41,7 @@ def connect(opts: ConnectOptions, in_fd: int = 0, out_fd: int = 1) -> int:
 
 def carry(plan: Any, in_fd: int = 0, out_fd: int = 1) -> int:
     """The tunnel of a connection another process prepared (``handover.Plan``): open, pump, rotate."""
-    from eic_proxy.path.handover import session_of
+    from eic_proxy.lifecycle.handover import session_of
 
     session = session_of(plan)
     return _audited(session, lambda: _pump(session, session.open_healing(), in_fd, out_fd))
@@ -83,7 +83,7 @@ def _run(session: Session, opts: ConnectOptions, in_fd: int, out_fd: int) -> int
 def _pump(session: Session, ws: Any, in_fd: int, out_fd: int, proto: Any = None, first: bytes = b"") -> int:
     can_replay = session.cached and proto is None
     try:
-        from eic_proxy.path.pump import LocalEnd
+        from eic_proxy.transport.pump import LocalEnd
 
         result = tunnel_audited(session, ws, LocalEnd(in_fd, out_fd), proto or session.new_protocol(can_replay), first,
                                 close_output=lambda: _close_quietly(out_fd),

@@ -47,8 +47,8 @@ def _human(seconds: float) -> str:
 
 
 def run_keys(args: argparse.Namespace, settings: Any) -> int:
+    from eic_proxy.control.push import recent_pushes
     from eic_proxy.keys.lifecycle import make_key_manager
-    from eic_proxy.path.push import recent_pushes
 
     manager = make_key_manager(settings)
     if args.action == "rotate":

@@ -31,9 +31,9 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from eic_proxy.path.hostkey_guard import console_keys
-    from eic_proxy.path.hostkeys import fingerprint
+    from eic_proxy.control.hostkey_guard import console_keys
     from eic_proxy.store import knownhosts
+    from eic_proxy.tunnel.hostkeys import fingerprint
 
     aws, located, _, _ = locate_host(args)
     iid = located.target.instance_id

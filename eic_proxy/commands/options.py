@@ -73,7 +73,7 @@ def connect_options(args: argparse.Namespace, host: str, port: int, os_user: Opt
 def settings(args: argparse.Namespace, host: str, os_user: Optional[str] = None) -> Settings:
     """Flags, host suffix, environment and config file, layered as config.py documents."""
     from eic_proxy.config import _coerce, effective
-    from eic_proxy.path.resolve import parse_host
+    from eic_proxy.control.resolve import parse_host
 
     lifetime: Any = getattr(args, "key_lifetime", None)
     if lifetime is not None:
@@ -93,8 +93,8 @@ def locate_host(args: argparse.Namespace) -> tuple[Any, Any, Any, Settings]:
     """(aws, located, host spec, settings) for the HOST of a command that looks without connecting
     (resolve, known-hosts): stopped instances included, the cache unless --no-cache."""
     from eic_proxy.aws.client import make_aws
-    from eic_proxy.path.locate import Locator
-    from eic_proxy.path.resolve import parse_host
+    from eic_proxy.control.locate import Locator
+    from eic_proxy.control.resolve import parse_host
     from eic_proxy.store.cache import Cache
 
     spec = parse_host(args.host)

@@ -16,8 +16,8 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Optional
 
+from eic_proxy.control.resolve import INSTANCE_ID_RE, REGION_RE
 from eic_proxy.errors import UsageError
-from eic_proxy.path.resolve import INSTANCE_ID_RE, REGION_RE
 
 ENDPOINT_ID_RE = re.compile(r"^eice-[0-9a-f]{8,17}$")
 OS_USER_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9@._-]{0,31}\$?$")  # docs/protocol.md §1

@@ -115,9 +115,9 @@ class Listener:
         t.start()
 
     def _handle(self, n: int, conn: socket.socket, peer: Any) -> None:
-        from eic_proxy.path.limiter import acquire
-        from eic_proxy.path.pump import SocketEnd
-        from eic_proxy.path.session import tunnel_audited
+        from eic_proxy.lifecycle.limiter import acquire
+        from eic_proxy.lifecycle.session import tunnel_audited
+        from eic_proxy.transport.pump import SocketEnd
 
         session, opts = self.session, self.session.opts
         where = f"{peer[0]}:{peer[1]}" if len(peer) == 2 else f"[{peer[0]}]:{peer[1]}"
@@ -195,7 +195,7 @@ def _shut_write(conn: socket.socket) -> None:
 def run_tunnel(opts: Any, local_port: int, max_connections: int, push: Optional[bool]) -> int:
     """Locate the target once, then listen until Ctrl-C / SIGTERM; exit 0 after a clean shutdown."""
     from eic_proxy.config import validate
-    from eic_proxy.path.session import Session
+    from eic_proxy.lifecycle.session import Session
 
     validate(opts)
     if not 0 <= local_port <= 65535:
@@ -205,7 +205,7 @@ def run_tunnel(opts: Any, local_port: int, max_connections: int, push: Optional[
         raise InstanceStateError(f"{session.located.target.instance_id} is {session.located.target.state}",
                                  hint="start it first (or use `eic-proxy connect --start` once)")
     listener = Listener(session, local_port, max_connections, opts.port == 22 if push is None else push)
-    from eic_proxy.path.session import SERVICE_PORTS
+    from eic_proxy.lifecycle.session import SERVICE_PORTS
 
     if opts.port not in SERVICE_PORTS:  # said once up front; each refused connection says it again
         _say(f"warning: the endpoint accepts remote ports 22 and 3389 only; port {opts.port} will likely be "

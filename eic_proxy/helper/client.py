@@ -95,7 +95,7 @@ def _config_allows(argv: list[str]) -> bool:
         return True
     try:
         from eic_proxy.config import load
-        from eic_proxy.path.resolve import parse_host
+        from eic_proxy.control.resolve import parse_host
 
         host = _host_of(argv)
         settings = load().for_host(parse_host(host).alias) if host else None

@@ -39,13 +39,13 @@ PREPARE_NAME = "eicproxy-prep"  # the short-lived process that prepares a connec
 
 # What the warm connect path imports, so a child finds it loaded; the cold path's (botocore) follows
 # once the helper is idle, one group per idle moment so a connection never waits for a whole preload.
-WARM = ("eic_proxy.cli", "eic_proxy.commands.connect", "eic_proxy.path.session", "eic_proxy.path.locate",
-        "eic_proxy.path.pump", "eic_proxy.path.link", "eic_proxy.path.protocol", "eic_proxy.path.handshake",
-        "eic_proxy.path.signer", "eic_proxy.path.push", "eic_proxy.path.limiter", "eic_proxy.path.probe",
-        "eic_proxy.path.hostkey_guard", "eic_proxy.keys.lifecycle", "eic_proxy.store.cache", "eic_proxy.store.audit",
-        "eic_proxy.aws.sharedfiles", "eic_proxy.aws.client", "eic_proxy.path.endpoint", "eic_proxy.path.resolve",
+WARM = ("eic_proxy.cli", "eic_proxy.commands.connect", "eic_proxy.lifecycle.session", "eic_proxy.control.locate",
+        "eic_proxy.transport.pump", "eic_proxy.transport.link", "eic_proxy.tunnel.protocol", "eic_proxy.transport.handshake",
+        "eic_proxy.tunnel.signer", "eic_proxy.control.push", "eic_proxy.lifecycle.limiter", "eic_proxy.transport.probe",
+        "eic_proxy.control.hostkey_guard", "eic_proxy.keys.lifecycle", "eic_proxy.store.cache", "eic_proxy.store.audit",
+        "eic_proxy.aws.sharedfiles", "eic_proxy.aws.client", "eic_proxy.control.endpoint", "eic_proxy.control.resolve",
         "eic_proxy.aws.proxy", "eic_proxy.store.knownhosts", "ssl", "base64", "hashlib",
-        "platformdirs", "encodings.idna", "eic_proxy.path.handover", "pickle")
+        "platformdirs", "encodings.idna", "eic_proxy.lifecycle.handover", "pickle")
 # (cryptography is left out: only a key rotation needs it, a few times a day, and it weighs 7 MiB.)
 COLD = (("botocore.session", "botocore.client"), ("eic_proxy.aws.client:cut_models",))
 
@@ -253,7 +253,7 @@ def run_child(conn: socket.socket, request: dict, helper_socket: str) -> int:
     """In the forked child: take ssh's descriptors and the client's environment, run the connection.
 
     The connection is prepared by a process this one forks (``prepare``), which hands the tunnel back
-    (``path/handover.py``) and exits: this long-lived process then only opens the WebSocket and pumps,
+    (``lifecycle/handover.py``) and exits: this long-lived process then only opens the WebSocket and pumps,
     and keeps none of the memory the preparing touched. A connection the preparer carries itself
     (``--start``, or one that fails before its tunnel) ends there, and its exit code comes back here."""
     if sys.platform == "win32":  # no helper on Windows (and the type checker sees it)
@@ -286,7 +286,7 @@ def run_child(conn: socket.socket, request: dict, helper_socket: str) -> int:
     try:
         code = _prepared_elsewhere(conn, request["argv"], helper_socket)
     finally:
-        from eic_proxy.path.pump import SIGNALS
+        from eic_proxy.transport.pump import SIGNALS
 
         for sig in SIGNALS:  # ssh's SIGHUP at its exit must not cut the outcome off (the tunnel is over)
             signal.signal(sig, signal.SIG_IGN)
@@ -303,7 +303,7 @@ def _prepared_elsewhere(conn: socket.socket, argv: list[str], helper_socket: str
     """Fork the preparer, wait for its plan (or its exit code), and carry the tunnel it hands over."""
     if sys.platform == "win32":  # no helper on Windows (and the type checker sees it)
         raise OSError("the helper is POSIX-only")
-    from eic_proxy.path.pump import SIGNALS
+    from eic_proxy.transport.pump import SIGNALS
 
     ours, theirs = socket.socketpair()
     pid = os.fork()
@@ -356,7 +356,7 @@ def prepare(argv: list[str], sock: socket.socket, helper_socket: str) -> None:
 
     from eic_proxy.cli import main
     from eic_proxy.commands import connect
-    from eic_proxy.path.handover import plan_of
+    from eic_proxy.lifecycle.handover import plan_of
 
     cold_before = "botocore" in sys.modules
     sent = False
@@ -426,7 +426,7 @@ def _flush() -> None:
 
 
 def _send(sock: socket.socket, message: object) -> None:
-    from eic_proxy.path.handover import dumps
+    from eic_proxy.lifecycle.handover import dumps
 
     try:
         wire.send(sock, message, dumps=dumps)
@@ -436,7 +436,7 @@ def _send(sock: socket.socket, message: object) -> None:
 
 def _receive(sock: socket.socket) -> object:
     """The preparer's one message, or None when it ended without one."""
-    from eic_proxy.path.handover import loads
+    from eic_proxy.lifecycle.handover import loads
 
     try:
         return wire.recv(sock, loads=loads)
@@ -452,7 +452,7 @@ def warm_up() -> None:
     try:
         from eic_proxy.aws.sharedfiles import SharedSettings
         from eic_proxy.cli import build_parser, setup_logging
-        from eic_proxy.path.handshake import tls_context
+        from eic_proxy.transport.handshake import tls_context
 
         build_parser("connect")
         setup_logging(0)  # the level most connections use, set before they are forked
@@ -478,8 +478,8 @@ def rehearsal() -> None:
     and no network."""
     from eic_proxy.aws.sharedfiles import StaticCredentials
     from eic_proxy.cli import build_parser
-    from eic_proxy.path.protocol import TunnelProtocol
-    from eic_proxy.path.signer import presign_url
+    from eic_proxy.tunnel.protocol import TunnelProtocol
+    from eic_proxy.tunnel.signer import presign_url
 
     frame = struct.pack("!BB", 0x82, 100) + b"\0" * 100  # a server's BINARY frame: unmasked
     for _ in range(3):

@@ -12,7 +12,7 @@ Conversation (client → helper main → forked child)::
     client: b"G" + SCM_RIGHTS(stdin, stdout, stderr)  the child owns the connection from here
     child:  b"CODE\n"                            the exit code as a text line, once the connection has ended
 
-Inside the child, over a socketpair to the preparer it forks (values pickled: ``path/handover.py``)::
+Inside the child, over a socketpair to the preparer it forks (values pickled: ``lifecycle/handover.py``)::
 
     preparer: ("plan", Plan)                     ready for its WebSocket: the child carries the tunnel
           or  ("code", exit_code)                ended before that (an error), or carried it itself

@@ -1,9 +1,9 @@
 """Endpoint choice and DNS name selection (docs/protocol.md §2.2, §7)."""
 import pytest
 
+from eic_proxy.control.endpoint import USABLE_STATES, choose_endpoint, dns_name_for
 from eic_proxy.errors import UsageError
 from eic_proxy.model import Endpoint, Target
-from eic_proxy.path.endpoint import USABLE_STATES, choose_endpoint, dns_name_for
 
 T4 = Target("i-0123456789abcdef0", "10.0.1.5", "vpc-1", "subnet-b")
 T6 = Target("i-0123456789abcdef0", "2600:1f10::5", "vpc-1", "subnet-b")

@@ -4,7 +4,7 @@ import json
 import pytest
 
 from eic_proxy.errors import ExitCode
-from eic_proxy.path.endpoint_errors import ERROR_CODES, clean_text, close_error, describe_close, handshake_error
+from eic_proxy.tunnel.endpoint_errors import ERROR_CODES, clean_text, close_error, describe_close, handshake_error
 
 
 class TestClose:

@@ -1,4 +1,4 @@
-"""The hand-over of a prepared connection (path/handover.py) and the pump's signals: plain data in,
+"""The hand-over of a prepared connection (lifecycle/handover.py) and the pump's signals: plain data in,
 plain data out."""
 from __future__ import annotations
 
@@ -6,15 +6,15 @@ import signal
 import socket
 
 from eic_proxy.config import ConnectOptions
+from eic_proxy.control.hostkey_guard import HostKeyGuard
+from eic_proxy.control.locate import Located
+from eic_proxy.lifecycle import handover
+from eic_proxy.lifecycle.handover import PreparedAws, dumps, loads, plan_of, session_of
+from eic_proxy.lifecycle.session import Session
 from eic_proxy.model import Endpoint, Target
-from eic_proxy.path import handover
-from eic_proxy.path.handover import PreparedAws, dumps, loads, plan_of, session_of
-from eic_proxy.path.hostkey_guard import HostKeyGuard
-from eic_proxy.path.link import Link
-from eic_proxy.path.locate import Located
-from eic_proxy.path.protocol import TunnelProtocol
-from eic_proxy.path.pump import Driver, LocalEnd
-from eic_proxy.path.session import Session
+from eic_proxy.transport.link import Link
+from eic_proxy.transport.pump import Driver, LocalEnd
+from eic_proxy.tunnel.protocol import TunnelProtocol
 
 
 class Creds:

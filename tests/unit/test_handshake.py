@@ -1,4 +1,4 @@
-"""Our WebSocket upgrade and proxy CONNECT (path/handshake.py) against a scripted TLS server on loopback:
+"""Our WebSocket upgrade and proxy CONNECT (transport/handshake.py) against a scripted TLS server on loopback:
 what a real endpoint answers, and what a broken or hostile one might."""
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from typing import Callable, Optional
 import pytest
 
 from eic_proxy.errors import ExitCode, HandshakeError, NetworkError, ProtocolError
-from eic_proxy.path.handshake import _split, open_websocket
+from eic_proxy.transport.handshake import _split, open_websocket
 from tests.testbed import ca as test_ca
 from tests.unit.wsserver import server_frame
 

@@ -36,13 +36,13 @@ def test_a_private_directory_is_made_0700_and_anything_else_is_refused(tmp_path)
 
 def test_the_identity_changes_with_the_code_and_names_one_socket_per_build(monkeypatch, tmp_path):
     pkg = tmp_path / "eic_proxy"
-    (pkg / "path").mkdir(parents=True)
+    (pkg / "transport").mkdir(parents=True)
     (pkg / "__init__.py").write_text("")
     import eic_proxy
 
     monkeypatch.setattr(eic_proxy, "__file__", str(pkg / "__init__.py"))
     first = address.identity()
-    os.utime(pkg / "path", ns=(1, 1))  # an installer replaced a module in path/
+    os.utime(pkg / "transport", ns=(1, 1))  # an installer replaced a module in transport/
     second = address.identity()
     assert first != second and address.socket_name(first) != address.socket_name(second)
     assert re.fullmatch(r"helper-[0-9a-f]{8}\.sock", address.socket_name(first))

@@ -9,7 +9,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
-from eic_proxy.path.hostkeys import KexSniffer, fingerprint, key_from_line, parse_console
+from eic_proxy.tunnel.hostkeys import KexSniffer, fingerprint, key_from_line, parse_console
 
 
 def _line(private) -> str:

@@ -3,8 +3,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from eic_proxy.control.resolve import parse_host
 from eic_proxy.errors import UsageError
-from eic_proxy.path.resolve import parse_host
 
 
 @pytest.mark.parametrize("text,kind,value", [
@@ -55,7 +55,7 @@ def test_suffix_round_trip(name, region, profile):
 
 
 def test_auto_scaling_group_alias():
-    from eic_proxy.path.resolve import ASG_TAG, _query
+    from eic_proxy.control.resolve import ASG_TAG, _query
 
     spec = parse_host("asg:web-fleet--eu-west-1")
     assert (spec.kind, spec.value, spec.tag_key, spec.region, spec.alias) == ("asg", "web-fleet", ASG_TAG,

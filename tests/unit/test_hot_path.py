@@ -1,7 +1,7 @@
 """Hot-path rules: masking in C (wsaccel), one sub-parser per run."""
 from __future__ import annotations
 
-from eic_proxy.path import wsframes
+from eic_proxy.tunnel import wsframes
 
 
 def test_frames_are_masked_by_wsaccel():

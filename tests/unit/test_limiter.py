@@ -6,7 +6,7 @@ import os
 import pytest
 
 from eic_proxy.errors import EicProxyError
-from eic_proxy.path import limiter
+from eic_proxy.lifecycle import limiter
 
 
 def test_a_released_slot_cools_down_then_is_free(tmp_path, monkeypatch):

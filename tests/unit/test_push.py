@@ -3,8 +3,8 @@ import pytest
 from botocore.exceptions import ClientError
 
 from eic_proxy.aws.client import make_aws
+from eic_proxy.control import push
 from eic_proxy.errors import AccessDenied, ExitCode
-from eic_proxy.path import push
 
 
 class FakeEic:

@@ -3,9 +3,9 @@ import datetime
 
 import pytest
 
+from eic_proxy.control.resolve import check_usable, is_instance_id, target_from_instance
 from eic_proxy.errors import HostNotFound, InstanceStateError
 from eic_proxy.model import Endpoint, InvalidRecord, Target
-from eic_proxy.path.resolve import check_usable, is_instance_id, target_from_instance
 
 
 def inst(**kw):
@@ -67,7 +67,7 @@ def test_endpoints_refuse_identifiers_that_could_become_paths_or_urls(field, val
 
 
 def test_a_crafted_cache_entry_is_a_miss(isolated_env):
-    from eic_proxy.path.locate import Locator
+    from eic_proxy.control.locate import Locator
     from eic_proxy.store.cache import Cache
 
     cache = Cache()

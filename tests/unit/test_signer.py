@@ -7,7 +7,7 @@ from botocore.credentials import Credentials
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from eic_proxy.path.signer import format_host, presign_url
+from eic_proxy.tunnel.signer import format_host, presign_url
 
 HOST = "eice-123.ec2-instance-connect-endpoint.us-west-2.amazonaws.com"
 

@@ -183,8 +183,8 @@ class FakeAws:
 def push_scenario() -> dict:
     """Two targets push at once; a third connection to the first target waits for its push and makes
     none; a push marked by a process that died is not waited for."""
+    from eic_proxy.control import push
     from eic_proxy.keys.lifecycle import KeyManager
-    from eic_proxy.path import push
 
     eic = BlockingEic()
     aws = FakeAws(eic)
@@ -255,7 +255,7 @@ def test_the_same_on_windows_where_the_key_lock_is_exclusive(tmp_path):
 
 def test_a_due_rotation_runs_while_the_tunnel_lives(isolated_env):
     """The pump runs its chores (the rotation of a due key) once their time comes, in a thread of their own."""
-    from eic_proxy.path.pump import LocalEnd, pump
+    from eic_proxy.transport.pump import LocalEnd, pump
     from tests.unit.test_pump import Endpoint, quiet
 
     ran = threading.Event()

@@ -8,8 +8,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from eic_proxy.errors import ExitCode
-from eic_proxy.path.effects import Done, Note, Say, Send, Write
-from eic_proxy.path.protocol import MAX_FRAME, TunnelProtocol
+from eic_proxy.tunnel.effects import Done, Note, Say, Send, Write
+from eic_proxy.tunnel.protocol import MAX_FRAME, TunnelProtocol
 from tests.unit.wsserver import ClientFrames, close_frame, server_frame
 
 BIN, CONT, TEXT, CLOSE, PING, PONG = 0x2, 0x0, 0x1, 0x8, 0x9, 0xA

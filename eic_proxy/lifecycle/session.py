@@ -62,7 +62,7 @@ class Session:
     @property
     def spec(self) -> Any:
         if self._spec is None:
-            from eic_proxy.path.resolve import parse_host
+            from eic_proxy.control.resolve import parse_host
 
             self._spec = parse_host(self.opts.host)
         return self._spec
@@ -70,7 +70,7 @@ class Session:
     @property
     def locator(self) -> Any:
         if self._locator is None:
-            from eic_proxy.path.locate import Locator
+            from eic_proxy.control.locate import Locator
             from eic_proxy.store.cache import Cache
 
             opts = self.opts
@@ -113,10 +113,10 @@ class Session:
 
     def handshake(self) -> Any:
         """A fresh presigned URL and WebSocket (its TLS socket); 429/503 (endpoint full or busy) retried."""
+        from eic_proxy.control.endpoint import dns_name_for
         from eic_proxy.errors import HandshakeError
-        from eic_proxy.path.endpoint import dns_name_for
-        from eic_proxy.path.handshake import open_websocket
-        from eic_proxy.path.signer import presign_url
+        from eic_proxy.transport.handshake import open_websocket
+        from eic_proxy.tunnel.signer import presign_url
 
         opts, aws, located = self.opts, self.aws, self.located
         dns = dns_name_for(located.endpoint, aws.use_fips, opts.ip_family)
@@ -166,7 +166,7 @@ class Session:
 
     def take_slot(self) -> None:
         """One of the endpoint's connection slots for this process (queued when all are taken)."""
-        from eic_proxy.path.limiter import acquire
+        from eic_proxy.lifecycle.limiter import acquire
 
         eid = self.located.endpoint.endpoint_id
         if self.slot is not None and self.slot_endpoint == eid:
@@ -178,7 +178,7 @@ class Session:
 
     def push_key(self) -> None:
         """Make sure a fresh push of our key exists for (instance, user), and the agent holds the key."""
-        from eic_proxy.path.push import ensure_pushed
+        from eic_proxy.control.push import ensure_pushed
 
         opts, iid = self.opts, self.located.target.instance_id
         if opts.identity:
@@ -273,8 +273,8 @@ class Session:
         instance located now, which fetches the console's keys on first contact (README: "Host keys")."""
         if not self.opts.known_hosts_alias or self.opts.port != 22:
             return None
-        from eic_proxy.path.hostkey_guard import prepare
-        from eic_proxy.path.pump import stderr_line
+        from eic_proxy.control.hostkey_guard import prepare
+        from eic_proxy.transport.pump import stderr_line
 
         self.guard = prepare(self.aws, self.located.target.instance_id, self.opts.host, self.opts.host_keys,
                              stderr_line)
@@ -287,7 +287,7 @@ class Session:
 
     def new_protocol(self, can_replay: bool = False) -> Any:
         """The tunnel's state machine for a WebSocket that opened just now, with this connect's settings."""
-        from eic_proxy.path.protocol import TunnelProtocol
+        from eic_proxy.tunnel.protocol import TunnelProtocol
 
         opts = self.opts
         return TunnelProtocol(time.monotonic(), max_duration=float(opts.max_tunnel_duration or 3600),
@@ -296,9 +296,9 @@ class Session:
 
     def start_and_probe(self) -> tuple[Any, Any, bytes]:
         """--start: start the instance, then open tunnels until its server answers (or the deadline)."""
-        from eic_proxy.path.locate import Located
-        from eic_proxy.path.probe import first_bytes
-        from eic_proxy.path.start import Progress, start_and_wait
+        from eic_proxy.control.locate import Located
+        from eic_proxy.control.start import Progress, start_and_wait
+        from eic_proxy.transport.probe import first_bytes
 
         progress = Progress()
         deadline = time.monotonic() + self.opts.start_timeout
@@ -339,8 +339,8 @@ def tunnel_audited(session: "Session", ws: Any, local: Any, proto: Any, first: b
                    close_output: Optional[Any] = None, reconnect: Optional[Any] = None,
                    tell: Optional[Any] = None, inspect: Optional[Any] = None) -> Any:
     """Pump one open WebSocket, with a ``connect`` and a ``disconnect`` entry in the audit log."""
-    from eic_proxy.path.pump import pump, stderr_line
     from eic_proxy.store import audit
+    from eic_proxy.transport.pump import pump, stderr_line
 
     opts, located = session.opts, session.located
     log.debug("= tunnel open to %s (%s:%d) via %s", located.target.instance_id, located.target.ip, opts.port,
@@ -383,7 +383,7 @@ def _signals_held() -> Iterator[None]:
     import signal
     import threading
 
-    from eic_proxy.path.pump import SIGNALS
+    from eic_proxy.transport.pump import SIGNALS
 
     if threading.current_thread() is not threading.main_thread():
         yield

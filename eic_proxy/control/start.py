@@ -10,9 +10,9 @@ import time
 from typing import Any, Callable, Optional
 
 from eic_proxy.aws.client import Aws, api_errors, translate
+from eic_proxy.control.resolve import describe_all, target_from_instance
 from eic_proxy.errors import ExitCode, InstanceStateError
 from eic_proxy.model import Target
-from eic_proxy.path.resolve import describe_all, target_from_instance
 
 POLL_INTERVAL = 2.0
 

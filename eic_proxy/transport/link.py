@@ -12,8 +12,8 @@ import threading
 import time
 from typing import Any, Callable, Deque, Optional
 
-from eic_proxy.path.effects import Send
-from eic_proxy.path.protocol import MAX_FRAME
+from eic_proxy.tunnel.effects import Send
+from eic_proxy.tunnel.protocol import MAX_FRAME
 
 POLL = 0.5               # how often a waiting thread looks at the closed flag; a probe's recv timeout
 HIGH_WATER = 4 * MAX_FRAME   # bytes queued for the socket before the uplink stops reading ssh

@@ -28,9 +28,9 @@ from functools import partial
 from typing import Callable, Optional, Sequence
 
 from eic_proxy.errors import EicProxyError, error_line
-from eic_proxy.path.effects import CloseOutput, Done, Effect, Note, Outcome, Reconnect, Say, Send, Write
-from eic_proxy.path.link import POLL, Link, describe_socket_error
-from eic_proxy.path.protocol import MAX_FRAME, TunnelProtocol
+from eic_proxy.transport.link import POLL, Link, describe_socket_error
+from eic_proxy.tunnel.effects import CloseOutput, Done, Effect, Note, Outcome, Reconnect, Say, Send, Write
+from eic_proxy.tunnel.protocol import MAX_FRAME, TunnelProtocol
 
 log = logging.getLogger(__name__)
 

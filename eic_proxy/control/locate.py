@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 from eic_proxy.aws.client import Aws
+from eic_proxy.control.resolve import HostSpec
 from eic_proxy.model import Endpoint, Target
-from eic_proxy.path.resolve import HostSpec
 from eic_proxy.store.cache import ENDPOINT_TTL, TARGET_TTL, Cache
 
 log = logging.getLogger(__name__)
@@ -58,8 +58,8 @@ class Locator:
         load botocore and make two Describe calls; one does (``store/inflight.py``: no lock is held
         across the calls), and the rest read the cache.
         """
-        from eic_proxy.path.endpoint import find_endpoint
-        from eic_proxy.path.resolve import resolve
+        from eic_proxy.control.endpoint import find_endpoint
+        from eic_proxy.control.resolve import resolve
 
         target, t_age = self._lookup(self._target_key(spec), self._cached_target,
                                      lambda: resolve(self.aws, self.ec2, spec, self.pick, self.allow_stopped),

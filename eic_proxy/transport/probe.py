@@ -12,9 +12,9 @@ import time
 from typing import Optional
 
 from eic_proxy.errors import ExitCode
-from eic_proxy.path.effects import Send, Write
-from eic_proxy.path.link import POLL, describe_socket_error, shutdown_socket
-from eic_proxy.path.protocol import TunnelProtocol
+from eic_proxy.transport.link import POLL, describe_socket_error, shutdown_socket
+from eic_proxy.tunnel.effects import Send, Write
+from eic_proxy.tunnel.protocol import TunnelProtocol
 
 RECV_SIZE = 256 * 1024
 
@@ -64,7 +64,7 @@ def first_bytes(sock: socket.socket, proto: TunnelProtocol, wait: float) -> Opti
 
 def say_goodbye(sock: socket.socket) -> None:
     """End a probe's WebSocket politely (CLOSE 1000), then drop it; never blocks for long."""
-    from eic_proxy.path.wsframes import OP_CLOSE, close_payload, encode
+    from eic_proxy.tunnel.wsframes import OP_CLOSE, close_payload, encode
 
     _send_now(sock, encode(OP_CLOSE, close_payload(1000)))
     shutdown_socket(sock)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Optional, Union
 
 from eic_proxy.errors import EicProxyError, ExitCode, NetworkError, ProtocolError, TunnelClosed, error_line
-from eic_proxy.path.effects import (
+from eic_proxy.tunnel.effects import (
     CloseOutput,
     Done,
     Effect,
@@ -27,8 +27,8 @@ from eic_proxy.path.effects import (
     format_bytes,
     signal_exit_code,
 )
-from eic_proxy.path.endpoint_errors import close_error
-from eic_proxy.path.wsframes import (
+from eic_proxy.tunnel.endpoint_errors import close_error
+from eic_proxy.tunnel.wsframes import (
     OP_BINARY,
     OP_CLOSE,
     OP_CONT,

@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from eic_proxy.errors import EicProxyError, ExitCode
-from eic_proxy.path.hostkeys import KexSniffer, parse_console
 from eic_proxy.store import knownhosts
+from eic_proxy.tunnel.hostkeys import KexSniffer, parse_console
 
 log = logging.getLogger(__name__)
 

@@ -85,7 +85,7 @@ def plan_of(session: Any, verbose: int) -> Plan:
 
 def session_of(plan: Plan) -> Any:
     """The carrying process's ``Session``: located and pushed already."""
-    from eic_proxy.path.session import Session
+    from eic_proxy.lifecycle.session import Session
 
     session = Session(plan.opts, aws=PreparedAws(plan.aws), located=plan.located)
     session.pushed_at = plan.pushed_at

@@ -17,7 +17,7 @@ from typing import Optional
 
 from eic_proxy import __version__
 from eic_proxy.errors import ExitCode, HandshakeError, NetworkError, ProtocolError, UsageError
-from eic_proxy.path.endpoint_errors import clean_text, handshake_error
+from eic_proxy.tunnel.endpoint_errors import clean_text, handshake_error
 
 log = logging.getLogger(__name__)
 
