@@ -78,7 +78,7 @@ class Doctor(TunnelChecks):
     def check_installed_block(self) -> bool:
         """Every file the installed blocks name still exists (an upgrade can move the program); no line
         when no block is installed."""
-        from eic_proxy.commands.ssh_config import installed_paths
+        from eic_proxy.sshblock import installed_paths
 
         paths = installed_paths()
         if not paths:
@@ -262,7 +262,7 @@ class Doctor(TunnelChecks):
 
     # ---- IAM --------------------------------------------------------------------------------------
     def check_iam(self) -> bool:
-        from eic_proxy.commands.policy import partition_for
+        from eic_proxy.control.resolve import partition_for
         from eic_proxy.errors import AccessDenied
 
         aws, target, e, opts = self.facts.aws, self.facts.target, self.facts.endpoint, self.opts

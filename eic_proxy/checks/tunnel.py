@@ -87,7 +87,7 @@ class TunnelChecks:
         key = self._session().key_manager().ensure()
         identity = key.private_path or key.public_path
         opts = self.opts
-        from eic_proxy.commands.ssh_config import config_path, executable_argv, quote_command
+        from eic_proxy.sshblock import config_path, executable_argv, quote_command
 
         proxy = executable_argv() + ["connect", "%h", "%p", "%r"]
         for flag, value in (("--region", self.facts.aws.region), ("--profile", opts.profile),

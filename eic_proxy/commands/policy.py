@@ -16,7 +16,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from eic_proxy.control.resolve import INSTANCE_ID_RE, REGION_RE
+from eic_proxy.control.resolve import INSTANCE_ID_RE, REGION_RE, partition_for
 from eic_proxy.errors import UsageError
 
 ENDPOINT_ID_RE = re.compile(r"^eice-[0-9a-f]{8,17}$")
@@ -38,18 +38,6 @@ class PolicySpec:
     region: str = "*"
     account: str = "*"
     allow_start: bool = False
-
-
-def partition_for(region: str) -> str:
-    if region.startswith("cn-"):
-        return "aws-cn"
-    if region.startswith("us-gov-"):
-        return "aws-us-gov"
-    if region.startswith("us-iso-"):
-        return "aws-iso"
-    if region.startswith("us-isob-"):
-        return "aws-iso-b"
-    return "aws"
 
 
 def _arn(spec: PolicySpec, kind: str, value: str, id_re: re.Pattern, what: str) -> str:

@@ -227,3 +227,16 @@ def check_usable(target: Target) -> None:
     if not target.ip:
         raise HostNotFound(f"instance {target.instance_id} has no private IPv4 or IPv6 address to connect to",
                            hint="the endpoint reaches instances by private address; attach one")
+
+
+def partition_for(region: str) -> str:
+    """The ARN partition a region belongs to (aws, aws-cn, aws-us-gov, …)."""
+    if region.startswith("cn-"):
+        return "aws-cn"
+    if region.startswith("us-gov-"):
+        return "aws-us-gov"
+    if region.startswith("us-iso-"):
+        return "aws-iso"
+    if region.startswith("us-isob-"):
+        return "aws-iso-b"
+    return "aws"

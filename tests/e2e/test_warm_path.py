@@ -112,7 +112,7 @@ def test_warm_connection_through_the_generated_block_stays_light(client, world):
     assert warm.returncode == 0, warm.stderr[-2000:]
     names = _imports(warm)
     assert "eic_proxy.store.knownhosts" in names  # the links were maintained...
-    assert not {"eic_proxy.commands.ssh_config", "botocore", "cryptography"} & names  # ...without the heavy modules
+    assert not {"eic_proxy.commands.ssh_config", "eic_proxy.sshblock", "botocore", "cryptography"} & names  # ...without the heavy modules
 
 
 def test_through_the_helper_the_proxycommand_imports_only_the_thin_client(client, world):

@@ -75,7 +75,7 @@ def test_a_planted_symlink_does_not_redirect_a_lock(isolated_env, tmp_path):
 
 
 def test_install_edits_the_target_of_a_symlinked_ssh_config_and_keeps_the_link(tmp_path):
-    from eic_proxy.commands.ssh_config import BlockOptions, install, render
+    from eic_proxy.sshblock import BlockOptions, install, render
 
     dotfiles = tmp_path / "dotfiles"
     dotfiles.mkdir()

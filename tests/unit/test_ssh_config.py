@@ -7,8 +7,8 @@ import subprocess
 
 import pytest
 
-from eic_proxy.commands import ssh_config as sshconfig
-from eic_proxy.commands.ssh_config import BlockOptions, install, render
+from eic_proxy import sshblock as sshconfig
+from eic_proxy.sshblock import BlockOptions, install, render
 from eic_proxy.store import knownhosts
 from eic_proxy.store.knownhosts import names_file, prepare_known_hosts, show_under_name
 
@@ -220,7 +220,7 @@ def test_windows_block_survives_windows_splitting_and_sh(monkeypatch, tmp_path):
     ("patterns", ()),
 ])
 def test_values_that_would_break_out_of_their_line_are_refused(field, value):
-    from eic_proxy.commands import ssh_config as sshconfig
+    from eic_proxy import sshblock as sshconfig
     from eic_proxy.errors import ExitCode, UsageError
 
     with pytest.raises(UsageError) as err:
@@ -230,8 +230,8 @@ def test_values_that_would_break_out_of_their_line_are_refused(field, value):
 
 def test_generated_command_keeps_hosts_as_arguments(tmp_path, monkeypatch):
     """ssh's tokens come last, behind `--`, so a name that starts with `-` stays a host name."""
+    from eic_proxy import sshblock as sshconfig
     from eic_proxy.cli import build_parser
-    from eic_proxy.commands import ssh_config as sshconfig
 
     monkeypatch.setattr(sshconfig, "executable_argv", lambda: ["/x/eic-proxy"])
     block = sshconfig.render(sshconfig.BlockOptions(patterns=("web-*", "!web-db", "i-0?"), user="ec2-user",
