@@ -34,32 +34,29 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Mapping, Optional
 
-from eic_proxy.errors import ExitCode, UsageError
-
-ENV_PREFIX = "EIC_PROXY_"
-
-
-class ConfigError(UsageError):
-    exit_code = ExitCode.CONFIG
+from eic_proxy import settings as table
+from eic_proxy.errors import ConfigError, UsageError
+from eic_proxy.settings import ENV_PREFIX, MAX_KEY_LIFETIME, MAX_TUNNEL_DURATION, default
 
 
 @dataclass(frozen=True)
 class Settings:
-    """One layer of settings; ``None`` means "not set here, ask the next layer"."""
+    """One layer of settings; ``None`` means "not set here, ask the next layer". One field per row of
+    ``settings.TABLE`` marked ``layered`` (a test holds them equal)."""
 
     profile: Optional[str] = None
     region: Optional[str] = None
     os_user: Optional[str] = None
     eice_id: Optional[str] = None
     max_tunnel_duration: Optional[int] = None
-    key_type: Optional[str] = None        # ed25519 | rsa-2048 | rsa-4096
-    key_lifetime: Optional[int] = None    # seconds before the managed key is rotated
-    key_store: Optional[str] = None       # file | keyring (keyring needs agent)
-    agent: Optional[bool] = None          # add the key to the ssh-agent
-    identity: Optional[str] = None        # bring-your-own key to push instead
-    host_keys: Optional[str] = None       # verify | strict | tofu (README: "Host keys")
-    ip_family: Optional[str] = None       # auto | 4 | 6: which endpoint name to reach (dual-stack for 6)
-    helper: Optional[bool] = None         # hand connections to the per-user helper (README: "The helper")
+    ip_family: Optional[str] = None
+    identity: Optional[str] = None
+    agent: Optional[bool] = None
+    key_type: Optional[str] = None
+    key_lifetime: Optional[int] = None
+    key_store: Optional[str] = None
+    host_keys: Optional[str] = None
+    helper: Optional[bool] = None
 
     def over(self, lower: "Settings") -> "Settings":
         """This layer on top of ``lower``: our values win, gaps are filled from below."""
@@ -67,14 +64,9 @@ class Settings:
                                  if getattr(self, f.name) is not None})
 
 
-KEYS = {f.name.replace("_", "-"): f.name for f in fields(Settings)}
-
+KEYS = {key: s.name for key, s in table.BY_KEY.items()}
 
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-MAX_KEY_LIFETIME = 30 * 86400
-MAX_TUNNEL_DURATION = 3600  # the service's cap per connection (docs/protocol.md §7)
 
 
 def check_max_tunnel_duration(seconds: int, what: str = "--max-tunnel-duration") -> None:
@@ -82,44 +74,44 @@ def check_max_tunnel_duration(seconds: int, what: str = "--max-tunnel-duration")
     if not 1 <= seconds <= MAX_TUNNEL_DURATION:
         raise ConfigError(f"{what} {seconds} is out of range 1..{MAX_TUNNEL_DURATION} seconds",
                           hint=f"the endpoint allows at most {MAX_TUNNEL_DURATION} s per connection")
-HOST_KEY_MODES = ("verify", "strict", "tofu")
+
+
+def _duration(key: str, value: str, where: str) -> int:
+    unit = _DURATION_UNITS.get(value[-1:].lower(), 0)
+    try:
+        n = int(float(value[:-1] if unit else value) * (unit or 1))
+    except (ValueError, OverflowError):  # "abc", "nan", "inf", "-1e999"
+        raise ConfigError(f"{where}: {key} must be a duration like 3600, 90m or 4h, not {value!r}") from None
+    if n < table.MIN_KEY_LIFETIME:
+        raise ConfigError(f"{where}: {key} {value} is too short; use at least 5 minutes")
+    if n > MAX_KEY_LIFETIME:
+        raise ConfigError(f"{where}: {key} {value} is too long; a short-lived key lives at most 30 days")
+    return n
 
 
 def _coerce(key: str, value: str, where: str) -> object:
+    """The text of one layered setting (config file, environment, a flag's text) as the table's type."""
     value = value.strip()
-    name = KEYS[key]
-    if name in ("agent", "helper"):
+    row = table.BY_KEY[key]
+    if row.kind in ("on", "off", "bool"):
         lowered = value.lower()
-        if lowered in ("1", "yes", "true", "on"):
+        if lowered in table.TRUTHY:
             return True
-        if lowered in ("0", "no", "false", "off"):
+        if lowered in table.FALSY:
             return False
         raise ConfigError(f"{where}: {key} must be yes or no, not {value!r}")
-    if name == "key_lifetime":
-        unit = _DURATION_UNITS.get(value[-1:].lower(), 0)
-        try:
-            n = int(float(value[:-1] if unit else value) * (unit or 1))
-        except (ValueError, OverflowError):  # "abc", "nan", "inf", "-1e999"
-            raise ConfigError(f"{where}: {key} must be a duration like 3600, 90m or 4h, not {value!r}") from None
-        if n < 300:
-            raise ConfigError(f"{where}: {key} {value} is too short; use at least 5 minutes")
-        if n > MAX_KEY_LIFETIME:
-            raise ConfigError(f"{where}: {key} {value} is too long; a short-lived key lives at most 30 days")
-        return n
-    if name == "key_type" and value not in ("ed25519", "rsa-2048", "rsa-4096"):
-        raise ConfigError(f"{where}: {key} must be ed25519, rsa-2048 or rsa-4096, not {value!r}")
-    if name == "ip_family" and value not in ("auto", "4", "6"):
-        raise ConfigError(f"{where}: {key} must be auto, 4 or 6, not {value!r}")
-    if name == "host_keys" and value not in HOST_KEY_MODES:
-        raise ConfigError(f"{where}: {key} must be verify, strict or tofu, not {value!r}")
-    if name == "key_store" and value not in ("file", "keyring"):
-        raise ConfigError(f"{where}: {key} must be file or keyring, not {value!r}")
-    if name == "max_tunnel_duration":
+    if row.kind == "duration":
+        return _duration(key, value, where)
+    if row.choices and value not in row.choices:
+        listed = ", ".join(row.choices[:-1]) + " or " + row.choices[-1]
+        raise ConfigError(f"{where}: {key} must be {listed}, not {value!r}")
+    if row.kind == "int":
         try:
             n = int(value)
         except ValueError:
             raise ConfigError(f"{where}: {key} must be a whole number of seconds, not {value!r}") from None
-        check_max_tunnel_duration(n, f"{where}: {key}")
+        if row.name == "max_tunnel_duration":
+            check_max_tunnel_duration(n, f"{where}: {key}")
         return n
     if not value:
         raise ConfigError(f"{where}: {key} is empty")
@@ -137,9 +129,9 @@ def _layer(pairs: Mapping[str, str], where: str) -> Settings:
 
 
 def config_path() -> Path:
-    explicit = os.environ.get(ENV_PREFIX + "CONFIG")
-    if explicit:
-        return Path(explicit).expanduser()
+    known = table.config_file()
+    if known is not None:
+        return Path(known)
     from eic_proxy.store.files import config_dir
 
     return config_dir() / "config.ini"
@@ -215,38 +207,37 @@ def effective(alias: str, flags: Settings, suffix: Settings = Settings(),
     return suffix.over(flags.over(from_env(environ).over(load(path).for_host(alias))))
 
 
-# ---- the options of one connection: one set of defaults, one validation ----------------------------
-DEFAULT_OS_USER = "ec2-user"
+# ---- the options of one connection: defaults from settings.TABLE, one validation -------------------
 
 
 @dataclass(frozen=True)
 class ConnectOptions:
     host: str
     port: int = 22
-    os_user: str = DEFAULT_OS_USER
-    region: Optional[str] = None
-    profile: Optional[str] = None
-    eice_id: Optional[str] = None
-    max_tunnel_duration: Optional[int] = None
-    push: bool = True
-    use_cache: bool = True
-    pick: Optional[str] = None
-    start: bool = False
-    start_timeout: float = 300.0
+    os_user: str = default("os_user")
+    region: Optional[str] = default("region")
+    profile: Optional[str] = default("profile")
+    eice_id: Optional[str] = default("eice_id")
+    max_tunnel_duration: Optional[int] = default("max_tunnel_duration")
+    push: bool = default("push")
+    use_cache: bool = default("use_cache")
+    pick: Optional[str] = default("pick")
+    start: bool = default("start")
+    start_timeout: float = default("start_timeout")
     known_hosts_alias: Optional[str] = None  # ssh's %h: the name the generated block keys known_hosts on
-    key_type: str = "ed25519"
-    key_lifetime: Optional[float] = None
-    key_store: Optional[str] = None  # file | keyring; default: keyring in agent mode when a backend exists
-    agent: bool = False
-    identity: Optional[str] = None
-    max_connections: int = 20
-    queue_timeout: float = 300.0
-    timeout: Optional[float] = None  # API connect/read and WebSocket handshake, seconds
-    keepalive: float = 30.0
-    expiry_warning: float = 60.0
-    host_keys: str = "verify"  # verify | strict | tofu: how first contact learns the host key
-    ip_family: str = "auto"  # auto | 4 | 6: the endpoint's dual-stack name for 6, or auto without IPv4
-    banner_wait: float = 5.0  # port 22: warn when the instance has sent nothing this long after the upgrade
+    key_type: str = default("key_type")
+    key_lifetime: Optional[float] = default("key_lifetime")
+    key_store: Optional[str] = default("key_store")  # default: keyring in agent mode when a backend exists
+    agent: bool = default("agent")
+    identity: Optional[str] = default("identity")
+    max_connections: int = default("max_connections")  # per endpoint, from this machine
+    queue_timeout: float = default("queue_timeout")
+    timeout: Optional[float] = default("timeout")  # API connect/read and WebSocket handshake, seconds
+    keepalive: float = default("keepalive")
+    expiry_warning: float = default("expiry_warning")
+    host_keys: str = default("host_keys")
+    ip_family: str = default("ip_family")
+    banner_wait: float = default("banner_wait")
 
 
 def validate(opts: ConnectOptions) -> None:
@@ -257,7 +248,7 @@ def validate(opts: ConnectOptions) -> None:
     if opts.start_timeout <= 0:
         raise UsageError("--start-timeout must be positive")
     if opts.max_connections < 1:
-        raise UsageError("--max-connections must be at least 1")
+        raise UsageError("--endpoint-connections must be at least 1")
     if opts.timeout is not None and opts.timeout <= 0:
         raise UsageError("--timeout must be positive")
     if opts.keepalive < 0 or opts.expiry_warning < 0:

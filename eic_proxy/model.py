@@ -11,7 +11,7 @@ import socket
 from dataclasses import asdict, dataclass, field
 from typing import Any, Optional
 
-from eic_proxy.errors import EicProxyError, ExitCode
+from eic_proxy.errors import InvalidRecord
 
 INSTANCE_ID = re.compile(r"^i-[0-9a-f]{8,17}$")
 ENDPOINT_ID = re.compile(r"^eice-[0-9a-f]{8,17}$")
@@ -20,10 +20,6 @@ _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 DNS_NAME = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(?:\.{_LABEL})*\.?$")
 
 
-class InvalidRecord(EicProxyError, ValueError):
-    """An identifier of the wrong shape, from the API or from a (crafted, or older) cache file."""
-
-    exit_code = ExitCode.AWS_API
 
 
 def is_ip(value: str) -> bool:

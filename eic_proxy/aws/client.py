@@ -14,14 +14,17 @@ from typing import TYPE_CHECKING, Any, Optional
 from eic_proxy.errors import (
     AccessDenied,
     AwsApiError,
+    AwsBusy,
+    ClockRejected,
     CredentialsError,
     EicProxyError,
-    ExitCode,
     HostNotFound,
     InstanceStateError,
     KeyError_,
     NetworkError,
+    NetworkTimeout,
     NoEndpoint,
+    TlsError,
     UsageError,
 )
 
@@ -365,8 +368,8 @@ def clock_error(response: dict, message: str) -> EicProxyError:
     offset = offset_from(http_date(str(headers.get("date", ""))))
     if offset is not None:
         message += " (" + off_by(offset, "AWS's") + ")"
-    return AwsApiError(message, hint="set this computer's clock right (automatic date and time; after sleep, a VM's "
-                                     "or WSL's clock can lag)", exit_code=ExitCode.SIGNATURE_EXPIRED)
+    return ClockRejected(message, hint="set this computer's clock right (automatic date and time; after sleep, a VM's "
+                                       "or WSL's clock can lag)")
 
 
 def translate(exc: BaseException, doing: str, profile: Optional[str] = None) -> EicProxyError:
@@ -388,11 +391,9 @@ def translate(exc: BaseException, doing: str, profile: Optional[str] = None) -> 
         return CredentialsError(f"AWS credentials are incomplete or unreadable: {exc}",
                                 hint=f"check the profile in ~/.aws/config, or run `aws configure{p}`")
     if isinstance(exc, (bx.ConnectTimeoutError, bx.ReadTimeoutError)):
-        return NetworkError(f"timed out {doing}: {exc}", hint="check the network, proxy settings and AWS_ENDPOINT_URL",
-                            exit_code=ExitCode.TIMEOUT)
+        return NetworkTimeout(f"timed out {doing}: {exc}", hint="check the network, proxy settings and AWS_ENDPOINT_URL")
     if isinstance(exc, bx.SSLError):
-        return NetworkError(f"TLS error {doing}: {exc}", hint="check AWS_CA_BUNDLE / the profile's ca_bundle",
-                            exit_code=ExitCode.TLS)
+        return TlsError(f"TLS error {doing}: {exc}", hint="check AWS_CA_BUNDLE / the profile's ca_bundle")
     if isinstance(exc, (bx.EndpointConnectionError, bx.ConnectionError, bx.HTTPClientError)):
         return NetworkError(f"cannot reach the AWS API {doing}: {exc}",
                             hint="check the network, proxy settings and AWS_ENDPOINT_URL")
@@ -427,8 +428,7 @@ def translate(exc: BaseException, doing: str, profile: Optional[str] = None) -> 
                              hint="check --os-user and the key type (Ed25519 or RSA 2048/4096)")
         if code in ("ThrottlingException", "Throttling", "RequestLimitExceeded", "ServiceUnavailable",
                     "ServiceException", "EC2InstanceUnavailableException", "InternalError"):
-            return AwsApiError(f"AWS is busy or unavailable {doing}: {code}: {msg}", hint="retry in a moment",
-                               exit_code=ExitCode.SERVICE_UNAVAILABLE)
+            return AwsBusy(f"AWS is busy or unavailable {doing}: {code}: {msg}", hint="retry in a moment")
         return AwsApiError(f"AWS error {doing}: {code}: {msg}")
     if isinstance(exc, bx.BotoCoreError):
         return AwsApiError(f"AWS client error {doing}: {exc}")

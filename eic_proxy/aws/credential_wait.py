@@ -16,7 +16,7 @@ import sys
 import threading
 from typing import Any, Callable, Optional, TypeVar
 
-from eic_proxy.errors import CredentialsError, ExitCode
+from eic_proxy.errors import CredentialsTimeout
 
 T = TypeVar("T")
 DEFAULT_BOUND = 60.0
@@ -102,13 +102,12 @@ def resolve(work: Callable[[], T], profile: Optional[str], source: str) -> T:
         if worker.is_alive():
             end_credential_processes()
             p = f" --profile {profile}" if profile else ""
-            raise CredentialsError(
+            raise CredentialsTimeout(
                 f"the AWS credentials of {'profile ' + profile if profile else 'the default profile'} ({source}) "
                 f"did not come within {limit:.0f} s",
                 hint=f"it may wait for a login, a touch or a prompt that cannot appear inside ssh: run "
                      f"`aws sts get-caller-identity{p}` in a terminal first (or `aws sso login{p}`); "
-                     "EIC_PROXY_CREDENTIALS_TIMEOUT=SECONDS if it is only slow",
-                exit_code=ExitCode.CREDENTIALS_WAIT)
+                     "EIC_PROXY_CREDENTIALS_TIMEOUT=SECONDS if it is only slow")
     finally:
         restore()
     if failure:

@@ -9,8 +9,8 @@ import re
 import sys
 from typing import Any, Optional
 
-from eic_proxy.commands.options import add_common
 from eic_proxy.errors import UsageError
+from eic_proxy.options import add_common
 from eic_proxy.store import audit
 from eic_proxy.text import pad
 

@@ -5,7 +5,7 @@ import argparse
 import sys
 from typing import Any
 
-from eic_proxy.commands.options import add_common
+from eic_proxy.options import add_common
 
 
 def add_parser(sub: Any) -> None:

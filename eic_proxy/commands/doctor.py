@@ -14,8 +14,8 @@ from typing import Any, Optional
 
 from eic_proxy.checks.probes import Doctor
 from eic_proxy.checks.rules import FAIL, PASS, Check
-from eic_proxy.commands.options import DEFAULTS, add_common, add_ip_family, add_key_options, connect_options
 from eic_proxy.errors import ExitCode
+from eic_proxy.options import KEY_FLAGS, add_common, add_flags, add_remote_port, connect_options
 from eic_proxy.text import pad
 
 MARKS = {"pass": "✔", "fail": "✘", "skip": "–"}
@@ -72,22 +72,18 @@ def add_parser(sub: Any) -> None:
                                    "banner and a real login, one line each; every failure names its fix. "
                                    "Read-only. Exit 0 only when every check passes.")
     d.add_argument("host", metavar="HOST", help="instance ID, Name tag, tag:KEY=VALUE, IP or DNS name")
-    d.add_argument("--port", type=int, default=DEFAULTS.port, help="remote port (default 22)")
-    d.add_argument("--os-user", help="OS user to check (default: config, else ec2-user)")
+    add_remote_port(d)
     d.add_argument("--client-ip", metavar="ADDRESS",
                    help="your public IP as AWS sees it (for endpoints that preserve client IPs; default: "
                         "asked of checkip.amazonaws.com)")
-    d.add_argument("--eice-id", help="check this endpoint instead of discovering one")
-    d.add_argument("--max-tunnel-duration", type=int, metavar="SECONDS", help="as you pass it to connect")
-    d.add_argument("--no-push", dest="push", action="store_false", help="skip the push and login checks")
-    d.add_argument("--timeout", type=float, metavar="SECONDS", help="API and handshake timeout")
     d.add_argument("--json", action="store_true", help="machine-readable output")
-    add_key_options(d)
-    d.add_argument("--pick", choices=["newest", "oldest"], help="when the name matches several instances")
-    add_ip_family(d)
+    add_flags(d, "os_user", "eice_id", "max_tunnel_duration", "push", "timeout", *KEY_FLAGS, "pick", "ip_family",
+              helps={"os_user": "OS user to check (default: config, else ec2-user)",
+                     "eice_id": "check this endpoint instead of discovering one",
+                     "max_tunnel_duration": "as you pass it to connect", "push": "skip the push and login checks",
+                     "timeout": "API and handshake timeout", "pick": "when the name matches several instances"})
     add_common(d)
-
 
 def run(args: argparse.Namespace) -> int:
     args.use_cache = False  # fresh lookups: the doctor checks what AWS says now
-    return run_doctor(connect_options(args, args.host, args.port, args.os_user), args.client_ip, args.json)
+    return run_doctor(connect_options(args, args.host, args.remote_port, args.os_user), args.client_ip, args.json)

@@ -11,9 +11,9 @@ import os
 import sys
 from typing import Any
 
-from eic_proxy.commands.options import add_common
 from eic_proxy.helper import address
 from eic_proxy.helper.client import ask
+from eic_proxy.options import add_common
 
 
 def add_parser(sub: Any) -> None:

@@ -4,14 +4,14 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from eic_proxy.commands.options import add_common, add_key_options, settings
+from eic_proxy.options import KEY_FLAGS, add_common, add_flags, settings
 
 
 def add_parser(sub: Any) -> None:
     k = sub.add_parser("key-path", help="print the private key path for IdentityFile",
                        description="Print the path of the local private key (created on first use; in "
                                    "keyring mode, the public key, which is what IdentityFile then names).")
-    add_key_options(k)
+    add_flags(k, *KEY_FLAGS)
     add_common(k)
 
 

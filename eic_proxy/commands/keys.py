@@ -8,7 +8,7 @@ import sys
 import time
 from typing import Any
 
-from eic_proxy.commands.options import add_common, add_key_options, settings
+from eic_proxy.options import KEY_FLAGS, add_common, add_flags, settings
 from eic_proxy.store import files
 from eic_proxy.text import pad
 
@@ -122,7 +122,7 @@ def add_parser(sub: Any) -> None:
     ks.add_argument("action", nargs="?", choices=["show", "rotate", "clear"], default="show")
     ks.add_argument("--force", action="store_true", help="rotate even if the key was used in the last minute")
     ks.add_argument("--json", action="store_true", help="machine-readable output (show)")
-    add_key_options(ks)
+    add_flags(ks, *KEY_FLAGS)
     add_common(ks)
 
 

@@ -13,7 +13,7 @@ import sys
 import time
 from typing import Any
 
-from eic_proxy.commands.options import add_common, add_lookup, locate_host
+from eic_proxy.options import LOOKUP_FLAGS, add_common, add_flags, locate_host
 from eic_proxy.text import pad
 
 
@@ -26,7 +26,7 @@ def add_parser(sub: Any) -> None:
     k.add_argument("--refresh", action="store_true",
                    help="forget the held keys and read them from the console output again (a rebuilt instance)")
     k.add_argument("--json", action="store_true", help="machine-readable output")
-    add_lookup(k)
+    add_flags(k, *LOOKUP_FLAGS)
     add_common(k)
 
 

@@ -11,9 +11,9 @@ import sys
 from typing import Any, Optional
 
 from eic_proxy.aws.client import api_errors, make_aws, translate
-from eic_proxy.commands.options import add_common
 from eic_proxy.control.endpoint import choose_endpoint, describe_endpoints
 from eic_proxy.control.resolve import ASG_TAG, describe_all, target_from_instance
+from eic_proxy.options import add_common
 
 
 def rows(aws: Any, ec2: Any, include_terminated: bool = False, asg: Optional[str] = None) -> list[dict[str, Any]]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from eic_proxy.commands.options import add_common, add_lookup, locate_host
+from eic_proxy.options import LOOKUP_FLAGS, add_common, add_flags, locate_host
 
 
 def add_parser(sub: Any) -> None:
@@ -12,8 +12,8 @@ def add_parser(sub: Any) -> None:
                        description="Show the whole resolution of HOST without connecting.")
     r.add_argument("host", metavar="HOST")
     r.add_argument("--json", action="store_true", help="machine-readable output")
-    r.add_argument("--eice-id", help="use this endpoint instead of discovering one")
-    add_lookup(r)
+    add_flags(r, "eice_id")
+    add_flags(r, *LOOKUP_FLAGS)
     add_common(r)
 
 

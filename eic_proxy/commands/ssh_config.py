@@ -5,7 +5,7 @@ import argparse
 import sys
 from typing import Any
 
-from eic_proxy.commands.options import add_common, add_host_keys, add_key_options, settings
+from eic_proxy.options import KEY_FLAGS, add_common, add_flags, settings
 from eic_proxy.sshblock import DEFAULT_PATTERNS, BlockOptions, install, oldest_ssh, parse_ssh_version, render
 from eic_proxy.store.knownhosts import prepare_known_hosts
 
@@ -23,10 +23,7 @@ def add_parser(sub: Any) -> None:
     g.add_argument("--ssh-version", metavar="X.Y",
                    help="the oldest OpenSSH that will read the block (default: the oldest ssh found on this machine, "
                         "Windows' built-in and Git's included); before 8.1 names are passed lowercased")
-    g.add_argument("--pick", choices=["newest", "oldest"],
-                   help="when a name matches several instances (an Auto Scaling group: asg:*), take the newest/oldest")
-    add_host_keys(g)
-    add_key_options(g)
+    add_flags(g, "pick", "host_keys", *KEY_FLAGS)
     add_common(g)
 
 

@@ -15,14 +15,18 @@ import socket
 import sys
 import threading
 import time
-from typing import Any, Callable, Optional
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
-from eic_proxy.commands.options import DEFAULTS, add_common, add_ip_family, add_key_options, add_lookup, connect_options
 from eic_proxy.errors import EicProxyError, InstanceStateError, UsageError
+from eic_proxy.options import KEY_FLAGS, LOOKUP_FLAGS, add_common, add_flags, add_remote_port, connect_options
+
+if TYPE_CHECKING:
+    from eic_proxy.lifecycle.connection import Plan
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MAX_CONNECTIONS = 10  # the AWS CLI's own cap per listener; the endpoint allows 20 in all
+DEFAULT_MAX_OPEN = 10  # the AWS CLI's own cap per listener; the endpoint allows 20 in all
 SHUTDOWN_GRACE = 3.0
 
 
@@ -62,11 +66,13 @@ def bind_loopback(port: int) -> list[socket.socket]:
 
 
 class Listener:
-    def __init__(self, session: Any, local_port: int, max_connections: int = DEFAULT_MAX_CONNECTIONS,
+    """Accepts on loopback; each connection is carried, in a thread of its own, on a plan of its own."""
+
+    def __init__(self, plan: Plan, local_port: int, max_connections: int = DEFAULT_MAX_OPEN,
                  push: bool = True) -> None:
         if max_connections < 1:
-            raise UsageError("--max-connections must be at least 1")
-        self.session = session
+            raise UsageError("--max-open must be at least 1")
+        self.plan = plan
         self.push = push
         self.socks = bind_loopback(local_port)
         self.port = self.socks[0].getsockname()[1]
@@ -115,31 +121,30 @@ class Listener:
         t.start()
 
     def _handle(self, n: int, conn: socket.socket, peer: Any) -> None:
-        from eic_proxy.lifecycle.limiter import acquire
-        from eic_proxy.lifecycle.session import tunnel_audited
+        from eic_proxy.lifecycle.connection import carry, for_another_connection, session_of
         from eic_proxy.transport.pump import SocketEnd
 
-        session, opts = self.session, self.session.opts
+        opts, located = self.plan.opts, self.plan.located
         where = f"{peer[0]}:{peer[1]}" if len(peer) == 2 else f"[{peer[0]}]:{peer[1]}"
-        target = f"{session.located.target.instance_id} {session.located.target.ip}:{opts.port}"
+        target = f"{located.target.instance_id} {located.target.ip}:{opts.port}"
         if not self.capacity.acquire(blocking=False):
-            _say(f"[{n}] {where}: waiting, {self.max_connections} connections are open (--max-connections)")
+            _say(f"[{n}] {where}: waiting, {self.max_connections} connections are open (--max-open)")
             if not self.capacity.acquire(timeout=opts.queue_timeout):
                 _say(f"[{n}] {where}: refused, no connection slot within {opts.queue_timeout:.0f} s")
                 conn.close()
                 return
-        slot = None
         with self.lock:
             self.active[n] = conn
         try:
-            if self.push and opts.push:
+            plan = for_another_connection(self.plan)
+            if self.push and opts.push:  # this connection's own push (a burst reuses one: push.py)
+                session = session_of(plan)
                 session.push_key()
-            slot = acquire(session.located.endpoint.endpoint_id, opts.max_connections, opts.queue_timeout)
+                plan = replace(plan, push_request_id=session.push_request_id, key_used=session.key_used)
             started = time.monotonic()
-            ws = session.handshake()
-            _say(f"[{n}] {where} -> {target}: open")
-            result = tunnel_audited(session, ws, SocketEnd(conn), session.new_protocol(), close_output=lambda: _shut_write(conn),
-                                    tell=lambda line: _note(n, where, line))
+            result = carry(plan, SocketEnd(conn), close_output=lambda: _shut_write(conn),
+                           tell=lambda line: _note(n, where, line), on_open=lambda: _say(f"[{n}] {where} -> {target}: open"),
+                           replay=False)
             tail = f"up {result.bytes_up} B, down {result.bytes_down} B, {time.monotonic() - started:.1f} s"
             if result.error is not None:
                 _say(f"[{n}] {where}: closed with error: {result.error.message} ({tail})")
@@ -150,8 +155,6 @@ class Listener:
         except Exception as exc:  # one connection's surprise never takes the listener down
             _say(f"[{n}] {where}: failed: {exc.__class__.__name__}: {exc}")
         finally:
-            if slot is not None:
-                slot.release()
             with self.lock:
                 self.active.pop(n, None)
             try:
@@ -195,18 +198,18 @@ def _shut_write(conn: socket.socket) -> None:
 def run_tunnel(opts: Any, local_port: int, max_connections: int, push: Optional[bool]) -> int:
     """Locate the target once, then listen until Ctrl-C / SIGTERM; exit 0 after a clean shutdown."""
     from eic_proxy.config import validate
-    from eic_proxy.lifecycle.session import Session
+    from eic_proxy.lifecycle.connection import plan_of
+    from eic_proxy.lifecycle.session import SERVICE_PORTS, Session
 
     validate(opts)
     if not 0 <= local_port <= 65535:
         raise UsageError(f"--local-port {local_port} is out of range 0..65535")
     session = Session(opts)
-    if session.located.target.state != "running":
-        raise InstanceStateError(f"{session.located.target.instance_id} is {session.located.target.state}",
+    target = session.locate().target
+    if target.state != "running":
+        raise InstanceStateError(f"{target.instance_id} is {target.state}",
                                  hint="start it first (or use `eic-proxy connect --start` once)")
-    listener = Listener(session, local_port, max_connections, opts.port == 22 if push is None else push)
-    from eic_proxy.lifecycle.session import SERVICE_PORTS
-
+    listener = Listener(plan_of(session), local_port, max_connections, opts.port == 22 if push is None else push)
     if opts.port not in SERVICE_PORTS:  # said once up front; each refused connection says it again
         _say(f"warning: the endpoint accepts remote ports 22 and 3389 only; port {opts.port} will likely be "
              f"refused (forward it through ssh instead: ssh -N -L {opts.port}:localhost:{opts.port} {opts.host})")
@@ -219,7 +222,7 @@ def run_tunnel(opts: Any, local_port: int, max_connections: int, push: Optional[
         previous[sig] = signal.signal(sig, on_signal)
     try:
         return listener.serve(lambda lst: _say(
-            f"listening on {' and '.join(lst.addresses)} -> {opts.host} ({session.located.target.instance_id}) "
+            f"listening on {' and '.join(lst.addresses)} -> {opts.host} ({target.instance_id}) "
             f"port {opts.port}; Ctrl-C stops"))
     finally:
         for sig, handler in previous.items():
@@ -234,26 +237,20 @@ def add_parser(sub: Any) -> None:
                                    "(3389), or port 22 for tools that cannot run a ProxyCommand. Ctrl-C stops it.")
     t.add_argument("host", metavar="HOST", help="instance ID, Name tag, tag:KEY=VALUE, IP or DNS name")
     t.add_argument("--local-port", type=int, required=True, metavar="N", help="local port (0: pick a free one)")
-    t.add_argument("--remote-port", type=int, default=DEFAULTS.port, metavar="P",
-                   help="instance port (default 22); the endpoint accepts 22 and 3389 only: for other ports "
-                        "forward through ssh (ssh -L)")
-    t.add_argument("--os-user", help="OS user for the key push on port 22 (default ec2-user)")
-    t.add_argument("--max-connections", type=int, default=DEFAULT_MAX_CONNECTIONS, metavar="N",
-                   help="connections open at once through this listener (default 10; the endpoint allows 20)")
+    add_remote_port(t, "; the endpoint accepts 22 and 3389 only: for other ports forward through ssh (ssh -L)")
+    t.add_argument("--max-open", type=int, default=DEFAULT_MAX_OPEN, metavar="N",
+                   help="connections open at once through this listener; more wait (default 10)")
+    t.add_argument("--max-connections", dest="max_open", type=int, help=argparse.SUPPRESS)  # its name until 0.2
     t.add_argument("--push", dest="push", action="store_true", default=None,
                    help="push the managed key for every connection (default: only for port 22)")
-    t.add_argument("--no-push", dest="push", action="store_false", help="never push a key")
-    t.add_argument("--eice-id", help="use this endpoint instead of discovering one")
-    t.add_argument("--max-tunnel-duration", type=int, metavar="SECONDS", help="per-connection duration cap (1..3600)")
-    t.add_argument("--queue-timeout", type=float, default=DEFAULTS.queue_timeout, metavar="SECONDS",
-                   help="how long a connection waits for a free slot (default 300)")
-    t.add_argument("--timeout", type=float, metavar="SECONDS", help="API and handshake timeout")
-    add_key_options(t)
-    add_lookup(t)
-    add_ip_family(t)
+    add_flags(t, "push", "os_user", "eice_id", "max_tunnel_duration", "queue_timeout", "timeout",
+              helps={"os_user": "OS user for the key push on port 22 (default ec2-user)",
+                     "push": "never push a key", "max_tunnel_duration": "per-connection duration cap (1..3600)"})
+    add_flags(t, "max_connections", aliases=False)  # its old spelling means --max-open here
+    add_flags(t, *KEY_FLAGS, *LOOKUP_FLAGS, "ip_family")
     add_common(t)
 
 
 def run(args: argparse.Namespace) -> int:
     opts = connect_options(args, args.host, args.remote_port, args.os_user)
-    return run_tunnel(opts, args.local_port, args.max_connections, args.push)
+    return run_tunnel(opts, args.local_port, args.max_open, args.push)

@@ -4,7 +4,8 @@ from __future__ import annotations
 import logging
 from typing import Any, Iterable, Optional
 
-from eic_proxy.aws.client import Aws, api_errors, translate
+from eic_proxy.aws.client import api_errors, translate
+from eic_proxy.aws.seams import AwsApi
 from eic_proxy.errors import NoEndpoint, UsageError
 from eic_proxy.model import Endpoint, Target
 
@@ -74,7 +75,7 @@ def dns_name_for(endpoint: Endpoint, use_fips: bool, family: str = "auto",
     return endpoint.dns_name
 
 
-def describe_endpoints(aws: Aws, ec2: Any, *, vpc_id: Optional[str] = None, endpoint_id: Optional[str] = None,
+def describe_endpoints(aws: AwsApi, ec2: Any, *, vpc_id: Optional[str] = None, endpoint_id: Optional[str] = None,
                        states: Optional[Iterable[str]] = USABLE_STATES) -> list[Endpoint]:
     """The endpoints of a VPC (or the one with ``endpoint_id``) in ``states`` (None: any), in API order."""
     filters = [] if states is None else [{"Name": "state", "Values": list(states)}]
@@ -96,7 +97,7 @@ def describe_endpoints(aws: Aws, ec2: Any, *, vpc_id: Optional[str] = None, endp
         raise translate(exc, "listing EC2 Instance Connect Endpoints", aws.profile) from exc
 
 
-def find_endpoint(aws: Aws, ec2: Any, target: Target, endpoint_id: Optional[str] = None) -> Endpoint:
+def find_endpoint(aws: AwsApi, ec2: Any, target: Target, endpoint_id: Optional[str] = None) -> Endpoint:
     """Discover the endpoint for ``target``, or fail saying which VPC lacks one and how to create it."""
     found = describe_endpoints(aws, ec2, vpc_id=None if endpoint_id else target.vpc_id, endpoint_id=endpoint_id)
     if endpoint_id:

@@ -18,15 +18,13 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from eic_proxy.errors import EicProxyError, ExitCode
+from eic_proxy.errors import EicProxyError, HostKeyError
 from eic_proxy.store import knownhosts
 from eic_proxy.tunnel.hostkeys import KexSniffer, parse_console
 
 log = logging.getLogger(__name__)
 
 
-class HostKeyError(EicProxyError):
-    exit_code = ExitCode.HOST_KEY
 
 
 @dataclass

@@ -8,7 +8,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
-from eic_proxy.aws.client import Aws
+from eic_proxy.aws.seams import AwsApi
 from eic_proxy.control.resolve import HostSpec
 from eic_proxy.model import Endpoint, Target
 from eic_proxy.store.cache import ENDPOINT_TTL, TARGET_TTL, Cache
@@ -28,7 +28,7 @@ LOOKUP_WAIT = 30.0  # a lookup in flight elsewhere is waited for this long at mo
 
 
 class Locator:
-    def __init__(self, aws: Aws, cache: Optional[Cache], pick: Optional[str] = None,
+    def __init__(self, aws: AwsApi, cache: Optional[Cache], pick: Optional[str] = None,
                  eice_id: Optional[str] = None, allow_stopped: bool = False) -> None:
         self.aws = aws
         self.allow_stopped = allow_stopped

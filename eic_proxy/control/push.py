@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from eic_proxy.aws.client import Aws, api_errors, translate
-from eic_proxy.errors import AccessDenied, AwsApiError, ExitCode
+from eic_proxy.aws.client import api_errors, translate
+from eic_proxy.aws.seams import AwsApi
+from eic_proxy.errors import AccessDenied, AwsBusy
 from eic_proxy.keys.lifecycle import PUSH_REUSE, LocalKey
 from eic_proxy.store import audit, files
 
@@ -54,7 +55,7 @@ def is_retryable(exc: BaseException) -> bool:
         return False
 
 
-def send_public_key(aws: Aws, eic: Any, instance_id: str, os_user: str, public_line: str,
+def send_public_key(aws: AwsApi, eic: Any, instance_id: str, os_user: str, public_line: str,
                     budget: float = RETRY_BUDGET, sleep: Callable[[float], None] = time.sleep) -> str:
     """Push ``public_line`` for (instance, OS user); return the service's RequestId."""
     deadline = time.monotonic() + budget
@@ -76,9 +77,8 @@ def send_public_key(aws: Aws, eic: Any, instance_id: str, os_user: str, public_l
                 err.hint = ("your IAM identity needs ec2-instance-connect:SendSSHPublicKey on this instance; "
                             f"a policy condition on ec2:osuser may exclude {os_user!r} (`eic-proxy policy` prints one)")
             elif is_retryable(exc):
-                err = AwsApiError(f"{err.message} (still failing after {attempt} attempts in {budget:.0f} s)",
-                                  hint="the service is throttling or unavailable; wait a minute and retry",
-                                  exit_code=ExitCode.SERVICE_UNAVAILABLE)
+                err = AwsBusy(f"{err.message} (still failing after {attempt} attempts in {budget:.0f} s)",
+                              hint="the service is throttling or unavailable; wait a minute and retry")
             raise err from exc
     request_id = resp.get("RequestId") or resp.get("ResponseMetadata", {}).get("RequestId", "")
     log.debug("= pushed key to %s as %s (request %s)", instance_id, os_user, request_id)
@@ -111,7 +111,7 @@ def read_record(instance_id: str, os_user: str, fingerprint: str) -> Optional[Pu
 PENDING_WAIT = RETRY_BUDGET + 10.0
 
 
-def ensure_pushed(aws: Aws, key: LocalKey, instance_id: str, os_user: str, use_cache: bool = True) -> str:
+def ensure_pushed(aws: AwsApi, key: LocalKey, instance_id: str, os_user: str, use_cache: bool = True) -> str:
     """Make sure a push of ``key`` for (instance, OS user) is fresh; the RequestId of the push that
     serves this connection, made now or reused from the record (the audit log names it either way)."""
     from eic_proxy.store.inflight import single_flight

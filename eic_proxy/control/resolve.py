@@ -8,8 +8,9 @@ import re
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
-from eic_proxy.aws.client import Aws, api_errors, translate
-from eic_proxy.errors import ExitCode, HostNotFound, InstanceStateError, UsageError
+from eic_proxy.aws.client import api_errors, translate
+from eic_proxy.aws.seams import AwsApi
+from eic_proxy.errors import AmbiguousHost, HostNotFound, InstanceStateError, UsageError
 from eic_proxy.model import Target
 
 log = logging.getLogger(__name__)
@@ -83,8 +84,6 @@ def _parse(text: str) -> HostSpec:
     return HostSpec("name", host, None, region, profile)
 
 
-class AmbiguousHost(HostNotFound):
-    exit_code = ExitCode.AMBIGUOUS_HOST
 
 
 def describe_all(ec2: Any, **kwargs: Any) -> list[dict[str, Any]]:
@@ -129,7 +128,7 @@ def _keep(spec: HostSpec, inst: dict[str, Any]) -> bool:
     return True
 
 
-def find_instances(aws: Aws, ec2: Any, spec: HostSpec, states: Optional[Sequence[str]] = None) -> list[Target]:
+def find_instances(aws: AwsApi, ec2: Any, spec: HostSpec, states: Optional[Sequence[str]] = None) -> list[Target]:
     """Every instance the alias matches (names: running ones only, unless ``states`` says otherwise)."""
     query = _query(spec)
     if states is not None and "Filters" in query:
@@ -170,7 +169,7 @@ def pick(spec: HostSpec, matches: list[Target], how: Optional[str], where: str) 
 STARTABLE = ("pending", "stopping", "stopped")
 
 
-def resolve(aws: Aws, ec2: Any, spec: HostSpec, how: Optional[str] = None, allow_stopped: bool = False) -> Target:
+def resolve(aws: AwsApi, ec2: Any, spec: HostSpec, how: Optional[str] = None, allow_stopped: bool = False) -> Target:
     """The one instance ``spec`` names, running (or startable, with ``allow_stopped``).
 
     Names match running instances only; when none runs, a second lookup finds a stopped one so the

@@ -9,9 +9,10 @@ import sys
 import time
 from typing import Any, Callable, Optional
 
-from eic_proxy.aws.client import Aws, api_errors, translate
+from eic_proxy.aws.client import api_errors, translate
+from eic_proxy.aws.seams import AwsApi
 from eic_proxy.control.resolve import describe_all, target_from_instance
-from eic_proxy.errors import ExitCode, InstanceStateError
+from eic_proxy.errors import InstanceStateError, InstanceWaitTimeout
 from eic_proxy.model import Target
 
 POLL_INTERVAL = 2.0
@@ -48,7 +49,7 @@ class Progress:
             self._open = False
 
 
-def start_and_wait(aws: Aws, ec2: Any, target: Target, deadline: float, progress: Progress,
+def start_and_wait(aws: AwsApi, ec2: Any, target: Target, deadline: float, progress: Progress,
                    sleep: Callable[[float], None] = time.sleep) -> Target:
     """StartInstances (unless already pending), then poll until running; the running Target."""
     label = target.instance_id + (f" ({target.name})" if target.name else "")
@@ -67,7 +68,7 @@ def start_and_wait(aws: Aws, ec2: Any, target: Target, deadline: float, progress
     return target
 
 
-def _wait_for(aws: Aws, ec2: Any, target: Target, states: set[str], deadline: float, progress: Progress,
+def _wait_for(aws: AwsApi, ec2: Any, target: Target, states: set[str], deadline: float, progress: Progress,
               sleep: Callable[[float], None], what: str) -> Target:
     while True:
         current = describe(aws, ec2, target.instance_id)
@@ -77,14 +78,13 @@ def _wait_for(aws: Aws, ec2: Any, target: Target, states: set[str], deadline: fl
         if state in ("terminated", "shutting-down", "gone"):
             raise InstanceStateError(f"instance {target.instance_id} is {state}", hint="pick another instance")
         if time.monotonic() >= deadline:
-            raise InstanceStateError(f"instance {target.instance_id} is still {state} after waiting for it {what}",
-                                     hint="raise --start-timeout, or check the instance in the console",
-                                     exit_code=ExitCode.TIMEOUT)
+            raise InstanceWaitTimeout(f"instance {target.instance_id} is still {state} after waiting for it {what}",
+                                      hint="raise --start-timeout, or check the instance in the console")
         progress.say(f"waiting for {target.instance_id} {what}: {state}")
         sleep(POLL_INTERVAL)
 
 
-def describe(aws: Aws, ec2: Any, instance_id: str) -> Optional[Target]:
+def describe(aws: AwsApi, ec2: Any, instance_id: str) -> Optional[Target]:
     try:
         found = describe_all(ec2, InstanceIds=[instance_id])
     except api_errors() as exc:

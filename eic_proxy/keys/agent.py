@@ -12,7 +12,7 @@ import struct
 import sys
 from typing import Any, Optional
 
-from eic_proxy.errors import ExitCode, KeyError_
+from eic_proxy.errors import AgentError
 
 SSH_AGENT_SUCCESS = 6
 SSH_AGENTC_REQUEST_IDENTITIES = 11
@@ -24,8 +24,6 @@ WINDOWS_PIPE = r"\\.\pipe\openssh-ssh-agent"
 MAX_REPLY = 256 * 1024
 
 
-class AgentError(KeyError_):
-    exit_code = ExitCode.KEY
 
 
 def _string(b: bytes) -> bytes:

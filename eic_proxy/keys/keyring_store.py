@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from typing import Any, Callable
 
-from eic_proxy.errors import ExitCode, KeyError_
+from eic_proxy.errors import KeyError_, KeyringTimeout
 
 KEYRING_SERVICE = "eic-proxy"
 
@@ -52,9 +52,8 @@ def keyring_call(fn: Callable[..., Any], doing: str, *args: Any) -> Any:
         wait = KEYRING_WAIT
     worker.join(wait)
     if worker.is_alive():
-        raise KeyError_(f"the OS keyring did not answer within {wait:.0f} s (trying to {doing} it)",
-                        hint="unlock the keyring, or set key-store = file in the config",
-                        exit_code=ExitCode.LOCKED)
+        raise KeyringTimeout(f"the OS keyring did not answer within {wait:.0f} s (trying to {doing} it)",
+                             hint="unlock the keyring, or set key-store = file in the config")
     if "error" in box:
         err = box["error"]
         raise KeyError_(f"cannot {doing} the OS keyring: {err.__class__.__name__}: {err}",

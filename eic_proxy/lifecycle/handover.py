@@ -1,7 +1,7 @@
 """A prepared connection, handed from the process that prepared it to the one that carries the tunnel.
 
 Under the helper, each connection's process forks a short-lived one that does the preparing (command
-line, settings, location, key push, host keys) and hands over a ``Plan``; the long-lived process then
+line, settings, location, key push, host keys) and hands over a ``connection.Plan``; the long-lived process then
 only opens the WebSocket and pumps. What the preparing touched (argparse, config and cache files, the
 key, botocore on a cold connection) is gone with it instead of staying copied in every open tunnel's
 memory (bench/RESULTS.md: ~1.8 MiB per tunnel).
@@ -16,7 +16,10 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from eic_proxy.aws.sharedfiles import StaticCredentials
-from eic_proxy.config import ConnectOptions
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from eic_proxy.aws.client import Aws
 
 
 @dataclass(frozen=True)
@@ -33,67 +36,33 @@ class AwsSettings:
     use_cache: bool
 
 
-@dataclass(frozen=True)
-class Plan:
-    opts: ConnectOptions
-    located: Any  # locate.Located
-    aws: AwsSettings
-    verbose: int
-    pushed_at: Optional[float]
-    push_request_id: Optional[str]
-    guard: Any  # hostkey_guard.HostKeyGuard, or None
-    key_used: bool  # our key was pushed: the tunnel's end is the moment to rotate it if due
-    clock_offset: Optional[float] = None  # AWS's time minus ours, when a refusal showed this clock is off
-
-
 class PreparedAws:
-    """``Aws`` for the carrying process: the handed-over settings and credentials at once, and a real
-    ``Aws`` (made on first need, with the same settings) for what only the rare paths ask: a location
-    that proved stale, the console of an instance a reconnect moved to."""
+    """``AwsApi`` for the carrying process: the handed-over settings and credentials at once, and a real
+    ``Aws`` (made on the first ``client()``, with the same settings) for what only the rare paths ask: a
+    location that proved stale, the console of an instance a reconnect moved to."""
 
     def __init__(self, settings: AwsSettings) -> None:
         self._settings = settings
-        self._real: Any = None
+        self._real: Optional[Aws] = None
         self.profile = settings.profile
         self.region = settings.region
         self.use_fips = settings.use_fips
         self.ca_bundle = settings.ca_bundle
+        self.connect_timeout = settings.connect_timeout
+        self.read_timeout = settings.read_timeout
+        self.use_cache = settings.use_cache
+        self.clock_offset: Optional[float] = None
 
     def frozen_credentials(self) -> StaticCredentials:
         return self._settings.credentials
 
-    def __getattr__(self, name: str) -> Any:
+    def client(self, service: str, max_attempts: int = 3) -> Any:
         if self._real is None:
             from eic_proxy.aws.client import make_aws
 
             s = self._settings
             self._real = make_aws(s.profile, s.region, s.connect_timeout, s.read_timeout, s.use_cache)
-        return getattr(self._real, name)
-
-
-def plan_of(session: Any, verbose: int) -> Plan:
-    """The plan of a session that is ready to open its WebSocket."""
-    aws = session.aws
-    creds = aws.frozen_credentials()
-    return Plan(opts=session.opts, located=session.located,
-                aws=AwsSettings(aws.profile, aws.region, bool(aws.use_fips), aws.ca_bundle,
-                                StaticCredentials(creds.access_key, creds.secret_key, creds.token),
-                                aws.connect_timeout, aws.read_timeout, aws.use_cache),
-                verbose=verbose, pushed_at=session.pushed_at, push_request_id=session.push_request_id,
-                guard=session.guard, key_used=session.key_used, clock_offset=session.signing_offset())
-
-
-def session_of(plan: Plan) -> Any:
-    """The carrying process's ``Session``: located and pushed already."""
-    from eic_proxy.lifecycle.session import Session
-
-    session = Session(plan.opts, aws=PreparedAws(plan.aws), located=plan.located)
-    session.pushed_at = plan.pushed_at
-    session.push_request_id = plan.push_request_id
-    session.guard = plan.guard
-    session.key_used = plan.key_used
-    session.clock_offset = plan.clock_offset
-    return session
+        return self._real.client(service, max_attempts)
 
 
 def dumps(message: object) -> bytes:

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from eic_proxy.errors import ExitCode, TunnelClosed
+from eic_proxy.errors import NoFreeSlot
 from eic_proxy.store import files
 
 log = logging.getLogger(__name__)
@@ -96,8 +96,7 @@ def _acquire(endpoint_id: str, limit: int, timeout: float, directory: Optional[P
                         "(up to %.0f s)", limit, endpoint_id, timeout)
             said = True
         if time.monotonic() >= deadline:
-            raise TunnelClosed(f"no free connection on endpoint {endpoint_id}: {limit} tunnels are open",
-                               hint="the service allows 20 per endpoint; close some, use ControlMaster to share "
-                                    "one, or raise --queue-timeout",
-                               exit_code=ExitCode.SERVICE_UNAVAILABLE)
+            raise NoFreeSlot(f"no free connection on endpoint {endpoint_id}: {limit} tunnels are open",
+                             hint="the service allows 20 per endpoint; close some, use ControlMaster to share "
+                                  "one, or raise --queue-timeout")
         time.sleep(POLL)

@@ -1,19 +1,27 @@
 """One connection's session: the located target, the push, the slot, the WebSocket and its re-opening.
 
-Used by ``connect`` (the ProxyCommand), the ``tunnel`` listener, doctor and ``--start``; the bytes
-then go through ``pump`` with a ``TunnelProtocol`` from ``new_protocol``, audited by ``tunnel_audited``.
+The state ``connection.prepare`` and ``connection.carry`` work on (one per connection; doctor's checks
+use one too). Its constructor does no I/O.
 """
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import random
 import time
-from typing import Any, Iterator, Optional
+from typing import Any, Optional
 
 from eic_proxy import clock
 from eic_proxy.config import ConnectOptions
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from eic_proxy.aws.seams import AwsApi
+    from eic_proxy.control.hostkey_guard import HostKeyGuard
+    from eic_proxy.control.locate import Located, Locator
+    from eic_proxy.control.resolve import HostSpec
+    from eic_proxy.keys.lifecycle import KeyManager
+    from eic_proxy.lifecycle.limiter import Slot
 
 log = logging.getLogger(__name__)
 
@@ -22,45 +30,67 @@ SERVICE_PORTS = (22, 3389)  # the endpoint's port rule (docs/protocol.md §3.2)
 
 def port_rule_error(port: int, host: str, refused: Any) -> Any:
     """The endpoint's refusal of a port other than 22/3389, said as the rule and what to do instead."""
-    from eic_proxy.errors import HandshakeError
 
-    return HandshakeError(
+    return type(refused)(
         f"the endpoint accepts remote ports 22 and 3389 only, not {port} ({refused.message})",
         hint=f"reach port {port} through ssh over port 22: `ssh -N -L {port}:localhost:{port} {host}` "
              f"(or `eic-proxy tunnel {host} --local-port 2222 --remote-port 22`, then ssh -p 2222 -L …)",
-        exit_code=refused.exit_code, status=refused.status, error_code=refused.error_code)
+        status=refused.status, error_code=refused.error_code)
 
 
 class Session:
     """One connect: the located target, and how to open (and re-open) its tunnel."""
 
-    def __init__(self, opts: ConnectOptions, aws: Any = None, located: Any = None) -> None:
-        """Locates the target now, unless ``aws`` and ``located`` come from the caller (doctor, or the
-        process a prepared connection was handed to, which then builds nothing else until it must)."""
+    def __init__(self, opts: ConnectOptions, aws: Optional[AwsApi] = None, located: Optional[Located] = None,
+                 carrier_pid: Optional[int] = None) -> None:
+        """Builds nothing and asks nothing: ``aws`` is made when first needed, ``locate()`` looks the
+        target up (or ``located`` comes from the caller: doctor, or the process a prepared connection was
+        handed to). ``carrier_pid``: the process that carries the tunnel (and rotates the key after
+        it), when it is not this one (the helper's preparer prepares for its parent)."""
         self.opts = opts
-        self._spec: Any = None
-        self._locator: Any = None
-        if aws is None:
-            from eic_proxy.aws.client import make_aws
-
-            timeouts = {} if opts.timeout is None else {"connect_timeout": opts.timeout, "read_timeout": opts.timeout}
-            aws = make_aws(self.spec.profile or opts.profile, self.spec.region or opts.region, **timeouts,
-                           use_cache=opts.use_cache)
-        self.aws = aws
-        self.located = located or self.locator.locate(self.spec)
+        self._spec: Optional[HostSpec] = None
+        self._locator: Optional[Locator] = None
+        self._aws = aws
+        self._located = located
         self.pushed_at: Optional[float] = None
-        self._key_manager: Any = None
-        self.slot: Any = None
+        self._key_manager: Optional[KeyManager] = None
+        self.slot: Optional[Slot] = None
         self.slot_endpoint: Optional[str] = None
         self.push_request_id: Optional[str] = None  # SendSSHPublicKey RequestId made (or reused) for this tunnel
-        self.opened = False  # the tunnel was up (its end is audited by tunnel_audited)
-        self.guard: Any = None  # the host-key guard, when known_hosts is ours
+        self.opened = False  # the tunnel was up (its end is audited by connection.carry)
+        self.guard: Optional[HostKeyGuard] = None  # the host-key guard, when known_hosts is ours
         self.key_used = False  # our key was pushed for this tunnel: rotate it at the end if it is due
-        self.carrier_pid = os.getpid()  # the process that carries the tunnel (and rotates the key after it)
+        self.carrier_pid = os.getpid() if carrier_pid is None else carrier_pid
         self.clock_offset: Optional[float] = None  # endpoint's time minus ours, once a refusal showed it
 
     @property
-    def spec(self) -> Any:
+    def aws(self) -> AwsApi:
+        if self._aws is None:
+            from eic_proxy.aws.client import make_aws
+
+            opts = self.opts
+            timeouts = {} if opts.timeout is None else {"connect_timeout": opts.timeout, "read_timeout": opts.timeout}
+            self._aws = make_aws(self.spec.profile or opts.profile, self.spec.region or opts.region, **timeouts,
+                                 use_cache=opts.use_cache)
+        return self._aws
+
+    @property
+    def located(self) -> Located:
+        if self._located is None:
+            raise RuntimeError("Session.locate() was not called")
+        return self._located
+
+    @located.setter
+    def located(self, value: Located) -> None:
+        self._located = value
+
+    def locate(self) -> Located:
+        """Look the target and its endpoint up (the cache first)."""
+        self._located = self.locator.locate(self.spec)
+        return self._located
+
+    @property
+    def spec(self) -> HostSpec:
         if self._spec is None:
             from eic_proxy.control.resolve import parse_host
 
@@ -68,7 +98,7 @@ class Session:
         return self._spec
 
     @property
-    def locator(self) -> Any:
+    def locator(self) -> Locator:
         if self._locator is None:
             from eic_proxy.control.locate import Locator
             from eic_proxy.store.cache import Cache
@@ -146,7 +176,7 @@ class Session:
         """How far AWS's time is from ours, once a refusal showed it (the handshake's, or an API call's)."""
         if self.clock_offset is not None:
             return self.clock_offset
-        return self.aws.__dict__.get("clock_offset")  # not through PreparedAws.__getattr__: no client for this
+        return getattr(self.aws, "clock_offset", None)
 
     def _clock_corrected(self, exc: Any) -> bool:
         """A refusal for the signing time (URL expired, or signed in the future) with the endpoint's own
@@ -218,7 +248,7 @@ class Session:
 
         return [(time.monotonic() + ROTATE_QUIET, self.rotate_key_if_due)] if self.key_used else []
 
-    def key_manager(self) -> Any:
+    def key_manager(self) -> KeyManager:
         if self._key_manager is None:
             from eic_proxy.keys.lifecycle import make_key_manager
 
@@ -315,11 +345,10 @@ class Session:
                     progress.say(f"port {self.opts.port} on {target.instance_id} answers")
                     return ws, proto, first
                 if time.monotonic() >= deadline:
-                    from eic_proxy.errors import ExitCode, TunnelClosed
+                    from eic_proxy.errors import PortSilent
 
-                    raise TunnelClosed(f"{target.instance_id} is running but nothing answers on port {self.opts.port}",
-                                       hint="raise --start-timeout, or check that sshd starts on boot",
-                                       exit_code=ExitCode.TIMEOUT)
+                    raise PortSilent(f"{target.instance_id} is running but nothing answers on port {self.opts.port}",
+                                     hint="raise --start-timeout, or check that sshd starts on boot")
                 progress.say(f"waiting for port {self.opts.port} on {target.instance_id} to answer")
                 time.sleep(PROBE_INTERVAL)
         finally:
@@ -333,64 +362,3 @@ HANDSHAKE_RETRY_BUDGET = 20.0
 PROBE_INTERVAL = 2.0
 PROBE_WAIT = 10.0
 PROBE_PUSH_REUSE = 40.0
-
-
-def tunnel_audited(session: "Session", ws: Any, local: Any, proto: Any, first: bytes = b"",
-                   close_output: Optional[Any] = None, reconnect: Optional[Any] = None,
-                   tell: Optional[Any] = None, inspect: Optional[Any] = None) -> Any:
-    """Pump one open WebSocket, with a ``connect`` and a ``disconnect`` entry in the audit log."""
-    from eic_proxy.store import audit
-    from eic_proxy.transport.pump import pump, stderr_line
-
-    opts, located = session.opts, session.located
-    log.debug("= tunnel open to %s (%s:%d) via %s", located.target.instance_id, located.target.ip, opts.port,
-              located.endpoint.endpoint_id)
-    conn_id = os.urandom(6).hex()
-    session.opened = True
-    from eic_proxy.store.files import say_warning
-
-    say_warning()  # a cache or record that could not be written: the connection goes on, and says so once
-    audit.append("connect", id=conn_id, host=opts.host, instance_id=located.target.instance_id,
-                 os_user=opts.os_user if opts.push else None, port=opts.port, ip=located.target.ip,
-                 endpoint_id=located.endpoint.endpoint_id, push_request_id=session.push_request_id,
-                 profile=session.aws.profile, region=session.aws.region, pid=os.getpid())
-    result = None
-    # ssh's SIGHUP at its exit must not kill us between the pump's end and the entry: ignored from
-    # before the pump (which installs its own handlers meanwhile) until the entry is written.
-    with _signals_held():
-        try:
-            result = pump(ws, proto, local, close_output or (lambda: None), reconnect=reconnect,
-                          first=first, tell=tell or stderr_line, inspect=inspect, chores=session.chores())
-            return result
-        finally:
-            if result is None:
-                audit.append("disconnect", id=conn_id, host=opts.host, instance_id=session.located.target.instance_id,
-                             reason="internal-error", exit_code=70)
-            else:
-                err = result.error
-                audit.append("disconnect", id=conn_id, host=opts.host, instance_id=session.located.target.instance_id,
-                             bytes_up=result.bytes_up, bytes_down=result.bytes_down,
-                             duration=round(result.duration, 3), reason=result.reason, exit_code=result.exit_code,
-                             error=err.message if err is not None else None)
-            # Before ssh's second SIGHUP can end this process: our ssh is done with the key.
-            session.tunnel_ended()
-
-
-@contextlib.contextmanager
-def _signals_held() -> Iterator[None]:
-    """SIGHUP/SIGTERM/SIGINT ignored while the block runs, except while someone inside has handlers of
-    its own (the pump does, and puts ours back after). Main thread only."""
-    import signal
-    import threading
-
-    from eic_proxy.transport.pump import SIGNALS
-
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in SIGNALS}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)

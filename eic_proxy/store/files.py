@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Iterator, Optional
 
-from eic_proxy.errors import EicProxyError, ExitCode, LocalFileError, UsageError
+from eic_proxy.errors import LocalFileError, LockTimeout, NotOurs
 
 # What a write can meet on the user's own machine, said as the user would say it.
 DISK_CAUSES = {
@@ -48,18 +48,6 @@ def config_dir() -> Path:
     import platformdirs
 
     return Path(platformdirs.user_config_dir(APP, appauthor=False))
-
-
-class NotOurs(UsageError, PermissionError):
-    """A directory of ours that belongs to another user: refused where it is needed (exit 3), done
-    without where it is not (a cache, a record), like any directory we cannot write."""
-
-    def __init__(self, path: Path, uid: int) -> None:
-        super().__init__(f"{path} belongs to another user (uid {uid}); eic-proxy will not trust it",
-                         hint="remove it, or point XDG_CACHE_HOME / XDG_DATA_HOME at a directory of yours")
-        self.errno = errno.EACCES
-        self.strerror = "belongs to another user"
-        self.filename = str(path)
 
 
 def _cause(exc: OSError) -> str:
@@ -225,12 +213,6 @@ def lock_wait() -> float:
         return max(float(os.environ.get("EIC_PROXY_LOCK_TIMEOUT", LOCK_WAIT)), 0.0)
     except ValueError:
         return LOCK_WAIT
-
-
-class LockTimeout(EicProxyError, TimeoutError):
-    """Another eic-proxy process held a lock for the whole wait: stopped (Ctrl-Z, SIGSTOP) or hung."""
-
-    exit_code = ExitCode.LOCKED
 
 
 class FileLock:

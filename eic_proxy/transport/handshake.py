@@ -16,7 +16,7 @@ import ssl
 from typing import Optional
 
 from eic_proxy import __version__
-from eic_proxy.errors import ExitCode, HandshakeError, NetworkError, ProtocolError, UsageError
+from eic_proxy.errors import HandshakeError, NetworkError, NetworkTimeout, ProtocolError, TlsError, UsageError
 from eic_proxy.tunnel.endpoint_errors import clean_text, handshake_error
 
 log = logging.getLogger(__name__)
@@ -73,8 +73,8 @@ def tls_context(ca_bundle: Optional[str], host: str = "the endpoint") -> ssl.SSL
         else:
             ctx.load_default_certs(ssl.Purpose.SERVER_AUTH)
     except (OSError, ssl.SSLError, ValueError) as exc:
-        raise NetworkError(f"cannot load the CA bundle {ca_bundle or 'of the system'} to verify {host}: {exc}",
-                           hint="check AWS_CA_BUNDLE (or ca_bundle in the profile)", exit_code=ExitCode.TLS) from exc
+        raise TlsError(f"cannot load the CA bundle {ca_bundle or 'of the system'} to verify {host}: {exc}",
+                       hint="check AWS_CA_BUNDLE (or ca_bundle in the profile)") from exc
     if keylog:
         ctx.keylog_filename = keylog
     else:
@@ -131,18 +131,16 @@ def open_websocket(url: str, ca_bundle: Optional[str] = None, timeout: float = D
         raise NetworkError(f"the proxy {where} refused the tunnel to {host}: {exc}",
                            hint="check HTTPS_PROXY (and its user:password) and NO_PROXY") from exc
     except ssl.SSLCertVerificationError as exc:
-        raise NetworkError(f"TLS certificate of the endpoint {host} is not trusted: {exc.verify_message}",
-                           hint="if you use a TLS-inspecting proxy or a test endpoint, set AWS_CA_BUNDLE to its CA",
-                           exit_code=ExitCode.TLS) from exc
+        raise TlsError(f"TLS certificate of the endpoint {host} is not trusted: {exc.verify_message}",
+                       hint="if you use a TLS-inspecting proxy or a test endpoint, set AWS_CA_BUNDLE to its CA") from exc
     except ssl.SSLError as exc:
-        raise NetworkError(f"TLS handshake with the endpoint {host} failed: {exc.reason or exc}",
-                           hint="check proxies and AWS_CA_BUNDLE", exit_code=ExitCode.TLS) from exc
+        raise TlsError(f"TLS handshake with the endpoint {host} failed: {exc.reason or exc}",
+                       hint="check proxies and AWS_CA_BUNDLE") from exc
     except socket.gaierror as exc:
         raise NetworkError(f"DNS lookup of the endpoint {host} failed: {exc.strerror}",
                            hint="check DNS and the network; the endpoint's DNS name must resolve") from exc
     except socket.timeout as exc:
-        raise NetworkError(f"timed out connecting to the endpoint {host}", hint="check the network and proxies",
-                           exit_code=ExitCode.TIMEOUT) from exc
+        raise NetworkTimeout(f"timed out connecting to the endpoint {host}", hint="check the network and proxies") from exc
     except _BadHandshake as exc:
         raise ProtocolError(f"bad WebSocket handshake from the endpoint {host}: {exc}",
                             hint="a proxy may be interfering; retry with -v") from exc

@@ -76,6 +76,24 @@ def stderr_line(text: str) -> None:
         pass
 
 
+def close_quietly(fd: int) -> None:
+    """End our side of ssh's pipe so ssh sees EOF at once — without freeing the descriptor number.
+
+    Closing fd 1 outright would let the next open() (a lock file, the key file) get number 1, and a
+    late write meant for stdout would land in it. /dev/null takes its place instead.
+    """
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+    except OSError:
+        return
+    try:
+        os.dup2(devnull, fd)
+    except OSError:
+        pass
+    finally:
+        os.close(devnull)
+
+
 def write_all(fd: int, data: bytes) -> None:
     mv = memoryview(data)
     while mv:

@@ -12,7 +12,19 @@ import json
 import re
 from typing import Optional
 
-from eic_proxy.errors import CredentialsError, EicProxyError, ExitCode, HandshakeError, TunnelClosed
+from eic_proxy.errors import (
+    CredentialsError,
+    EicProxyError,
+    EndpointBusy,
+    ExitCode,
+    HandshakeDenied,
+    HandshakeError,
+    SignatureExpired,
+    SignatureRejected,
+    TargetUnreachable,
+    TunnelClosed,
+    TunnelExpired,
+)
 
 CLOSE_EXPLANATIONS = {
     1000: "normal closure", 1001: "going away", 1002: "protocol error", 1003: "unsupported data",
@@ -60,17 +72,16 @@ def close_error(code: Optional[int], reason: str, elapsed: float,
     arriving within a few seconds of the limit is reported as expiry, whatever its code.
     """
     if max_duration is not None and elapsed >= max_duration - min(2.0, max_duration * 0.05):
-        return TunnelClosed(
+        return TunnelExpired(
             f"the tunnel reached its maximum duration of {int(max_duration)} s and was closed by the endpoint",
             hint="reconnect; for long sessions use ControlMaster/ControlPersist and ServerAliveInterval (README)",
-            exit_code=ExitCode.TUNNEL_EXPIRED,
         )
     if code is None or code == 1000:
         return None
     text = f"endpoint closed the tunnel: {describe_close(code, reason)}"
     low = reason.lower()
     if "unable to connect to target" in low or "connection refused" in low:
-        return TunnelClosed(text, hint=UNREACHABLE_HINT, exit_code=ExitCode.TARGET_UNREACHABLE)
+        return TargetUnreachable(text, hint=UNREACHABLE_HINT)
     if code in RETRY_LATER_CODES:
         return TunnelClosed(text, hint="retry in a moment")
     return TunnelClosed(text, hint="retry; run with -v for details")
@@ -184,4 +195,11 @@ def handshake_error(status: int, body: bytes, max_duration_sent: bool = False) -
         hint = _HINTS[kind]
     if exit_code == ExitCode.CREDENTIALS:
         return CredentialsError(label, hint=hint)
-    return HandshakeError(label, hint=hint, exit_code=exit_code, status=status, error_code=code)
+    return _HANDSHAKE_CLASSES[exit_code](label, hint=hint, status=status, error_code=code)
+
+
+_HANDSHAKE_CLASSES: dict[ExitCode, type[HandshakeError]] = {
+    ExitCode.SIGNATURE_REJECTED: SignatureRejected, ExitCode.SIGNATURE_EXPIRED: SignatureExpired,
+    ExitCode.ACCESS_DENIED: HandshakeDenied, ExitCode.SERVICE_UNAVAILABLE: EndpointBusy,
+    ExitCode.HANDSHAKE_REJECTED: HandshakeError,
+}

@@ -13,7 +13,7 @@ import signal as _signal
 from dataclasses import dataclass, field
 from typing import Callable, Optional, Union
 
-from eic_proxy.errors import EicProxyError, ExitCode, NetworkError, ProtocolError, TunnelClosed, error_line
+from eic_proxy.errors import EicProxyError, ExitCode, NetworkError, NetworkTimeout, ProtocolError, TunnelClosed, error_line
 from eic_proxy.tunnel.effects import (
     CloseOutput,
     Done,
@@ -266,10 +266,10 @@ class TunnelProtocol:
                        "sessions")
         limit = self.keepalive * KEEPALIVE_MISSES
         if self.keepalive > 0 and send_blocked_since is not None and now - send_blocked_since > limit:
-            self._finish("send-stalled", NetworkError(
+            self._finish("send-stalled", NetworkTimeout(
                 f"the endpoint stopped reading: nothing could be sent to it for {now - send_blocked_since:.0f} s "
                 f"({format_bytes(self.bytes_up)} sent up so far)",
-                hint="the endpoint or the network path to it is stuck; reconnect", exit_code=ExitCode.TIMEOUT))
+                hint="the endpoint or the network path to it is stuck; reconnect"))
             return
         if t.next_ping is not None and now >= t.next_ping:
             self._keepalive(now, limit)
@@ -281,10 +281,10 @@ class TunnelProtocol:
             return
         if self._pong_seen and t.ping_unanswered_since is not None and now - t.ping_unanswered_since > limit:
             silent = now - (t.last_received or t.opened)
-            self._finish("keepalive", NetworkError(
+            self._finish("keepalive", NetworkTimeout(
                 f"the endpoint stopped answering: no reply to {KEEPALIVE_MISSES} keep-alive pings, nothing "
                 f"received for {silent:.0f} s ({format_bytes(self.bytes_down)} received so far)",
-                hint="the network or the endpoint is down; reconnect", exit_code=ExitCode.TIMEOUT))
+                hint="the network or the endpoint is down; reconnect"))
             return
         self._send_frame(OP_PING, b"eic")
         if t.first_ping is None:
@@ -372,14 +372,13 @@ class TunnelProtocol:
             return None
         return now - since
 
-    def _stall_error(self, stalled: float, what_happened: str) -> NetworkError:
+    def _stall_error(self, stalled: float, what_happened: str) -> NetworkTimeout:
         if self.bytes_down == 0:
             where = "before the instance sent anything: the endpoint may not reach it (security groups, " \
                     "routing) or its SSH server does not answer; `eic-proxy doctor HOST` checks the chain"
         else:
             where = f"after {format_bytes(self.bytes_down)} received: the endpoint or the network path stalled"
-        return NetworkError(f"{what_happened} while the endpoint had not answered for {stalled:.0f} s, {where}",
-                            exit_code=ExitCode.TIMEOUT)
+        return NetworkTimeout(f"{what_happened} while the endpoint had not answered for {stalled:.0f} s, {where}")
 
     def _finish(self, reason: str, error: Optional[EicProxyError], exit_code: Optional[int] = None,
                 close_code: Optional[int] = 1000, echo: bool = True) -> None:

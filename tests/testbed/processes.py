@@ -11,9 +11,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from eic_proxy.helper.server import HELPER_NAME as HELPER
-from eic_proxy.helper.server import PREPARE_NAME as PREPARE
-from eic_proxy.helper.server import TUNNEL_NAME as TUNNEL
+from eic_proxy.helper.child import HELPER_NAME as HELPER
+from eic_proxy.helper.child import PREPARE_NAME as PREPARE
+from eic_proxy.helper.child import TUNNEL_NAME as TUNNEL
 
 __all__ = ["HELPER", "PREPARE", "TUNNEL", "comm", "home_of", "our_processes"]
 

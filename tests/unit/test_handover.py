@@ -9,7 +9,8 @@ from eic_proxy.config import ConnectOptions
 from eic_proxy.control.hostkey_guard import HostKeyGuard
 from eic_proxy.control.locate import Located
 from eic_proxy.lifecycle import handover
-from eic_proxy.lifecycle.handover import PreparedAws, dumps, loads, plan_of, session_of
+from eic_proxy.lifecycle.connection import plan_of, session_of
+from eic_proxy.lifecycle.handover import PreparedAws, dumps, loads
 from eic_proxy.lifecycle.session import Session
 from eic_proxy.model import Endpoint, Target
 from eic_proxy.transport.link import Link
@@ -42,7 +43,12 @@ def test_a_plan_crosses_the_pipe_and_becomes_a_session_that_needs_no_lookup(monk
     prepared.pushed_at, prepared.push_request_id, prepared.key_used = 123.5, "req-1", True
     prepared.guard = HostKeyGuard("i-0123456789abcdef0", "web-1", {b"blob"})
     made: list[tuple] = []
-    monkeypatch.setattr("eic_proxy.aws.client.make_aws", lambda *a: made.append(a) or FakeAws())
+
+    class RealAws(FakeAws):
+        def client(self, service, max_attempts=3):
+            return ("client", service)
+
+    monkeypatch.setattr("eic_proxy.aws.client.make_aws", lambda *a: made.append(a) or RealAws())
 
     plan = loads(dumps(("plan", plan_of(prepared, verbose=2))))[1]
     carried = session_of(plan)
@@ -56,7 +62,8 @@ def test_a_plan_crosses_the_pipe_and_becomes_a_session_that_needs_no_lookup(monk
     creds = aws.frozen_credentials()
     assert (creds.access_key, creds.secret_key, creds.token) == ("AKIDEXAMPLE", "secret", "session-token")
     assert made == [] and carried._locator is None  # nothing was looked up or built to carry it
-    assert aws.connect_timeout == 5.0  # only a rare path asks for more: then a real Aws, same settings
+    assert aws.connect_timeout == 5.0 and made == []  # settings are data: no client for them
+    assert aws.client("ec2") == ("client", "ec2")  # only a rare path asks for more: then a real Aws, same settings
     assert made == [("dev", "eu-west-1", 5.0, 7.0, True)]
 
 

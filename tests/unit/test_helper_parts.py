@@ -122,6 +122,6 @@ def test_the_idle_time_from_the_environment_is_a_positive_number_or_the_default(
 def test_the_rehearsal_runs_the_real_code_on_made_up_data():
     """The helper's warm-up swallows a failing rehearsal (it only costs memory); here it must not fail at all,
     or a change to the parser, the signer or the protocol went unnoticed by it."""
-    from eic_proxy.helper import server
+    from eic_proxy.helper import warm
 
-    server.rehearsal()
+    warm.rehearsal()

@@ -100,7 +100,7 @@ def test_doctor_and_tables_survive_a_cp1252_console(tmp_path):
     code = ("from eic_proxy.commands.doctor import render, marks_fit; from eic_proxy.checks.rules import Check;"
             "import sys; u = marks_fit(sys.stdout.encoding); print(u);"
             "print(render(Check('credentials', 'pass', 'データベース-1 ✔'), unicode=u))")
-    code = "from eic_proxy.cli import _tolerant_text_streams; _tolerant_text_streams()\n" + code
+    code = "from eic_proxy.report import tolerant_text_streams; tolerant_text_streams()\n" + code
     env = {**_win_env(tmp_path), "PYTHONIOENCODING": "cp1252"}
     r = run_simulated("win32", code, env=env)
     out = _check(r)

@@ -1,0 +1,292 @@
+"""A connection's process under the helper: forked per connection, it takes ssh's descriptors and the
+client's environment, forks a short-lived preparer (``connection.prepare``), receives the plan and
+carries the tunnel (``connection.carry``) — keeping none of the memory the preparing touched.
+
+A child never depends on the helper afterwards, so killing, restarting or upgrading the helper ends no
+tunnel. Its exit code goes back to the client's waiter as a text line.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+from typing import TYPE_CHECKING
+
+from eic_proxy.helper import wire
+
+if TYPE_CHECKING:
+    from eic_proxy.lifecycle.connection import Plan
+
+log = logging.getLogger("eic_proxy.helper")
+
+HANDOFF_WAIT = 10.0
+HELPER_NAME = "eicproxy-helper"  # /proc/PID/comm (15 characters at most): what ps and pkill see
+TUNNEL_NAME = "eicproxy-tunnel"
+PREPARE_NAME = "eicproxy-prep"  # the short-lived process that prepares a connection for its tunnel
+
+
+def set_name(name: str) -> None:
+    """The process's name in ps and pkill: Linux only (/proc/self/comm). macOS has no way without a
+    C extension (README: "The helper")."""
+    if sys.platform != "linux":
+        return
+    try:
+        fd = os.open("/proc/self/comm", os.O_WRONLY)
+    except OSError:
+        return
+    try:
+        os.write(fd, name.encode())
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _take_environment(wanted: dict[str, str]) -> None:
+    """Make os.environ (and the C environment) exactly ``wanted``, touching only what differs: usually
+    nothing, as the helper started with the environment of an earlier connection. (Clearing and
+    refilling it costs each tunnel 0.4-0.8 MiB of copied memory; measured.)"""
+    for key in [k for k in os.environ if k not in wanted]:
+        del os.environ[key]
+    for key, value in wanted.items():
+        if os.environ.get(key) != value:
+            os.environ[key] = value
+
+
+def _no_system_proxy_lookup() -> None:
+    """In a forked child on macOS: proxies from the environment the client sent, never from the system.
+
+    urllib's (and so botocore's) proxy lookup falls back to ``_scproxy`` (SystemConfiguration) when no
+    ``*_proxy`` variable is set, and Apple's frameworks are not fork-safe: a forked process that calls
+    them may crash (CPython gh-105912). The helper never asks; a connection made without the helper
+    (``--no-helper``) still honours the system settings.
+    """
+    if sys.platform != "darwin":
+        return
+    import urllib.request
+
+    from_env = {"getproxies": urllib.request.getproxies_environment,
+                "proxy_bypass": vars(urllib.request)["proxy_bypass_environment"]}  # not in every stub
+    # botocore.utils bound both names when it was imported (the helper preloads it)
+    for module in (urllib.request, sys.modules.get("botocore.utils")):
+        for name, function in from_env.items():
+            if module is not None:
+                setattr(module, name, function)
+
+
+def _park_loading_arena() -> None:
+    """Give the malloc arena the helper's loading thread used to a thread that only waits: glibc hands
+    a dead thread's arena to the next new thread, which would be the tunnel's pump, writing into (and
+    copying) pages full of botocore. Measured with the loading thread: 20 tunnels 189 → 157 MiB."""
+    threading.Thread(target=threading.Event().wait, name="eic-parked", daemon=True).start()
+
+
+def run_child(conn: socket.socket, request: dict, helper_socket: str) -> int:
+    """In the forked child: take ssh's descriptors and the client's environment, run the connection.
+
+    The connection is prepared by a process this one forks (``prepare``), which hands the tunnel back
+    (``lifecycle/handover.py``) and exits: this long-lived process then only opens the WebSocket and pumps,
+    and keeps none of the memory the preparing touched. A connection the preparer carries itself
+    (``--start``, or one that fails before its tunnel) ends there, and its exit code comes back here."""
+    if sys.platform == "win32":  # no helper on Windows (and the type checker sees it)
+        raise OSError("the helper is POSIX-only")
+    set_name(TUNNEL_NAME)
+    for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD):  # the helper's own; SIGINT was never changed
+        signal.signal(sig, signal.SIG_DFL)
+    conn.settimeout(HANDOFF_WAIT)
+    wire.send(conn, ("ready", os.getpid()))
+    try:
+        _, fds, _, _ = socket.recv_fds(conn, 1, 3)
+    except OSError:
+        return 0
+    if len(fds) != 3:  # the client gave up waiting and went its own way: touch nothing of its
+        for fd in fds:
+            os.close(fd)
+        return 0
+    for target, fd in enumerate(fds):
+        os.dup2(fd, target)
+        os.close(fd)
+    _take_environment(request["env"])
+    _no_system_proxy_lookup()
+    try:
+        os.chdir(request["cwd"])
+    except OSError:
+        os.chdir("/")
+    sys.argv = ["eic-proxy", *request["argv"]]
+
+    code = 70
+    try:
+        code = _prepared_elsewhere(conn, request["argv"], helper_socket)
+    finally:
+        from eic_proxy.transport.pump import SIGNALS
+
+        for sig in SIGNALS:  # ssh's SIGHUP at its exit must not cut the outcome off (the tunnel is over)
+            signal.signal(sig, signal.SIG_IGN)
+        _flush()
+        try:
+            conn.settimeout(HANDOFF_WAIT)
+            conn.sendall(b"%d\n" % int(code))  # a text line: the client's waiter may be /bin/sh's `read`
+        except OSError:
+            pass
+    return int(code)
+
+
+def _prepared_elsewhere(conn: socket.socket, argv: list[str], helper_socket: str) -> int:
+    """Fork the preparer, wait for its plan (or its exit code), and carry the tunnel it hands over."""
+    if sys.platform == "win32":  # no helper on Windows (and the type checker sees it)
+        raise OSError("the helper is POSIX-only")
+    from eic_proxy.transport.pump import SIGNALS
+
+    ours, theirs = socket.socketpair()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            ours.close()
+            conn.close()
+            set_name(PREPARE_NAME)
+            prepare(argv, theirs, helper_socket)
+        finally:
+            os._exit(0)  # the outcome went through the socket
+    theirs.close()
+    # ssh's signals reach this process (the client's waiter forwards them to it): the preparer gets
+    # them, and answers as a connection in its place would (an exit code, or its death by the signal).
+    previous = {sig: signal.signal(sig, lambda signum, _frame: _forward(pid, signum)) for sig in SIGNALS}
+    try:
+        message = _receive(ours)
+    finally:
+        ours.close()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if isinstance(message, tuple) and message[:1] == ("plan",):
+        # The preparer exits on its own meanwhile; reaped when it does, not waited for here.
+        signal.signal(signal.SIGCHLD, lambda _signum, _frame: _reap(pid))
+        _reap(pid)
+        return _carry(message[1], pid)
+    _, status = os.waitpid(pid, 0)
+    if isinstance(message, tuple) and message[:1] == ("code",) and isinstance(message[1], int):
+        return message[1]
+    if os.WIFSIGNALED(status) and os.WTERMSIG(status) in SIGNALS:  # ssh's signal, passed on: go the same way
+        signal.signal(os.WTERMSIG(status), signal.SIG_DFL)
+        os.kill(os.getpid(), os.WTERMSIG(status))
+    from eic_proxy.errors import error_line
+
+    how = f"killed by signal {os.WTERMSIG(status)}" if os.WIFSIGNALED(status) else f"exit status {os.WEXITSTATUS(status)}"
+    line = error_line(f"the process {pid} preparing the connection ended without an answer ({how})",
+                      "the connection was not made; retry, and run with -v if it happens again")
+    try:
+        os.write(2, (line + "\n").encode())
+    except OSError:
+        pass
+    return 70
+
+
+def prepare(argv: list[str], sock: socket.socket, helper_socket: str) -> None:
+    """In the preparer: ``connection.prepare`` for this command line, for the parent that will carry the
+    tunnel; the plan goes to it. What ends before (an error, said on stderr as ``cli.main`` would), or a
+    plan another process cannot carry (``--start``'s open tunnel: carried here), sends an exit code."""
+    import logging
+
+    from eic_proxy.lifecycle.connection import prepare as prepare_connection
+    from eic_proxy.options import parse_connect
+    from eic_proxy.report import guarded, setup_logging
+
+    cold_before = "botocore" in sys.modules
+    sent = False
+
+    def run() -> int:
+        nonlocal sent
+        opts, verbose = parse_connect(argv)
+        setup_logging(verbose)
+        level = logging.getLogger("eic_proxy").level or logging.WARNING
+        plan = prepare_connection(opts, carrier_pid=os.getppid(), verbose=max(0, (logging.WARNING - level) // 10))
+        if not plan.portable:
+            return _carried(plan)
+        _flush()  # what we said comes before what the carrier says
+        _send(sock, ("plan", plan))
+        sent = True
+        return 0
+
+    code = 70
+    try:
+        code = guarded(run)
+    except SystemExit as exc:  # argparse: --help, or a bad command line
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
+    finally:
+        _flush()
+        if not sent:
+            _send(sock, ("code", int(code)))
+        sock.close()
+        if not cold_before and "botocore" in sys.modules:
+            from eic_proxy.helper.client import ask
+
+            ask(helper_socket, "cold")
+
+
+def _carried(plan: Plan) -> int:
+    """``connection.carry`` on ssh's descriptors, with ``connect``'s exit code and error line."""
+    from eic_proxy.lifecycle.connection import carry, exit_code_of
+    from eic_proxy.transport.pump import LocalEnd, close_quietly
+
+    return exit_code_of(carry(plan, LocalEnd(0, 1), lambda: close_quietly(1)))
+
+
+def _carry(plan: object, preparer: int) -> int:
+    """The tunnel of the plan, with the same one-line errors and exit codes as ``cli.main``."""
+    from eic_proxy.lifecycle.connection import Plan
+    from eic_proxy.report import guarded, setup_logging
+
+    if not isinstance(plan, Plan):
+        return 70
+    setup_logging(plan.verbose)
+    log.debug("= prepared by process %d, carried by this one", preparer)
+    _park_loading_arena()
+    return guarded(lambda: _carried(plan))
+
+
+def _forward(pid: int, signum: int) -> None:
+    try:
+        os.kill(pid, signum)
+    except OSError:
+        pass
+
+
+def _reap(pid: int) -> None:
+    if sys.platform == "win32":  # no helper on Windows (and the type checker sees it)
+        raise OSError("the helper is POSIX-only")
+    try:
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    except ChildProcessError:
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+
+
+def _flush() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+
+
+def _send(sock: socket.socket, message: object) -> None:
+    from eic_proxy.lifecycle.handover import dumps
+
+    try:
+        wire.send(sock, message, dumps=dumps)
+    except OSError:
+        pass  # the tunnel's process is gone: nobody is left to tell
+
+
+def _receive(sock: socket.socket) -> object:
+    """The preparer's one message, or None when it ended without one."""
+    from eic_proxy.lifecycle.handover import loads
+
+    try:
+        return wire.recv(sock, loads=loads)
+    except wire.WireError:
+        return None
+
+
