@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import sys
 
+from eic_proxy import settings
 from eic_proxy.helper import address, wire
 
 TYPE_CHECKING = False  # typing costs a ProxyCommand ~2 ms to import; annotations are strings here
@@ -22,7 +23,6 @@ if TYPE_CHECKING:
 HANDOFF_WAIT = 2.0  # the helper answers in milliseconds; longer means it is wedged: go around it
 SPAWN_WAIT = 5.0  # a new helper imports the data path (~0.1 s) before it listens
 LOCK_WAIT = 5.0
-FALSY = ("0", "no", "false", "off")
 LOST = 70  # ExitCode.INTERNAL, without importing errors.py
 
 
@@ -50,9 +50,9 @@ def run_via_helper(argv: list[str]) -> Optional[int]:
 
 def _wanted(argv: list[str]) -> bool:
     options = argv[:argv.index("--")] if "--" in argv else argv
-    if "--no-helper" in options:
+    if settings.BY_NAME["helper"].flag in options:
         return False
-    if os.environ.get("EIC_PROXY_HELPER", "").strip().lower() in FALSY:
+    if settings.is_false(settings.environment_value("helper")):
         return False
     if sys.platform == "darwin" and _keyring_wanted(options):
         return False
@@ -62,9 +62,9 @@ def _wanted(argv: list[str]) -> bool:
 def _keyring_wanted(options: list[str]) -> bool:
     """macOS: the Keychain (keyring's backend) is not fork-safe, and the helper's connections are forked:
     a connection that may read its key from the keyring (agent mode) runs in its own process."""
-    agent = os.environ.get("EIC_PROXY_AGENT", "").strip().lower()
-    return ("--agent" in options or (agent != "" and agent not in FALSY)
-            or os.environ.get("EIC_PROXY_KEY_STORE", "").strip().lower() == "keyring")
+    agent = settings.environment_value("agent").strip()
+    return (settings.BY_NAME["agent"].flag in options or (agent != "" and not settings.is_false(agent))
+            or settings.environment_value("key_store").strip().lower() == "keyring")
 
 
 def _host_of(argv: list[str]) -> str:
@@ -76,17 +76,13 @@ def _host_of(argv: list[str]) -> str:
 
 def _config_allows(argv: list[str]) -> bool:
     """``helper = no`` in the config file (on macOS also agent mode, see ``_keyring_wanted``). The file is
-    parsed only when it mentions them at all."""
-    path = os.environ.get("EIC_PROXY_CONFIG")
-    if not path:
-        if sys.platform == "darwin":
-            base = os.path.join(os.path.expanduser("~"), "Library", "Application Support")
-        else:
-            xdg = os.environ.get("XDG_CONFIG_HOME")
-            base = xdg if xdg and os.path.isabs(xdg) else os.path.join(os.path.expanduser("~"), ".config")
-        path = os.path.join(base, "eic-proxy", "config.ini")
+    parsed only when it mentions them at all; it is where ``config.config_path`` finds it (one rule:
+    ``settings.config_file``), and its values mean what ``config.load`` makes of them."""
+    path = settings.config_file()
+    if path is None:
+        return True  # Windows: no helper there anyway
     try:
-        with open(os.path.expanduser(path), "rb") as fh:
+        with open(path, "rb") as fh:
             text = fh.read(1 << 20)
     except OSError:
         return True  # no file (or a broken one, which the in-process path reports)
@@ -98,14 +94,14 @@ def _config_allows(argv: list[str]) -> bool:
         from eic_proxy.control.resolve import parse_host
 
         host = _host_of(argv)
-        settings = load().for_host(parse_host(host).alias) if host else None
+        layer = load().for_host(parse_host(host).alias) if host else None
     except Exception:  # a bad file or host: the in-process path says what is wrong
         return False
-    if settings is None:
+    if layer is None:
         return True
-    if sys.platform == "darwin" and (settings.agent or settings.key_store == "keyring"):
+    if sys.platform == "darwin" and (layer.agent or layer.key_store == "keyring"):
         return False
-    return settings.helper is not False
+    return layer.helper is not False
 
 
 def _verbose(argv: list[str]) -> bool:
