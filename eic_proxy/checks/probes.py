@@ -13,7 +13,18 @@ import os
 from typing import Any, Callable, Optional
 
 from eic_proxy.aws.client import api_errors, make_aws, translate
-from eic_proxy.checks.rules import FAIL, PASS, SKIP, Check, Facts, iam_principal, records_management_events, rule_allows, simulation_asks
+from eic_proxy.checks.rules import (
+    FAIL,
+    PASS,
+    SKIP,
+    Check,
+    Facts,
+    Status,
+    iam_principal,
+    records_management_events,
+    rule_allows,
+    simulation_asks,
+)
 from eic_proxy.checks.tunnel import TunnelChecks
 from eic_proxy.errors import EicProxyError
 
@@ -31,7 +42,7 @@ class Doctor(TunnelChecks):
         self.emit = emit
 
     # ---- bookkeeping -----------------------------------------------------------------------------
-    def add(self, name: str, status: str, detail: str, fix: Optional[str] = None) -> bool:
+    def add(self, name: str, status: Status, detail: str, fix: Optional[str] = None) -> bool:
         check = Check(name, status, detail, fix)
         self.checks.append(check)
         if self.emit is not None:

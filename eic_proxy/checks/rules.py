@@ -4,15 +4,28 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any, Optional
 
-PASS, FAIL, SKIP = "pass", "fail", "skip"
+
+class Status(str, Enum):
+    """A check's result."""
+
+    PASS = "pass"
+    FAIL = "fail"
+    SKIP = "skip"
+
+    def __str__(self) -> str:  # the word itself in tables and JSON, on every Python version
+        return self.value
+
+
+PASS, FAIL, SKIP = Status.PASS, Status.FAIL, Status.SKIP
 
 
 @dataclass
 class Check:
     name: str
-    status: str
+    status: Status
     detail: str
     fix: Optional[str] = None
 

@@ -10,7 +10,7 @@ import subprocess
 import time
 from typing import Any
 
-from eic_proxy.checks.rules import FAIL, PASS, SKIP
+from eic_proxy.checks.rules import FAIL, PASS, SKIP, Status
 from eic_proxy.errors import EicProxyError
 
 BANNER_WAIT = 10.0
@@ -21,7 +21,7 @@ class TunnelChecks:
     facts: Any
     opts: Any
 
-    def add(self, name: str, status: str, detail: str, fix: Any = None) -> bool:  # provided by Doctor
+    def add(self, name: str, status: Status, detail: str, fix: Any = None) -> bool:  # provided by Doctor
         raise NotImplementedError
 
     def skip_rest(self, names: list[str], why: str) -> None:  # provided by Doctor

@@ -6,6 +6,7 @@ import ipaddress
 import logging
 import re
 from dataclasses import dataclass
+from enum import Enum
 from typing import Any, Optional, Sequence
 
 from eic_proxy.aws.client import api_errors, translate
@@ -22,6 +23,22 @@ SEPARATOR = "--"
 ASG_TAG = "aws:autoscaling:groupName"  # EC2 Auto Scaling tags every instance it launches with its group
 
 
+class HostKind(str, Enum):
+    """What kind of alias the user typed (README: "Which instance")."""
+
+    ID = "id"
+    NAME = "name"
+    GLOB = "glob"
+    TAG = "tag"
+    ASG = "asg"
+    IPV4 = "ipv4"
+    IPV6 = "ipv6"
+    DNS = "dns"
+
+    def __str__(self) -> str:  # the word itself in messages and JSON, on every Python version
+        return self.value
+
+
 @dataclass(frozen=True)
 class HostSpec:
     """What the user typed, parsed: the kind of alias, its value, and an attached region/profile.
@@ -30,7 +47,7 @@ class HostSpec:
     (``eu-west-1``), so ``web--1`` stays a name while ``web-1--eu-west-1--prod`` carries both.
     """
 
-    kind: str  # id | name | glob | tag | asg | ipv4 | ipv6 | dns
+    kind: HostKind
     value: str
     tag_key: Optional[str] = None
     region: Optional[str] = None
@@ -63,25 +80,25 @@ def _parse(text: str) -> HostSpec:
     if host.startswith("asg:"):
         if not host[4:]:
             raise UsageError(f"{text!r}: an Auto Scaling group alias is asg:NAME")
-        return HostSpec("asg", host[4:], ASG_TAG, region, profile)
+        return HostSpec(HostKind.ASG, host[4:], ASG_TAG, region, profile)
     if host.startswith("tag:"):
         key, eq, value = host[4:].partition("=")
         if not key or not eq:
             raise UsageError(f"{text!r}: a tag alias is tag:KEY=VALUE")
-        return HostSpec("tag", value, key, region, profile)
+        return HostSpec(HostKind.TAG, value, key, region, profile)
     if INSTANCE_ID_RE.match(host):
-        return HostSpec("id", host, None, region, profile)
+        return HostSpec(HostKind.ID, host, None, region, profile)
     literal = host[1:-1] if host.startswith("[") and host.endswith("]") else host
     try:
         ip = ipaddress.ip_address(literal)
-        return HostSpec("ipv6" if ip.version == 6 else "ipv4", str(ip), None, region, profile)
+        return HostSpec(HostKind.IPV6 if ip.version == 6 else HostKind.IPV4, str(ip), None, region, profile)
     except ValueError:
         pass
     if PRIVATE_DNS_RE.match(host.lower()):
-        return HostSpec("dns", host.lower(), None, region, profile)
+        return HostSpec(HostKind.DNS, host.lower(), None, region, profile)
     if any(c in host for c in "*?["):
-        return HostSpec("glob", host, None, region, profile)
-    return HostSpec("name", host, None, region, profile)
+        return HostSpec(HostKind.GLOB, host, None, region, profile)
+    return HostSpec(HostKind.NAME, host, None, region, profile)
 
 
 

@@ -25,14 +25,13 @@ from eic_proxy.errors import (
     TunnelClosed,
     TunnelExpired,
 )
+from eic_proxy.tunnel.wsframes import CloseCode
 
-CLOSE_EXPLANATIONS = {
-    1000: "normal closure", 1001: "going away", 1002: "protocol error", 1003: "unsupported data",
-    1005: "no status received", 1006: "abnormal closure", 1007: "invalid data", 1008: "policy violation",
-    1009: "message too big", 1010: "mandatory extension", 1011: "internal error", 1012: "service restart",
-    1013: "try again later", 1014: "bad gateway",
-}
-RETRY_LATER_CODES = (1001, 1012, 1013)
+CLOSE_EXPLANATIONS: dict[int, str] = {code: code.name.lower().replace("_", " ") for code in CloseCode}
+CLOSE_EXPLANATIONS[CloseCode.NO_STATUS] = "no status received"
+CLOSE_EXPLANATIONS[CloseCode.ABNORMAL] = "abnormal closure"
+CLOSE_EXPLANATIONS[CloseCode.NORMAL] = "normal closure"
+RETRY_LATER_CODES = (CloseCode.GOING_AWAY, CloseCode.SERVICE_RESTART, CloseCode.TRY_AGAIN_LATER)
 
 UNREACHABLE_HINT = (
     "the endpoint could not open TCP to the instance: allow inbound on that port in the instance's security "
@@ -76,7 +75,7 @@ def close_error(code: Optional[int], reason: str, elapsed: float,
             f"the tunnel reached its maximum duration of {int(max_duration)} s and was closed by the endpoint",
             hint="reconnect; for long sessions use ControlMaster/ControlPersist and ServerAliveInterval (README)",
         )
-    if code is None or code == 1000:
+    if code is None or code == CloseCode.NORMAL:
         return None
     text = f"endpoint closed the tunnel: {describe_close(code, reason)}"
     low = reason.lower()

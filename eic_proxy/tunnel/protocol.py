@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import signal as _signal
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Callable, Optional, Union
 
 from eic_proxy.errors import EicProxyError, ExitCode, NetworkError, NetworkTimeout, ProtocolError, TunnelClosed, error_line
@@ -35,6 +36,7 @@ from eic_proxy.tunnel.wsframes import (
     OP_PING,
     OP_PONG,
     OP_TEXT,
+    CloseCode,
     Frame,
     FrameError,
     FrameParser,
@@ -42,7 +44,33 @@ from eic_proxy.tunnel.wsframes import (
     encode,
 )
 
+
 # The official client sends at most 65 000 bytes per BINARY frame (docs/protocol.md §4.2).
+class Phase(Enum):
+    """Where the tunnel is: the protocol's whole state besides its counters and timers."""
+
+    OPEN = "open"                  # bytes flow both ways
+    CLOSING = "closing"            # we sent CLOSE: the endpoint's CLOSE is its echo
+    RECONNECTING = "reconnecting"  # the target was unreachable: a new WebSocket is opening for the replay
+    FINISHED = "finished"          # ``outcome`` is decided; inputs are ignored
+
+
+class EndReason(Enum):
+    """Why a tunnel ended: the ``reason`` of its outcome and of the audit log's ``disconnect`` entry."""
+
+    EOF = "eof"                        # a clean end after ssh closed its side
+    CLOSED = "closed"                  # the endpoint closed normally
+    CLOSED_ERROR = "closed-error"      # the endpoint closed with an error (unreachable, expired, ...)
+    REFUSED = "refused"                # we refused to go on (a host key the console did not list)
+    OUTPUT_CLOSED = "output-closed"    # ssh stopped reading
+    SIGNAL = "signal"                  # SIGHUP, SIGTERM or SIGINT (the reason says which: signal:N)
+    HANGUP_STALLED = "hangup-stalled"  # ssh closed while the endpoint had stalled
+    ENDPOINT_GONE = "endpoint-gone"    # TCP/TLS ended without a CLOSE
+    SEND_STALLED = "send-stalled"      # the endpoint stopped reading
+    KEEPALIVE = "keepalive"            # the endpoint stopped answering pings
+    PROTOCOL = "protocol"              # the endpoint broke RFC 6455
+
+
 MAX_FRAME = 65000
 MAX_MESSAGE = 16 * 1024 * 1024  # none documented; payloads are streamed, so this only bounds garbage
 KEEPALIVE_MISSES = 3
@@ -93,13 +121,11 @@ class TunnelProtocol:
         self._parser = FrameParser(self.max_message)
         self._t = _Timers(opened=self.now)
         self._generation = 0
-        self._closing = False          # we sent CLOSE: the endpoint's CLOSE is its echo
-        self._reconnecting = False
-        self._replayed = False
+        self.phase = Phase.OPEN
+        self._replayed = False  # the one replay a tunnel gets has been used
         self._message: Optional[int] = None   # opcode of the message being received, if unfinished
         self._message_size = 0
         self._pong_seen = False
-        self._output_closed = False
         self._preamble: Optional[bytearray] = bytearray() if self.can_replay else None
         self._pending_close_error: Optional[EicProxyError] = None
         if self.keepalive > 0:
@@ -116,7 +142,7 @@ class TunnelProtocol:
 
     @property
     def finished(self) -> bool:
-        return self.outcome is not None
+        return self.phase is Phase.FINISHED
 
     @property
     def mid_frame(self) -> bool:
@@ -134,7 +160,7 @@ class TunnelProtocol:
 
     # ---- inputs from ssh -------------------------------------------------------------------------
     def local_data(self, data: bytes, now: float) -> None:
-        if self.finished or self._closing or not data:
+        if self.phase is Phase.CLOSING or self.phase is Phase.FINISHED or not data:
             return
         self.bytes_up += len(data)
         if self._preamble is not None:
@@ -142,9 +168,9 @@ class TunnelProtocol:
                 self._preamble = None
             else:
                 self._preamble += data
-        if self._reconnecting:
+        if self.phase is Phase.RECONNECTING:
             if self._preamble is None:  # too much to keep while a new WebSocket opens: give the healing up
-                self._finish("closed-error", self._pending_close_error)
+                self._finish(EndReason.CLOSED_ERROR, self._pending_close_error)
             return
         if self._t.waiting_since is None:
             self._t.waiting_since = now
@@ -152,24 +178,23 @@ class TunnelProtocol:
 
     def local_eof(self, now: float) -> None:
         """ssh closed its end: our CLOSE, then a short wait for the endpoint's (and the data before it)."""
-        if self.finished or self._closing:
+        if self.phase is Phase.CLOSING or self.phase is Phase.FINISHED:
             return
         stalled = self._stalled_for(now)
         if stalled is not None:
-            self._finish("hangup-stalled", self._stall_error(stalled, "ssh closed the connection"))
+            self._finish(EndReason.HANGUP_STALLED, self._stall_error(stalled, "ssh closed the connection"))
             return
-        self._closing = True
-        self._send_frame(OP_CLOSE, close_payload(1000))
+        self.phase = Phase.CLOSING
+        self._send_frame(OP_CLOSE, close_payload(CloseCode.NORMAL))
         self._t.close_deadline = now + CLOSE_WAIT
 
     def fail(self, error: EicProxyError, now: float) -> None:
         """The driver found a reason to stop (a host key the console did not list): end with its line."""
-        self._finish("refused", error)
+        self._finish(EndReason.REFUSED, error)
 
     def output_failed(self, now: float) -> None:
         """Writing to ssh failed: ssh is gone, nothing more to deliver; end quietly."""
-        self._output_closed = True
-        self._finish("output-closed", None)
+        self._finish(EndReason.OUTPUT_CLOSED, None)
 
     def signal(self, signum: int, now: float) -> None:
         """SIGHUP (ssh is done with us), SIGTERM, SIGINT. After the outcome they only hurry the exit."""
@@ -182,7 +207,7 @@ class TunnelProtocol:
         code = signal_exit_code(signum)
         if err is not None and code == ExitCode.OK:
             code = err.exit_code
-        self._finish(f"signal:{signum}", err, exit_code=code)
+        self._finish(EndReason.SIGNAL, err, exit_code=code, detail=str(signum))
 
     # ---- inputs from the endpoint ----------------------------------------------------------------
     def receive_bytes(self, data: Union[bytes, memoryview], now: float) -> None:
@@ -213,17 +238,17 @@ class TunnelProtocol:
         elif op == OP_CLOSE:
             self._on_close(frame.payload, now)
         elif op == OP_TEXT or (op == OP_CONT and self._message == OP_TEXT):
-            self._violation("a TEXT frame where only binary tunnel data is allowed", 1003)
+            self._violation("a TEXT frame where only binary tunnel data is allowed", CloseCode.UNSUPPORTED_DATA)
         elif op == OP_BINARY and self._message is not None:
-            self._violation("a new message before the previous one ended", 1002)
+            self._violation("a new message before the previous one ended", CloseCode.PROTOCOL_ERROR)
         elif op == OP_CONT and self._message is None:
-            self._violation("a continuation frame with no message to continue", 1002)
+            self._violation("a continuation frame with no message to continue", CloseCode.PROTOCOL_ERROR)
         else:
             self._message = None if frame.fin else OP_BINARY
             self._message_size = 0 if op == OP_BINARY else self._message_size
             self._message_size += len(frame.payload)
             if self._message_size > self.max_message:
-                self._violation(f"a message of more than {self.max_message} bytes", 1009)
+                self._violation(f"a message of more than {self.max_message} bytes", CloseCode.MESSAGE_TOO_BIG)
                 return
             if frame.fin:
                 self._message_size = 0
@@ -234,12 +259,12 @@ class TunnelProtocol:
         """The TCP/TLS connection ended without a CLOSE (reset, EOF, TLS error)."""
         if self.finished:
             return
-        if self._closing:
-            self._finish("eof", None)
+        if self.phase is Phase.CLOSING:
+            self._finish(EndReason.EOF, None)
             return
         moved = f"after {format_bytes(self.bytes_down)} down and {format_bytes(self.bytes_up)} up"
         what = f" ({detail})" if detail else ""
-        self._finish("endpoint-gone", NetworkError(
+        self._finish(EndReason.ENDPOINT_GONE, NetworkError(
             f"the connection to the endpoint was lost{what} {moved}",
             hint="retry; if it keeps happening, check the network path and proxies to the endpoint"))
 
@@ -251,7 +276,7 @@ class TunnelProtocol:
             return
         t = self._t
         if t.close_deadline is not None and now >= t.close_deadline:
-            self._finish("eof", None)
+            self._finish(EndReason.EOF, None)
             return
         if (self.expect_banner and not t.banner_warned and self.bytes_down == 0
                 and now - t.opened >= self.banner_wait):
@@ -266,7 +291,7 @@ class TunnelProtocol:
                        "sessions")
         limit = self.keepalive * KEEPALIVE_MISSES
         if self.keepalive > 0 and send_blocked_since is not None and now - send_blocked_since > limit:
-            self._finish("send-stalled", NetworkTimeout(
+            self._finish(EndReason.SEND_STALLED, NetworkTimeout(
                 f"the endpoint stopped reading: nothing could be sent to it for {now - send_blocked_since:.0f} s "
                 f"({format_bytes(self.bytes_up)} sent up so far)",
                 hint="the endpoint or the network path to it is stuck; reconnect"))
@@ -281,7 +306,7 @@ class TunnelProtocol:
             return
         if self._pong_seen and t.ping_unanswered_since is not None and now - t.ping_unanswered_since > limit:
             silent = now - (t.last_received or t.opened)
-            self._finish("keepalive", NetworkTimeout(
+            self._finish(EndReason.KEEPALIVE, NetworkTimeout(
                 f"the endpoint stopped answering: no reply to {KEEPALIVE_MISSES} keep-alive pings, nothing "
                 f"received for {silent:.0f} s ({format_bytes(self.bytes_down)} received so far)",
                 hint="the network or the endpoint is down; reconnect"))
@@ -296,9 +321,9 @@ class TunnelProtocol:
     # ---- the replay on a new WebSocket -----------------------------------------------------------
     def reconnected(self, now: float) -> None:
         """The driver opened a new WebSocket: replay what ssh sent so far on it."""
-        if self.finished or not self._reconnecting:
+        if self.phase is not Phase.RECONNECTING:
             return
-        self._reconnecting = False
+        self.phase = Phase.OPEN
         self._generation += 1
         self._parser = FrameParser(self.max_message)
         self._message = None
@@ -308,16 +333,15 @@ class TunnelProtocol:
             self._send_data(bytes(self._preamble))
 
     def reconnect_failed(self, error: Optional[EicProxyError], now: float) -> None:
-        if self.finished or not self._reconnecting:
+        if self.phase is not Phase.RECONNECTING:
             return
-        self._finish("closed-error", error or self._pending_close_error)
+        self._finish(EndReason.CLOSED_ERROR, error or self._pending_close_error)
 
     # ---- internals -------------------------------------------------------------------------------
     def _deliver(self, data: bytes) -> None:
         self._preamble = None  # the instance answered: no replay from here on
         self.bytes_down += len(data)
-        if not self._output_closed:
-            self._effects.append(Write(data))
+        self._effects.append(Write(data))  # only while not finished: every input stops there
 
     def _send_data(self, data: bytes) -> None:
         if len(data) <= MAX_FRAME:  # the usual case (ssh's reads are smaller): no copy
@@ -336,26 +360,27 @@ class TunnelProtocol:
 
     def _on_close(self, payload: bytes, now: float) -> None:
         if len(payload) == 1:
-            self._violation("a malformed close frame (one byte)", 1002)
+            self._violation("a malformed close frame (one byte)", CloseCode.PROTOCOL_ERROR)
             return
         code = int.from_bytes(payload[:2], "big") if payload else None
         reason = payload[2:].decode("utf-8", "replace")
         elapsed = now - self._t.opened
-        err = close_error(code, reason, elapsed, None if self._closing else self.max_duration)
-        if self._closing:
-            self._finish("eof" if err is None else "closed-error", err, echo=False)
+        closing = self.phase is Phase.CLOSING
+        err = close_error(code, reason, elapsed, None if closing else self.max_duration)
+        if closing:
+            self._finish(EndReason.EOF if err is None else EndReason.CLOSED_ERROR, err, echo=False)
             return
         if (err is not None and err.exit_code == ExitCode.TARGET_UNREACHABLE and self._preamble is not None
                 and not self._replayed):
             self._replayed = True
-            self._reconnecting = True
+            self.phase = Phase.RECONNECTING
             self._pending_close_error = err
             self._effects.append(Reconnect())
             return
-        self._finish("closed" if err is None else "closed-error", err, close_code=code)
+        self._finish(EndReason.CLOSED if err is None else EndReason.CLOSED_ERROR, err, close_code=code)
 
     def _violation(self, what: str, close_code: int) -> None:
-        self._finish("protocol", ProtocolError(
+        self._finish(EndReason.PROTOCOL, ProtocolError(
             what if what.startswith("the endpoint") else f"the endpoint sent {what}",
             hint="this is not an EC2 Instance Connect Endpoint, or a proxy is interfering; retry with -v"),
             close_code=close_code)
@@ -380,19 +405,19 @@ class TunnelProtocol:
             where = f"after {format_bytes(self.bytes_down)} received: the endpoint or the network path stalled"
         return NetworkTimeout(f"{what_happened} while the endpoint had not answered for {stalled:.0f} s, {where}")
 
-    def _finish(self, reason: str, error: Optional[EicProxyError], exit_code: Optional[int] = None,
-                close_code: Optional[int] = 1000, echo: bool = True) -> None:
+    def _finish(self, reason: EndReason, error: Optional[EicProxyError], exit_code: Optional[int] = None,
+                close_code: Optional[int] = CloseCode.NORMAL, echo: bool = True, detail: str = "") -> None:
         if self.finished:
             return
+        closed_already = self.phase is Phase.CLOSING
+        self.phase = Phase.FINISHED
         code = exit_code if exit_code is not None else (int(error.exit_code) if error is not None else ExitCode.OK)
-        self.outcome = Outcome(reason, int(code), error)
+        self.outcome = Outcome(reason.value + (f":{detail}" if detail else ""), int(code), error)
         if error is not None:
             self._effects.append(Say(error_line(error.message, error.hint)))
-        self._output_closed = True
         self._effects.append(CloseOutput())
-        if echo and not self._closing:
-            self._closing = True
-            if isinstance(error, TunnelClosed) or reason == "closed":
-                close_code = 1000  # echo the endpoint's CLOSE without repeating its error
-            self._send_frame(OP_CLOSE, close_payload(close_code if close_code is not None else 1000))
+        if echo and not closed_already:
+            if isinstance(error, TunnelClosed) or reason is EndReason.CLOSED:
+                close_code = CloseCode.NORMAL  # echo the endpoint's CLOSE without repeating its error
+            self._send_frame(OP_CLOSE, close_payload(close_code if close_code is not None else CloseCode.NORMAL))
         self._effects.append(Done(self.outcome))

@@ -15,14 +15,42 @@ from __future__ import annotations
 import os
 import struct
 from dataclasses import dataclass
+from enum import IntEnum
 from typing import Callable, Optional, Union
 
-OP_CONT = 0x0
-OP_TEXT = 0x1
-OP_BINARY = 0x2
-OP_CLOSE = 0x8
-OP_PING = 0x9
-OP_PONG = 0xA
+
+class Opcode(IntEnum):
+    """RFC 6455 §5.2 frame opcodes (the parser hands out plain ints; these compare equal to them)."""
+
+    CONT = 0x0
+    TEXT = 0x1
+    BINARY = 0x2
+    CLOSE = 0x8
+    PING = 0x9
+    PONG = 0xA
+
+
+class CloseCode(IntEnum):
+    """RFC 6455 §7.4.1 close codes (and the IANA registry's 1012-1014)."""
+
+    NORMAL = 1000
+    GOING_AWAY = 1001
+    PROTOCOL_ERROR = 1002
+    UNSUPPORTED_DATA = 1003
+    NO_STATUS = 1005
+    ABNORMAL = 1006
+    INVALID_DATA = 1007
+    POLICY_VIOLATION = 1008
+    MESSAGE_TOO_BIG = 1009
+    MANDATORY_EXTENSION = 1010
+    INTERNAL_ERROR = 1011
+    SERVICE_RESTART = 1012
+    TRY_AGAIN_LATER = 1013
+    BAD_GATEWAY = 1014
+
+
+OP_CONT, OP_TEXT, OP_BINARY = Opcode.CONT, Opcode.TEXT, Opcode.BINARY
+OP_CLOSE, OP_PING, OP_PONG = Opcode.CLOSE, Opcode.PING, Opcode.PONG
 KNOWN_OPCODES = frozenset((OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG))
 CONTROL_MAX = 125
 
@@ -37,7 +65,7 @@ class Frame:
 class FrameError(Exception):
     """The endpoint broke RFC 6455. ``what`` is a short user-facing phrase; ``close_code`` is what we answer."""
 
-    def __init__(self, what: str, close_code: int = 1002) -> None:
+    def __init__(self, what: str, close_code: int = CloseCode.PROTOCOL_ERROR) -> None:
         super().__init__(what)
         self.what = what
         self.close_code = close_code
@@ -53,7 +81,7 @@ class FrameParser:
     def __init__(self, max_frame: int) -> None:
         self.max_frame = max_frame
         self._buf = bytearray()
-        self._opcode = OP_BINARY
+        self._opcode: int = OP_BINARY
         self._remaining = 0        # payload bytes still due for the data frame being streamed
         self._fin = True            # that frame's FIN bit
         self._started = False       # a first fragment of that frame has been emitted
@@ -117,7 +145,7 @@ class FrameParser:
                 pos += head + length
                 continue
             if length > self.max_frame:
-                raise FrameError(f"a frame of {length} bytes, over the {self.max_frame}-byte limit", 1009)
+                raise FrameError(f"a frame of {length} bytes, over the {self.max_frame}-byte limit", CloseCode.MESSAGE_TOO_BIG)
             pos += head
             if length == 0:
                 out.append(Frame(opcode, b"", fin))
