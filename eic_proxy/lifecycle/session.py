@@ -8,8 +8,9 @@ from __future__ import annotations
 import logging
 import os
 import random
+import socket
 import time
-from typing import Any, Optional
+from typing import Callable, Optional
 
 from eic_proxy import clock
 from eic_proxy.config import ConnectOptions
@@ -20,15 +21,17 @@ if TYPE_CHECKING:
     from eic_proxy.control.hostkey_guard import HostKeyGuard
     from eic_proxy.control.locate import Located, Locator
     from eic_proxy.control.resolve import HostSpec
+    from eic_proxy.errors import EicProxyError, HandshakeError
     from eic_proxy.keys.lifecycle import KeyManager
     from eic_proxy.lifecycle.limiter import Slot
+    from eic_proxy.tunnel.protocol import TunnelProtocol
 
 log = logging.getLogger(__name__)
 
 SERVICE_PORTS = (22, 3389)  # the endpoint's port rule (docs/protocol.md §3.2)
 
 
-def port_rule_error(port: int, host: str, refused: Any) -> Any:
+def port_rule_error(port: int, host: str, refused: HandshakeError) -> HandshakeError:
     """The endpoint's refusal of a port other than 22/3389, said as the rule and what to do instead."""
 
     return type(refused)(
@@ -134,14 +137,14 @@ class Session:
         self.push_key()
         self.pushed_at = time.monotonic()
 
-    def open(self, push: bool = True) -> Any:
+    def open(self, push: bool = True) -> socket.socket:
         """Push (when due), take this process's slot, and open the WebSocket."""
         if self.opts.push and push:
             self._push()
         self.take_slot()
         return self.handshake()
 
-    def handshake(self) -> Any:
+    def handshake(self) -> socket.socket:
         """A fresh presigned URL and WebSocket (its TLS socket); 429/503 (endpoint full or busy) retried."""
         from eic_proxy.control.endpoint import dns_name_for
         from eic_proxy.errors import HandshakeError
@@ -178,7 +181,7 @@ class Session:
             return self.clock_offset
         return getattr(self.aws, "clock_offset", None)
 
-    def _clock_corrected(self, exc: Any) -> bool:
+    def _clock_corrected(self, exc: HandshakeError) -> bool:
         """A refusal for the signing time (URL expired, or signed in the future) with the endpoint's own
         time in its Date header: sign once more with that time, as the AWS SDKs do, and say by how much
         this computer's clock is off. False when that cannot help; the error then names the clock."""
@@ -240,7 +243,7 @@ class Session:
             self.rotate_key_if_due()
             self.key_used = False
 
-    def chores(self) -> list[tuple[float, Any]]:
+    def chores(self) -> list[tuple[float, Callable[[], None]]]:
         """What the pump does while the tunnel lives: the rotation of a due key once our ssh is past its
         authentication (a pushed key is honoured for 60 s), since the end may never run (Windows ends a
         ProxyCommand with TerminateProcess)."""
@@ -255,7 +258,7 @@ class Session:
             self._key_manager = make_key_manager(self.opts)
         return self._key_manager
 
-    def open_healing(self) -> Any:
+    def open_healing(self) -> socket.socket:
         """After ``prepare``: the slot and the WebSocket, re-locating once when the endpoint says the
         cached endpoint is gone (every handshake message names "endpoint"; only one naming ours counts)."""
         from eic_proxy.errors import HandshakeError
@@ -277,7 +280,7 @@ class Session:
         return (self.located.target.ip, self.located.endpoint.endpoint_id) != (old.target.ip,
                                                                               old.endpoint.endpoint_id)
 
-    def reconnect(self) -> Optional[Any]:
+    def reconnect(self) -> Optional[socket.socket]:
         """Called by the pump when the endpoint cannot reach a target we took from the cache."""
         if not self.relocate():
             return None
@@ -298,7 +301,7 @@ class Session:
 
             show_under_name(self.opts.known_hosts_alias, self.located.target.instance_id)
 
-    def prepare_host_keys(self) -> Any:
+    def prepare_host_keys(self) -> Optional[HostKeyGuard]:
         """For ssh through the generated block (known_hosts per instance): the host-key guard of the
         instance located now, which fetches the console's keys on first contact (README: "Host keys")."""
         if not self.opts.known_hosts_alias or self.opts.port != 22:
@@ -310,12 +313,12 @@ class Session:
                              stderr_line)
         return self.guard
 
-    def inspect_output(self, data: bytes) -> Any:
+    def inspect_output(self, data: bytes) -> Optional[EicProxyError]:
         """Every byte for ssh passes the guard of the instance the tunnel reaches now (a replay may
         have moved it to another instance)."""
         return self.guard.inspect(data) if self.guard is not None else None
 
-    def new_protocol(self, can_replay: bool = False) -> Any:
+    def new_protocol(self, can_replay: bool = False) -> TunnelProtocol:
         """The tunnel's state machine for a WebSocket that opened just now, with this connect's settings."""
         from eic_proxy.tunnel.protocol import TunnelProtocol
 
@@ -324,7 +327,7 @@ class Session:
                               keepalive=opts.keepalive, warn_before=opts.expiry_warning or None,
                               expect_banner=opts.port == 22, banner_wait=opts.banner_wait, can_replay=can_replay)
 
-    def start_and_probe(self) -> tuple[Any, Any, bytes]:
+    def start_and_probe(self) -> tuple[socket.socket, TunnelProtocol, bytes]:
         """--start: start the instance, then open tunnels until its server answers (or the deadline)."""
         from eic_proxy.control.locate import Located
         from eic_proxy.control.start import Progress, start_and_wait
