@@ -64,7 +64,7 @@ def off_by(offset: float, whose: str) -> str:
 
 def say_corrected(offset: float, whose: str) -> None:
     """The one warning when a request is signed again at ``whose`` time."""
-    from eic_proxy.transport.pump import stderr_line
+    from eic_proxy.transport.local import stderr_line
 
     stderr_line(f"eic-proxy: warning: {off_by(offset, whose)}; signing with {whose} time (set the clock right: "
                 "automatic date and time)")

@@ -11,7 +11,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Optional
 
-from eic_proxy.aws.client import Aws, api_errors, translate
+from eic_proxy.aws.client import Aws, api_errors
+from eic_proxy.aws.errors import translate
 from eic_proxy.errors import AccessDenied
 
 EVENT_SOURCE = "ec2-instance-connect.amazonaws.com"

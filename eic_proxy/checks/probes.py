@@ -12,7 +12,8 @@ import ipaddress
 import os
 from typing import Any, Callable, Optional
 
-from eic_proxy.aws.client import api_errors, make_aws, translate
+from eic_proxy.aws.client import api_errors, make_aws
+from eic_proxy.aws.errors import translate
 from eic_proxy.checks.rules import (
     FAIL,
     PASS,

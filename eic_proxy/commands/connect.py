@@ -17,7 +17,7 @@ def connect(opts: ConnectOptions, in_fd: int = 0, out_fd: int = 1) -> int:
     target" before the first byte) is dropped and looked up again once, automatically.
     """
     from eic_proxy.lifecycle import connection
-    from eic_proxy.transport.pump import LocalEnd, close_quietly
+    from eic_proxy.transport.local import LocalEnd, close_quietly
 
     result = connection.connect(opts, LocalEnd(in_fd, out_fd), lambda: close_quietly(out_fd))
     return connection.exit_code_of(result)

@@ -10,7 +10,8 @@ import json
 import sys
 from typing import Any, Optional
 
-from eic_proxy.aws.client import api_errors, make_aws, translate
+from eic_proxy.aws.client import api_errors, make_aws
+from eic_proxy.aws.errors import translate
 from eic_proxy.control.endpoint import choose_endpoint, describe_endpoints
 from eic_proxy.control.resolve import ASG_TAG, describe_all, target_from_instance
 from eic_proxy.options import add_common

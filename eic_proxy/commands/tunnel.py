@@ -122,7 +122,7 @@ class Listener:
 
     def _handle(self, n: int, conn: socket.socket, peer: Any) -> None:
         from eic_proxy.lifecycle.connection import carry, for_another_connection, session_of
-        from eic_proxy.transport.pump import SocketEnd
+        from eic_proxy.transport.local import SocketEnd
 
         opts, located = self.plan.opts, self.plan.located
         where = f"{peer[0]}:{peer[1]}" if len(peer) == 2 else f"[{peer[0]}]:{peer[1]}"

@@ -4,7 +4,8 @@ from __future__ import annotations
 import logging
 from typing import Any, Iterable, Optional
 
-from eic_proxy.aws.client import api_errors, translate
+from eic_proxy.aws.client import api_errors
+from eic_proxy.aws.errors import translate
 from eic_proxy.aws.seams import AwsApi
 from eic_proxy.errors import NoEndpoint, UsageError
 from eic_proxy.model import Endpoint, Target

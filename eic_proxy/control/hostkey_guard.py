@@ -79,7 +79,8 @@ def prepare(aws: Any, instance_id: str, host: str, mode: str, say: Any) -> HostK
 
 def console_keys(aws: Any, instance_id: str) -> tuple[list[Any], str]:
     """The host keys in the instance's console output, or ([], why there are none)."""
-    from eic_proxy.aws.client import api_errors, translate
+    from eic_proxy.aws.client import api_errors
+    from eic_proxy.aws.errors import translate
     from eic_proxy.errors import AccessDenied
 
     ec2 = aws.client("ec2")

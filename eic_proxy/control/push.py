@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from eic_proxy.aws.client import api_errors, translate
+from eic_proxy.aws.client import api_errors
+from eic_proxy.aws.errors import translate
 from eic_proxy.aws.seams import AwsApi
 from eic_proxy.errors import AccessDenied, AwsBusy
 from eic_proxy.keys.lifecycle import PUSH_REUSE, LocalKey

@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Optional, Sequence
 
-from eic_proxy.aws.client import api_errors, translate
+from eic_proxy.aws.client import api_errors
+from eic_proxy.aws.errors import translate
 from eic_proxy.aws.seams import AwsApi
 from eic_proxy.errors import AmbiguousHost, HostNotFound, InstanceStateError, UsageError
 from eic_proxy.model import Target

@@ -9,7 +9,8 @@ import sys
 import time
 from typing import Any, Callable, Optional
 
-from eic_proxy.aws.client import api_errors, translate
+from eic_proxy.aws.client import api_errors
+from eic_proxy.aws.errors import translate
 from eic_proxy.aws.seams import AwsApi
 from eic_proxy.control.resolve import describe_all, target_from_instance
 from eic_proxy.errors import InstanceStateError, InstanceWaitTimeout

@@ -228,7 +228,7 @@ def prepare(argv: list[str], sock: socket.socket, helper_socket: str) -> None:
 def _carried(plan: Plan) -> int:
     """``connection.carry`` on ssh's descriptors, with ``connect``'s exit code and error line."""
     from eic_proxy.lifecycle.connection import carry, exit_code_of
-    from eic_proxy.transport.pump import LocalEnd, close_quietly
+    from eic_proxy.transport.local import LocalEnd, close_quietly
 
     return exit_code_of(carry(plan, LocalEnd(0, 1), lambda: close_quietly(1)))
 

@@ -32,7 +32,8 @@ from eic_proxy.errors import EicProxyError
 from eic_proxy.lifecycle.handover import AwsSettings, PreparedAws
 from eic_proxy.lifecycle.limiter import Slot
 from eic_proxy.lifecycle.session import Session
-from eic_proxy.transport.pump import SIGNALS, LocalEnd, PumpResult, pump, stderr_line
+from eic_proxy.transport.local import LocalEnd, stderr_line
+from eic_proxy.transport.pump import SIGNALS, PumpResult, pump
 from eic_proxy.tunnel.protocol import TunnelProtocol
 
 log = logging.getLogger(__name__)

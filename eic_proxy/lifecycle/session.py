@@ -307,7 +307,7 @@ class Session:
         if not self.opts.known_hosts_alias or self.opts.port != 22:
             return None
         from eic_proxy.control.hostkey_guard import prepare
-        from eic_proxy.transport.pump import stderr_line
+        from eic_proxy.transport.local import stderr_line
 
         self.guard = prepare(self.aws, self.located.target.instance_id, self.opts.host, self.opts.host_keys,
                              stderr_line)

@@ -15,12 +15,10 @@ is watched for progress, and the process is gone within 2 s in every state.
 from __future__ import annotations
 
 import logging
-import os
 import select
 import signal
 import socket
 import ssl
-import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -29,6 +27,7 @@ from typing import Callable, Optional, Sequence
 
 from eic_proxy.errors import EicProxyError, error_line
 from eic_proxy.transport.link import POLL, Link, describe_socket_error
+from eic_proxy.transport.local import LocalEnd, stderr_line
 from eic_proxy.tunnel.effects import CloseOutput, Done, Effect, Note, Outcome, Reconnect, Say, Send, Write
 from eic_proxy.tunnel.protocol import MAX_FRAME, TunnelProtocol
 
@@ -64,79 +63,6 @@ class PumpResult:
     @property
     def exit_code(self) -> int:
         return self.outcome.exit_code
-
-
-def stderr_line(text: str) -> None:
-    """Write one line straight to fd 2: no Python buffering, safe from any thread."""
-    data = (text + "\n").encode("utf-8", "replace")
-    try:
-        while data:
-            data = data[os.write(2, data):]
-    except OSError:
-        pass
-
-
-def close_quietly(fd: int) -> None:
-    """End our side of ssh's pipe so ssh sees EOF at once — without freeing the descriptor number.
-
-    Closing fd 1 outright would let the next open() (a lock file, the key file) get number 1, and a
-    late write meant for stdout would land in it. /dev/null takes its place instead.
-    """
-    try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-    except OSError:
-        return
-    try:
-        os.dup2(devnull, fd)
-    except OSError:
-        pass
-    finally:
-        os.close(devnull)
-
-
-def write_all(fd: int, data: bytes) -> None:
-    mv = memoryview(data)
-    while mv:
-        mv = mv[os.write(fd, mv):]
-
-
-class LocalEnd:
-    """ssh's side of a tunnel: a ProxyCommand's two descriptors (stdin, stdout).
-
-    A listener's accepted connection is a ``SocketEnd`` instead: on Windows a socket is a handle, not a
-    C-runtime descriptor, and ``os.read``/``os.write`` refuse it.
-    """
-
-    def __init__(self, in_fd: int = 0, out_fd: int = 1) -> None:
-        self.in_fd, self.out_fd = in_fd, out_fd
-
-    def readinto(self, buf: bytearray) -> int:
-        return _readinto(self.in_fd, buf)
-
-    def write(self, data: bytes) -> None:
-        write_all(self.out_fd, data)
-
-    def grow(self, size: int) -> None:
-        """Let ssh's pipes hold ``size`` bytes, so a bulk transfer needs fewer wake-ups."""
-        for fd in (self.in_fd, self.out_fd):
-            _grow_pipe(fd, size)
-
-
-class SocketEnd(LocalEnd):
-    """A connection a local listener accepted: read and written through the socket object."""
-
-    def __init__(self, sock: socket.socket) -> None:
-        super().__init__(-1, -1)
-        self.sock = sock
-
-    def readinto(self, buf: bytearray) -> int:
-        return self.sock.recv_into(buf)
-
-    def write(self, data: bytes) -> None:
-        self.sock.sendall(data)
-
-    def grow(self, size: int) -> None:
-        pass
 
 
 class Driver:
@@ -419,27 +345,6 @@ def _quietly(work: Callable[[], None]) -> None:
 def _feed(proto: TunnelProtocol, pieces: list[bytes], now: float) -> None:
     for piece in pieces:
         proto.local_data(piece, now)
-
-
-def _grow_pipe(fd: int, size: int) -> None:
-    """Make a pipe between ssh and us hold ``size`` bytes (Linux; elsewhere, or for a socket or tty, nothing)."""
-    if sys.platform != "linux":
-        return
-    try:
-        import fcntl
-
-        if fcntl.fcntl(fd, getattr(fcntl, "F_GETPIPE_SZ", -1)) < size:
-            fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, size)
-    except (ImportError, OSError, ValueError, AttributeError):
-        pass
-
-
-def _readinto(fd: int, buf: bytearray) -> int:
-    if hasattr(os, "readv"):
-        return os.readv(fd, [buf])
-    data = os.read(fd, len(buf))  # pragma: no cover - Windows
-    buf[: len(data)] = data
-    return len(data)
 
 
 def pump(sock: socket.socket, proto: TunnelProtocol, local: LocalEnd, close_output: Callable[[], None],

@@ -6,9 +6,35 @@ from __future__ import annotations
 
 import signal as _signal
 from dataclasses import dataclass
+from enum import Enum
 from typing import Optional, Union
 
 from eic_proxy.errors import EicProxyError, ExitCode
+
+
+class Phase(Enum):
+    """Where the tunnel is: the protocol's whole state besides its counters and timers."""
+
+    OPEN = "open"                  # bytes flow both ways
+    CLOSING = "closing"            # we sent CLOSE: the endpoint's CLOSE is its echo
+    RECONNECTING = "reconnecting"  # the target was unreachable: a new WebSocket is opening for the replay
+    FINISHED = "finished"          # ``outcome`` is decided; inputs are ignored
+
+
+class EndReason(Enum):
+    """Why a tunnel ended: the ``reason`` of its outcome and of the audit log's ``disconnect`` entry."""
+
+    EOF = "eof"                        # a clean end after ssh closed its side
+    CLOSED = "closed"                  # the endpoint closed normally
+    CLOSED_ERROR = "closed-error"      # the endpoint closed with an error (unreachable, expired, ...)
+    REFUSED = "refused"                # we refused to go on (a host key the console did not list)
+    OUTPUT_CLOSED = "output-closed"    # ssh stopped reading
+    SIGNAL = "signal"                  # SIGHUP, SIGTERM or SIGINT (the reason says which: signal:N)
+    HANGUP_STALLED = "hangup-stalled"  # ssh closed while the endpoint had stalled
+    ENDPOINT_GONE = "endpoint-gone"    # TCP/TLS ended without a CLOSE
+    SEND_STALLED = "send-stalled"      # the endpoint stopped reading
+    KEEPALIVE = "keepalive"            # the endpoint stopped answering pings
+    PROTOCOL = "protocol"              # the endpoint broke RFC 6455
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import signal as _signal
 from dataclasses import dataclass, field
-from enum import Enum
 from typing import Callable, Optional, Union
 
 from eic_proxy.errors import EicProxyError, ExitCode, NetworkError, NetworkTimeout, ProtocolError, TunnelClosed, error_line
@@ -19,8 +18,10 @@ from eic_proxy.tunnel.effects import (
     CloseOutput,
     Done,
     Effect,
+    EndReason,
     Note,
     Outcome,
+    Phase,
     Reconnect,
     Say,
     Send,
@@ -44,33 +45,7 @@ from eic_proxy.tunnel.wsframes import (
     encode,
 )
 
-
 # The official client sends at most 65 000 bytes per BINARY frame (docs/protocol.md §4.2).
-class Phase(Enum):
-    """Where the tunnel is: the protocol's whole state besides its counters and timers."""
-
-    OPEN = "open"                  # bytes flow both ways
-    CLOSING = "closing"            # we sent CLOSE: the endpoint's CLOSE is its echo
-    RECONNECTING = "reconnecting"  # the target was unreachable: a new WebSocket is opening for the replay
-    FINISHED = "finished"          # ``outcome`` is decided; inputs are ignored
-
-
-class EndReason(Enum):
-    """Why a tunnel ended: the ``reason`` of its outcome and of the audit log's ``disconnect`` entry."""
-
-    EOF = "eof"                        # a clean end after ssh closed its side
-    CLOSED = "closed"                  # the endpoint closed normally
-    CLOSED_ERROR = "closed-error"      # the endpoint closed with an error (unreachable, expired, ...)
-    REFUSED = "refused"                # we refused to go on (a host key the console did not list)
-    OUTPUT_CLOSED = "output-closed"    # ssh stopped reading
-    SIGNAL = "signal"                  # SIGHUP, SIGTERM or SIGINT (the reason says which: signal:N)
-    HANGUP_STALLED = "hangup-stalled"  # ssh closed while the endpoint had stalled
-    ENDPOINT_GONE = "endpoint-gone"    # TCP/TLS ended without a CLOSE
-    SEND_STALLED = "send-stalled"      # the endpoint stopped reading
-    KEEPALIVE = "keepalive"            # the endpoint stopped answering pings
-    PROTOCOL = "protocol"              # the endpoint broke RFC 6455
-
-
 MAX_FRAME = 65000
 MAX_MESSAGE = 16 * 1024 * 1024  # none documented; payloads are streamed, so this only bounds garbage
 KEEPALIVE_MISSES = 3

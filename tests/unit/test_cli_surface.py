@@ -66,7 +66,7 @@ def test_a_closed_stdout_ends_quietly_like_a_shell_pipeline():
 def test_unknown_endpoint_id_is_a_no_endpoint_error():
     from botocore.exceptions import ClientError
 
-    from eic_proxy.aws.client import translate
+    from eic_proxy.aws.errors import translate
     from eic_proxy.errors import ExitCode, NoEndpoint
 
     exc = ClientError({"Error": {"Code": "InvalidInstanceConnectEndpointId.NotFound",

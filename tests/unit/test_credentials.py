@@ -54,7 +54,7 @@ def test_an_api_refusal_for_the_signing_time_names_the_clock_and_the_offset():
 
     from botocore.exceptions import ClientError
 
-    from eic_proxy.aws.client import translate
+    from eic_proxy.aws.errors import translate
 
     date = email.utils.formatdate(time.time() - 600, usegmt=True)  # AWS's time: ours is 10 minutes ahead
     for code, message in (("RequestExpired", "Request has expired."),

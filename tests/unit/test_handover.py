@@ -14,7 +14,8 @@ from eic_proxy.lifecycle.handover import PreparedAws, dumps, loads
 from eic_proxy.lifecycle.session import Session
 from eic_proxy.model import Endpoint, Target
 from eic_proxy.transport.link import Link
-from eic_proxy.transport.pump import Driver, LocalEnd
+from eic_proxy.transport.local import LocalEnd
+from eic_proxy.transport.pump import Driver
 from eic_proxy.tunnel.protocol import TunnelProtocol
 
 

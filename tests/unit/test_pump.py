@@ -10,8 +10,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from eic_proxy.errors import ExitCode
+from eic_proxy.transport.local import LocalEnd
 from eic_proxy.transport.probe import first_bytes
-from eic_proxy.transport.pump import LocalEnd, pump
+from eic_proxy.transport.pump import pump
 from eic_proxy.tunnel.protocol import MAX_FRAME, TunnelProtocol
 from tests.unit.wsserver import ClientFrames, close_frame, server_frame
 
@@ -162,7 +163,8 @@ def test_ssh_pipes_are_grown_and_other_descriptors_are_left_alone():
     """A bulk transfer reads four frames at a time from ssh: its pipe must hold them (Linux)."""
     import fcntl
 
-    from eic_proxy.transport.pump import UPLINK_FRAMES, _grow_pipe
+    from eic_proxy.transport.local import _grow_pipe
+    from eic_proxy.transport.pump import UPLINK_FRAMES
 
     r, w = os.pipe()
     try:

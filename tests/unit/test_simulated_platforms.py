@@ -255,7 +255,8 @@ def test_the_same_on_windows_where_the_key_lock_is_exclusive(tmp_path):
 
 def test_a_due_rotation_runs_while_the_tunnel_lives(isolated_env):
     """The pump runs its chores (the rotation of a due key) once their time comes, in a thread of their own."""
-    from eic_proxy.transport.pump import LocalEnd, pump
+    from eic_proxy.transport.local import LocalEnd
+    from eic_proxy.transport.pump import pump
     from tests.unit.test_pump import Endpoint, quiet
 
     ran = threading.Event()
