@@ -71,7 +71,7 @@ class TunnelChecks:
         if not first.startswith(b"SSH-"):
             self.add("ssh banner", FAIL, f"{ip}:{port} answered, but not with an SSH banner"
                      + (f" ({first[:40]!r})" if first else " (it waits for the client to speak)"),
-                     "is --port right? ssh needs an SSH server there")
+                     "is --remote-port right? ssh needs an SSH server there")
             self.skip_rest(["ssh login"], "needs the SSH banner")
             return True
         banner = first.split(b"\r\n", 1)[0].decode("ascii", "replace")

@@ -218,7 +218,7 @@ def add_parser(sub: Any) -> None:
                     help="instances carrying this tag (repeatable)")
     po.add_argument("--os-user", action="append", default=[], metavar="USER", help="ec2:osuser (repeatable)")
     po.add_argument("--endpoint", action="append", default=[], metavar="ID|ARN", help="endpoint (repeatable)")
-    po.add_argument("--port", action="append", type=int, default=[], metavar="PORT",
+    po.add_argument("--remote-port", "--port", dest="port", action="append", type=int, default=[], metavar="PORT",
                     help="remotePort allowed (repeatable; default 22)")
     po.add_argument("--private-ip", action="append", default=[], metavar="IP|CIDR",
                     help="privateIpAddress allowed (repeatable)")
