@@ -40,7 +40,7 @@ class Aws:
     """The AWS settings every step needs, and a botocore session made only when one is needed.
 
     A warm connection reads region, CA bundle, FIPS flag and credentials through
-    ``awsfiles.SharedSettings`` and never imports botocore; API calls, and profiles whose
+    ``aws.sharedfiles.SharedSettings`` and never imports botocore; API calls, and profiles whose
     credentials botocore has to resolve (roles, SSO, processes), create the session on first use.
     """
 
