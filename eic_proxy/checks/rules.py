@@ -42,7 +42,7 @@ class Facts:
     target: Any = None
     instance: dict = field(default_factory=dict)
     endpoint: Any = None
-    session: Any = None
+    plan: Any = None  # lifecycle.connection.Plan, once the push check prepared it
     client_ip: Optional[str] = None
     endpoint_groups: Optional[list[str]] = None
 

@@ -7,11 +7,12 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from eic_proxy.checks.rules import FAIL, PASS, SKIP, Status
-from eic_proxy.errors import EicProxyError
+
+if TYPE_CHECKING:
+    from eic_proxy.lifecycle.connection import Plan
 
 BANNER_WAIT = 10.0
 LOGIN_TIMEOUT = 30.0
@@ -27,40 +28,34 @@ class TunnelChecks:
     def skip_rest(self, names: list[str], why: str) -> None:  # provided by Doctor
         raise NotImplementedError
 
-    def _session(self) -> Any:
-        if self.facts.session is None:
+    def _plan(self) -> Plan:
+        """The connection as ``connect`` would prepare it, from what the checks found (no second lookup);
+        the push happens here, once."""
+        if self.facts.plan is None:
             from eic_proxy.control.locate import Located
-            from eic_proxy.lifecycle.session import Session
+            from eic_proxy.lifecycle.connection import prepare
 
-            # What the checks found, not a second (cached) lookup.
-            self.facts.session = Session(self.opts, aws=self.facts.aws,
-                                          located=Located(self.facts.target, self.facts.endpoint))
-        return self.facts.session
+            self.facts.plan = prepare(self.opts, aws=self.facts.aws, located=Located(self.facts.target, self.facts.endpoint),
+                                     audited=False)
+        return self.facts.plan
 
     def check_push(self) -> bool:
         if not self.opts.push:
             return self.add("push", SKIP, "--no-push: you bring a key the instance trusts")
-        s = self._session()
-        s.push_key()
+        plan = self._plan()
         return self.add("push", PASS, f"key pushed for {self.opts.os_user}@{self.facts.target.instance_id}"
-                        + (f" (request {s.push_request_id})" if s.push_request_id else ""))
+                        + (f" (request {plan.push_request_id})" if plan.push_request_id else ""))
 
     def check_handshake(self) -> bool:
-        from eic_proxy.transport.probe import first_bytes, say_goodbye
+        from eic_proxy.lifecycle.connection import probe
 
-        s = self._session()
-        t0 = time.monotonic()
-        ws = s.handshake()
-        took = (time.monotonic() - t0) * 1000
-        self.add("handshake", PASS, f"WebSocket to {self.facts.endpoint.endpoint_id} open in {took:.0f} ms")
-        try:
-            first = first_bytes(ws, s.new_protocol(), BANNER_WAIT)
-        except EicProxyError as exc:
-            self.add("ssh banner", FAIL, exc.message, exc.hint)
+        result = probe(self._plan(), BANNER_WAIT)
+        self.add("handshake", PASS, f"WebSocket to {self.facts.endpoint.endpoint_id} open in {result.opened_in * 1000:.0f} ms")
+        if result.error is not None:
+            self.add("ssh banner", FAIL, result.error.message, result.error.hint)
             self.skip_rest(["ssh login"], "needs the SSH banner")
             return True
-        finally:
-            say_goodbye(ws)
+        first = result.first
         port, ip = self.opts.port, self.facts.target.ip
         if first is None:
             self.add("ssh banner", FAIL, f"the endpoint could not reach {ip}:{port}",
@@ -84,7 +79,9 @@ class TunnelChecks:
             return self.add("ssh login", SKIP, "no ssh client on this machine")
         if not self.opts.push or self.opts.identity:
             return self.add("ssh login", SKIP, "only checked with the managed key")
-        key = self._session().key_manager().ensure()
+        from eic_proxy.keys.lifecycle import make_key_manager
+
+        key = make_key_manager(self.opts).ensure()
         identity = key.private_path or key.public_path
         opts = self.opts
         from eic_proxy.sshblock import config_path, executable_argv, quote_command

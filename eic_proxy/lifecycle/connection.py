@@ -22,9 +22,11 @@ import logging
 import os
 import socket
 import threading
+import time
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterator, Optional
 
+from eic_proxy.aws.seams import AwsApi
 from eic_proxy.config import ConnectOptions, validate
 from eic_proxy.control.hostkey_guard import HostKeyGuard
 from eic_proxy.control.locate import Located
@@ -77,17 +79,21 @@ class Plan:
         return dict(self.__dict__, live_aws=None)
 
 
-def prepare(opts: ConnectOptions, carrier_pid: Optional[int] = None, verbose: int = 0) -> Plan:
+def prepare(opts: ConnectOptions, carrier_pid: Optional[int] = None, verbose: int = 0,
+            aws: Optional[AwsApi] = None, located: Optional[Located] = None, audited: bool = True) -> Plan:
     """Everything before the WebSocket. ``carrier_pid``: the process that will carry the tunnel (and
-    uses the key meanwhile), when it is not this one."""
+    uses the key meanwhile), when it is not this one. ``aws`` and ``located``: what the caller found
+    already (doctor's checks), so nothing is looked up again; ``audited=False``: no ``connect-failed``
+    entry (a check is not a connection)."""
     validate(opts)
-    session = Session(opts, carrier_pid=carrier_pid)
-    try:
-        session.locate()
-    except EicProxyError as exc:
-        _audit_failure(session, exc, located=False)
-        raise
-    with _failures_audited(session, keep_slot=True):
+    session = Session(opts, aws=aws, located=located, carrier_pid=carrier_pid)
+    if located is None:
+        try:
+            session.locate()
+        except EicProxyError as exc:
+            _audit_failure(session, exc, located=False)
+            raise
+    with _failures_audited(session, keep_slot=True, audited=audited):
         if session.located.target.state != "running":  # --start: the probe's tunnel is the connection's
             ws, proto, first = session.start_and_probe()
             session.prepare_host_keys()
@@ -121,6 +127,36 @@ def carry(plan: Plan, local: LocalEnd, close_output: Callable[[], None], tell: O
                            reconnect=session.reconnect if can_replay else None, tell=tell)
         finally:
             session.tunnel_ended()  # if the tunnel did not open: our ssh is done with the key all the same
+
+
+@dataclass(frozen=True)
+class Probe:
+    """A tunnel opened only to see whether the server behind it answers (doctor's banner check)."""
+
+    opened_in: float  # seconds the slot and the WebSocket took
+    first: Optional[bytes]  # what the server sent first (b"": silent; None: the endpoint could not reach it)
+    error: Optional[EicProxyError] = None  # the tunnel failed after it opened
+
+
+def probe(plan: Plan, wait: float) -> Probe:
+    """Open the plan's tunnel as ``carry`` would (a slot, a fresh URL, the upgrade), read what the server
+    says first within ``wait`` seconds, and close it. Raises what fails before the tunnel opened."""
+    from eic_proxy.transport.probe import first_bytes, say_goodbye
+
+    session = session_of(plan)
+    try:
+        started = time.monotonic()
+        ws = session.open(push=False)
+        opened_in = time.monotonic() - started
+        try:
+            return Probe(opened_in, first_bytes(ws, session.new_protocol(), wait))
+        except EicProxyError as exc:
+            return Probe(opened_in, None, exc)
+        finally:
+            say_goodbye(ws)
+    finally:
+        if session.slot is not None:
+            session.slot.release()
 
 
 def connect(opts: ConnectOptions, local: LocalEnd, close_output: Callable[[], None]) -> PumpResult:
@@ -172,7 +208,7 @@ def session_of(plan: Plan) -> Session:
 
 
 @contextlib.contextmanager
-def _failures_audited(session: Session, keep_slot: bool = False) -> Iterator[None]:
+def _failures_audited(session: Session, keep_slot: bool = False, audited: bool = True) -> Iterator[None]:
     """A ``connect-failed`` entry for a failure before the tunnel was up, and the slot given back (in a
     long-lived caller too, not only at process exit) — kept when ``keep_slot`` and all went well."""
     failed = True
@@ -180,7 +216,7 @@ def _failures_audited(session: Session, keep_slot: bool = False) -> Iterator[Non
         yield
         failed = False
     except EicProxyError as exc:
-        if not session.opened:
+        if audited and not session.opened:
             _audit_failure(session, exc, located=True)
         raise
     finally:
