@@ -11,7 +11,6 @@ anywhere. It holds the credentials the URL is signed with, like the process that
 """
 from __future__ import annotations
 
-import pickle
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -66,8 +65,12 @@ class PreparedAws:
 
 
 def dumps(message: object) -> bytes:
+    import pickle  # only the helper's processes hand plans over (an in-process connection never loads it)
+
     return pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
 
 
 def loads(data: bytes) -> object:
+    import pickle
+
     return pickle.loads(data)  # noqa: S301 - from our own forked process, through a pipe only we hold
