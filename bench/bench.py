@@ -141,7 +141,8 @@ class Bench:
                                              f"{self.exe} connect %h %p %r"),
             "nc baseline": self._config("nc", f"nc {self.inst.ip} %p"),
             "eic-proxy direct": self._config("eicd", f"{self.exe} connect %h %p %r"),
-            "eic-proxy launcher": self._config("eicl", f"{Path(self.exe).parent / 'python'} {launcher()} connect %h %p %r"),
+            # as `eic-proxy ssh-config` writes it (sshblock.fast_launcher): python -S, then the launcher
+            "eic-proxy launcher": self._config("eicl", f"{Path(self.exe).parent / 'python'} -S {launcher()} connect %h %p %r"),
             "eic-proxy in-process": self._config("eicn", f"{self.exe} connect --no-helper %h %p %r"),
             "reference relay": self._config("ref", f"{sys.executable} {REPO}/bench/rusage.py {self.stats} "
                                                    f"{sys.executable} {REPO}/bench/ref_relay.py"),
@@ -340,7 +341,7 @@ class Bench:
                 pass
             base.append(time.time() - t0)
             ours.append(until_handshake([self.exe, "connect", "web-1"], self.env))
-            ours_launched.append(until_handshake([str(Path(self.exe).parent / "python"), launcher(), "connect", "web-1"],
+            ours_launched.append(until_handshake([str(Path(self.exe).parent / "python"), "-S", launcher(), "connect", "web-1"],
                                                  self.env))
             self.presign()
             ref.append(until_handshake([sys.executable, f"{REPO}/bench/ref_relay.py"],

@@ -20,6 +20,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         code = run_via_helper(args)
         if code is not None:
             return code
+    if "site" not in sys.modules:  # started with -S (eic_proxy_connect.py): the CLI needs site-packages
+        import site
+
+        site.main()
     from eic_proxy.cli import main as cli_main
 
     return cli_main(args)

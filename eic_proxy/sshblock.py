@@ -115,14 +115,15 @@ def executable_argv() -> list[str]:
 
 
 def fast_launcher() -> Optional[list[str]]:
-    """[python, launcher] when both exist; None on Windows (ssh runs programs there, not scripts)."""
+    """[python, -S, launcher] when both exist; None on Windows (ssh runs programs there, not scripts).
+    ``-S``: the launcher needs no ``.pth`` file of site-packages, and skips reading them."""
     if sys.platform == "win32" or not sys.executable:
         return None
     import eic_proxy
 
     launcher = Path(eic_proxy.__file__).absolute().parent.parent / "eic_proxy_connect.py"
     python = Path(sys.executable).absolute()
-    return [str(python), str(launcher)] if launcher.is_file() and python.is_file() else None
+    return [str(python), "-S", str(launcher)] if launcher.is_file() and python.is_file() else None
 
 
 def program_ran() -> Optional[str]:

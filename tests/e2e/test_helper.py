@@ -33,6 +33,22 @@ def helpers_of(client) -> set[int]:
     return helpers(str(client.home))
 
 
+def described(pids: set[int]) -> str:
+    """For a failure: each process's parent, name, state and command line (two "helpers" were seen once
+    under a doubly loaded machine; this says what the second one was)."""
+    out = []
+    for pid in sorted(pids):
+        try:
+            status = dict(line.split(":\t", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+                          if ":\t" in line)
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError as exc:
+            out.append(f"{pid}: gone ({exc})")
+            continue
+        out.append(f"{pid}: ppid {status.get('PPid')} {status.get('Name')} {status.get('State')} {cmd}")
+    return "; ".join(out)
+
+
 def helper_dir(client) -> Path:
     d = address.helper_dir(client.env)
     assert d is not None
@@ -122,7 +138,8 @@ def test_a_stale_socket_is_replaced(client, world):
     inode = path.stat().st_ino
     r = debug_ssh(client)
     assert r.returncode == 0 and "helper: started" in r.stderr, r.stderr
-    assert path.stat().st_ino != inode and len(helpers_of(client)) == 1
+    assert path.stat().st_ino != inode, (inode, r.stderr)
+    assert len(helpers_of(client)) == 1, described(helpers_of(client))
 
 
 def test_a_helper_of_another_build_is_not_used(client, world):
@@ -246,7 +263,9 @@ def test_errors_and_exit_codes_hold_through_the_helper(client, world):
 
 def test_stop_ends_the_helper_not_its_tunnels(client, world):
     assert client.ssh("web-1", "true").returncode == 0
-    (pid,) = helpers_of(client)
+    found = helpers_of(client)
+    assert len(found) == 1, described(found)
+    (pid,) = found
     p = subprocess.Popen(["ssh", "-F", str(client.config), "web-1", "cat"], env=client.env,
                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert wait_until(lambda: len(tunnels(client)) == 1, 10)

@@ -50,7 +50,8 @@ def test_printed_block_uses_absolute_paths(client):
     r = client.proxy("ssh-config", "web-*", "--region", client.bed.region)
     text = r.stdout.decode()
     proxy_line = next(line for line in text.splitlines() if "ProxyCommand" in line)
-    python, launcher = proxy_line.split()[1:3]  # on POSIX: this Python and the launcher, not pip's wrapper
+    python, flag, launcher = proxy_line.split()[1:4]  # on POSIX: this Python and the launcher, not pip's wrapper
+    assert flag == "-S"  # the launcher needs no .pth file read
     assert os.path.isabs(python) and os.access(python, os.X_OK) and "python" in os.path.basename(python)
     assert os.path.isabs(launcher) and launcher.endswith("/eic_proxy_connect.py") and os.path.isfile(launcher)
     assert f"connect --region {client.bed.region} --typed=%n -- %h %p %r" in proxy_line
