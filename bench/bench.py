@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from tests.testbed.bed import ACCESS_KEY, SECRET_KEY, Testbed  # noqa: E402
-from tests.testbed.processes import HELPER, comm, our_processes  # noqa: E402
+from tests.testbed.processes import HELPER, TUNNEL, comm, our_processes  # noqa: E402
 
 MIB = 1024 * 1024
 TICK = os.sysconf("SC_CLK_TCK")
@@ -50,6 +50,29 @@ def memory_kib(pid: int) -> tuple[int, int]:
         return rss, pss
     except (OSError, ValueError, IndexError):
         return 0, 0
+
+
+def memory_by_kind(pid: int) -> dict[str, tuple[int, int]]:
+    """{kind: (PSS, private dirty)} in KiB over the process's mappings: the Python heap and malloc's
+    (``[heap]``, anonymous: pymalloc arenas, malloc arenas, thread stacks), ``[stack]``, libraries and
+    other files. Says where a tunnel's own memory goes (issue 29: "per page kind")."""
+    out: dict[str, list[int]] = {}
+    kind = "anonymous"
+    try:
+        lines = Path(f"/proc/{pid}/smaps").read_text().splitlines()
+    except OSError:
+        return {}
+    for line in lines:
+        head = line.split()
+        if head and "-" in head[0] and len(head) >= 5 and not head[0].endswith(":"):
+            path = head[5] if len(head) > 5 else ""
+            kind = (path if path.startswith("[") else "anonymous" if not path
+                    else "libraries" if ".so" in path else "files")
+        elif head[:1] == ["Pss:"]:
+            out.setdefault(kind, [0, 0])[0] += int(head[1])
+        elif head[:1] == ["Private_Dirty:"]:
+            out.setdefault(kind, [0, 0])[1] += int(head[1])
+    return {k: (v[0], v[1]) for k, v in out.items()}
 
 
 class TunnelSampler:
@@ -403,6 +426,8 @@ class Bench:
                 for pid in pids:
                     r, q = memory_kib(pid)
                     rss, pss = rss + r, pss + q
+                if label.startswith("helper after"):
+                    self._memory_kinds(pids)
             finally:
                 for p in procs:
                     p.stdin.close()
@@ -411,6 +436,23 @@ class Bench:
             self.rows.append((f"memory, {tunnels} open tunnels, {label}: all eic-proxy processes",
                               f"PSS {pss / 1024:.0f} MiB (RSS summed {rss / 1024:.0f} MiB, {len(pids)} processes)",
                               "target <= 150 MiB" if label.startswith("helper") else "today's path"))
+
+    def _memory_kinds(self, pids: dict) -> None:
+        """Rows: where one tunnel process's private memory goes, by kind, averaged over the tunnels."""
+        tunnels = [pid for pid in pids if comm(pid) == TUNNEL]
+        total: dict[str, list[int]] = {}
+        for pid in tunnels:
+            for kind, (pss, dirty) in memory_by_kind(pid).items():
+                acc = total.setdefault(kind, [0, 0])
+                acc[0] += pss
+                acc[1] += dirty
+        if not tunnels:
+            return
+        parts = sorted(total.items(), key=lambda kv: -kv[1][1])
+        text = ", ".join(f"{k} {v[1] / len(tunnels) / 1024:.2f} (PSS {v[0] / len(tunnels) / 1024:.2f})" for k, v in parts
+                         if v[1] >= 64 * len(tunnels))
+        self.rows.append(("memory per tunnel process by kind, after a first connection: private dirty MiB", text,
+                          f"{len(tunnels)} tunnels"))
 
     def table(self) -> str:
         out = ["| measurement | eic-proxy (baselines) | ratio |", "|---|---|---|"]
