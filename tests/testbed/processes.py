@@ -25,6 +25,14 @@ def comm(pid: int) -> str:
         return ""
 
 
+def parent_of(pid: int) -> int:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return 0
+    return next((int(line.split()[1]) for line in status.splitlines() if line.startswith("PPid:")), 0)
+
+
 def home_of(pid: int) -> str:
     """The HOME a process started with: every test runs its clients under its own tmp_path, so this
     tells whose a process is when several tests run at once (pytest -n)."""
