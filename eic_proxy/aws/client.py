@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 from typing import TYPE_CHECKING, Any, Optional
 
 from eic_proxy.aws.errors import translate
@@ -19,7 +18,7 @@ from eic_proxy.errors import (
 )
 
 if TYPE_CHECKING:
-    from pathlib import Path
+    pass
 
 log = logging.getLogger(__name__)
 
@@ -203,85 +202,15 @@ def _proxy_env() -> bool:
     return any(os.environ.get(k) for k in ("https_proxy", "HTTPS_PROXY", "http_proxy", "HTTP_PROXY"))
 
 
-# The EC2 operations a connection can call (resolve, locate, --start, host keys; doctor's too). The
-# per-user helper writes the EC2 model cut down to these (``cut_models``); sessions then read that
-# small file instead of parsing the whole ~20 MiB model (~120 ms). tests/unit/test_helper_parts.py
-# checks that every EC2 call in the code is listed.
-EC2_OPERATIONS = ("DescribeInstances", "DescribeInstanceConnectEndpoints", "StartInstances", "GetConsoleOutput",
-                  "DescribeSecurityGroups", "DescribeSubnets")
-
-
-def trim_model(model: dict, operations: tuple[str, ...]) -> dict:
-    """A service model with only ``operations`` and the shapes they reach (members, list members, map keys/values)."""
-    shapes = model["shapes"]
-    ops = {name: model["operations"][name] for name in operations if name in model["operations"]}
-    todo = [op[part]["shape"] for op in ops.values() for part in ("input", "output") if part in op]
-    todo += [error["shape"] for op in ops.values() for error in op.get("errors", [])]
-    keep: set[str] = set()
-    while todo:
-        name = todo.pop()
-        if name in keep or name not in shapes:
-            continue
-        keep.add(name)
-        shape = shapes[name]
-        todo += [member["shape"] for member in shape.get("members", {}).values()]
-        todo += [shape[part]["shape"] for part in ("member", "key", "value") if part in shape]
-    return {**model, "operations": ops, "shapes": {name: shapes[name] for name in keep}}
-
-
-def models_dir() -> "Path":
-    """Where the cut-down models of this botocore version live (user cache dir)."""
-    import botocore
-
-    from eic_proxy.store.files import cache_dir
-
-    return cache_dir() / "models" / botocore.__version__
-
-
-def cut_models() -> None:
-    """Write the cut-down EC2 model once per botocore version (the helper calls this when idle)."""
-    root = models_dir()
-    if not (root / "ec2").is_dir():
-        _cut_ec2_model(root)
-
-
-def _cut_ec2_model(root: "Path") -> None:
-    """Write ``root/ec2/VERSION/service-2.json`` with EC2_OPERATIONS only, from a forked child: the full
-    model's parse (and its garbage) lives and dies there, not in the helper. Returns once it is gone."""
-    if sys.platform == "win32":  # no helper on Windows (and the type checker sees it)
-        raise OSError("the helper is POSIX-only")
-    import json
-
-    from eic_proxy.store.files import ensure_private_dir, write_private_atomic
-
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - the child
-        try:
-            import botocore.loaders
-
-            loader = botocore.loaders.Loader()
-            version = loader.determine_latest_version("ec2", "service-2")
-            data, _ = loader.load_data_with_path(f"ec2/{version}/service-2")
-            target = root / "ec2" / version / "service-2.json"
-            ensure_private_dir(target.parent)
-            write_private_atomic(target, json.dumps(trim_model(data, EC2_OPERATIONS)).encode(), durable=False)
-        finally:
-            os._exit(0)
-    os.close(w)
-    try:
-        os.read(r, 1)  # end of file: the child has exited
-    finally:
-        os.close(r)
-
-
 def _make_session(profile: Optional[str]) -> Any:
     import botocore.exceptions
     import botocore.session
 
     try:
         session = botocore.session.Session(profile=profile)
-        _use_cut_models(session)
+        from eic_proxy.aws.models import use_fast_data_loader
+
+        use_fast_data_loader(session)
         session.get_config_variable("region")  # reads the profile: a missing one fails here
     except botocore.exceptions.ProfileNotFound as exc:
         raise UsageError(f"AWS profile {profile or exc.kwargs.get('profile')!r} does not exist",
@@ -292,28 +221,6 @@ def _make_session(profile: Optional[str]) -> Any:
     except Exception:  # pragma: no cover - botocore layout changed; prompting is still guarded by no-tty
         log.debug("could not disable the MFA prompter")
     return session
-
-
-def _use_cut_models(session: Any) -> None:
-    """Read EC2's model from the cut-down copy when there is one (search paths: it first, then
-    AWS_DATA_PATH, then botocore's own)."""
-    root = models_dir()
-    found = sorted(root.glob("ec2/*/service-2.json"))
-    if not found:
-        return
-    try:  # a damaged copy must not break the connection: without it, botocore's own model is used
-        import json
-
-        if "DescribeInstances" not in json.loads(found[-1].read_bytes())["operations"]:
-            raise ValueError("not a model of ours")
-    except (OSError, ValueError, KeyError, TypeError):
-        log.debug("ignoring the cut-down EC2 model in %s", root)
-        return
-    import botocore.loaders
-
-    data_path = os.environ.get("AWS_DATA_PATH")
-    extra = [os.path.expanduser(p) for p in (data_path or "").split(os.pathsep) if p]
-    session.register_component("data_loader", botocore.loaders.Loader(extra_search_paths=[str(root), *extra]))
 
 
 def make_aws(profile: Optional[str] = None, region: Optional[str] = None,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from eic_proxy.aws.client import EC2_OPERATIONS, trim_model
+from eic_proxy.aws.models import EC2_OPERATIONS, trim_model
 from eic_proxy.helper import address, wire
 
 SOURCE = Path(__file__).resolve().parents[2] / "eic_proxy"
@@ -95,10 +95,10 @@ def test_every_ec2_call_in_the_code_is_in_the_cut_model():
 def test_the_cut_model_builds_a_client_with_those_operations(tmp_path, monkeypatch):
     import botocore.session
 
-    from eic_proxy.aws import client
+    from eic_proxy.aws import client, models
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    client.cut_models()
+    models.cut_models()
     [model] = tmp_path.glob("eic-proxy/models/*/ec2/*/service-2.json")
     assert oct(model.stat().st_mode & 0o777) == "0o600"
     session = client._make_session(None)
