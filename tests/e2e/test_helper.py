@@ -191,10 +191,11 @@ def test_two_environments_at_once_never_share_credentials(client, world):
 
 
 def test_an_idle_helper_leaves_and_removes_its_socket(client, world):
-    env = dict(client.env, EIC_PROXY_HELPER_IDLE="1")
+    env = dict(client.env, EIC_PROXY_HELPER_IDLE="1", EIC_PROXY_DEBUG="1")
     r = client.run(["ssh", "-F", str(client.config), "web-1", "true"], env=env)
-    assert r.returncode == 0, r.stderr
-    assert socket_path(client).exists()
+    # The helper served it (so it listened on its socket); whether it is still there when ssh has
+    # exited depends on how loaded the machine is (1 s of idleness).
+    assert r.returncode == 0 and "handed to process" in r.stderr, r.stderr
     assert wait_until(lambda: not helpers_of(client), 10), "the helper did not leave"
     assert not socket_path(client).exists()
 
