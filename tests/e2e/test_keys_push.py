@@ -52,7 +52,11 @@ def test_50_connections_to_10_instances_make_10_pushes(client, fleet):
         results = list(pool.map(lambda h: client.run([*argv, h, "true"], timeout=240), hosts))
     assert all(r.returncode == 0 for r in results), [r.stderr for r in results if r.returncode][:3]
     pushed = [p["instance_id"] for p in _pushes(client.bed)]
-    assert sorted(pushed) == sorted(inst.instance_id for inst in fleet)
+    # A tunnel the endpoint could not take to the target (its connect to sshd timed out under load) heals
+    # by looking up again and opening anew, which may push again once the first push is no longer fresh.
+    healed = len(client.bed.eice.unreachable)
+    assert sorted(set(pushed)) == sorted(inst.instance_id for inst in fleet)
+    assert len(pushed) <= len(fleet) + healed, (pushed, healed)
 
 
 def _set_push_record_age(home, seconds: float) -> None:

@@ -95,8 +95,11 @@ def test_parallel_cold_connections_look_up_once(client, world):
     audit_log = client.home / ".local/state/eic-proxy/audit.jsonl"
     why = ([r.stderr for r in results if r.stderr], client.bed.aws.calls,  # what to look at if a second lookup came
            audit_log.read_text(errors="replace")[-4000:] if audit_log.exists() else "no audit log")
-    assert client.bed.aws.count("DescribeInstances") == 1, why
-    assert client.bed.aws.count("DescribeInstanceConnectEndpoints") == 1
+    # A tunnel the endpoint could not take to the target (its connect to sshd timed out: seen on a doubly
+    # loaded machine) heals by looking the cached location up again: one more lookup each, no more.
+    healed = len(client.bed.eice.unreachable)
+    assert 1 <= client.bed.aws.count("DescribeInstances") <= 1 + healed, why
+    assert 1 <= client.bed.aws.count("DescribeInstanceConnectEndpoints") <= 1 + healed, why
     assert client.bed.aws.count("SendSSHPublicKey") == 1
 
 

@@ -58,6 +58,7 @@ class FakeEice:
         self.active: collections.Counter = collections.Counter()
         self.peak: collections.Counter = collections.Counter()
         self.handshakes: list[Handshake] = []
+        self.unreachable: list[float] = []  # when it closed a tunnel with "Unable to connect to target"
         self.faults: collections.deque = collections.deque()
         self.lock = threading.Lock()
         self.clock_skew = 0.0  # seconds the endpoint's clock runs ahead (tests of URL expiry)
@@ -279,6 +280,7 @@ class FakeEice:
         try:
             reader, writer = await asyncio.wait_for(asyncio.open_connection(info["ip"], info["port"]), 10)
         except (OSError, asyncio.TimeoutError):
+            self.unreachable.append(time.time())
             await ws.close(1011, "Unable to connect to target")
             return
 
