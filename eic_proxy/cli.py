@@ -35,9 +35,14 @@ _PARSERS: dict[Optional[str], argparse.ArgumentParser] = {}
 def build_parser(only: Optional[str] = None) -> argparse.ArgumentParser:
     """The command line; with ``only``, just that sub-command is set up (the others are not needed).
 
-    Built once per process: the helper builds ``connect``'s before it forks, so a connection does not."""
+    Built once per process; ``connect``'s alone is ``options.connect_parser()``, the one the helper
+    builds before it forks and its preparer parses with."""
     if only in _PARSERS:
         return _PARSERS[only]
+    if only == "connect":
+        from eic_proxy.options import connect_parser
+
+        return connect_parser()
     parser = argparse.ArgumentParser(
         prog="eic-proxy",
         description="OpenSSH ProxyCommand for private EC2 instances through EC2 Instance Connect Endpoints.",

@@ -101,7 +101,7 @@ def use_fast_data_loader(session: Any) -> None:
     data_path = os.environ.get("AWS_DATA_PATH")
     extra = [os.path.expanduser(p) for p in (data_path or "").split(os.pathsep) if p]
     first = [str(root)] if _cut_model_ok(root) else []
-    loader = _fast_loader_class()(extra_search_paths=[*first, *extra], file_loader=_marshal_file_loader(root))
+    loader = _fast_loader_class(root)(extra_search_paths=[*first, *extra], file_loader=_marshal_file_loader(root))
     session.register_component("data_loader", loader)
 
 
@@ -146,7 +146,7 @@ def _marshal_file_loader(root: "Path") -> Any:
     return MarshalJSONFileLoader()
 
 
-def _fast_loader_class() -> Any:
+def _fast_loader_class(root: "Path") -> Any:
     import botocore.loaders
 
     class FastLoader(botocore.loaders.Loader):
@@ -155,7 +155,7 @@ def _fast_loader_class() -> Any:
 
         def list_available_services(self, type_name: str) -> Any:
             key = ("services", type_name, tuple((p, _mtime(p)) for p in self.search_paths))
-            copy = models_dir() / MARSHAL_DIR / ("services-" + hashlib.sha256(repr(key).encode()).hexdigest()[:32])
+            copy = root / MARSHAL_DIR / ("services-" + hashlib.sha256(repr(key).encode()).hexdigest()[:32])
             found = _read_copy(copy, key)
             if found is None:
                 found = list(super().list_available_services(type_name))
