@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from typing import Any, Callable, Optional, TypeVar
 
 from eic_proxy.errors import CredentialsTimeout
@@ -23,14 +24,20 @@ DEFAULT_BOUND = 60.0
 SAY_AFTER = 3.0
 
 _running: list[subprocess.Popen] = []
+_starting: list[None] = []  # one entry per credential process being started (in botocore's thread)
+START_WAIT = 1.0  # how long a signal waits for a credential process being started to be known
 
 
 class CredentialProcess(subprocess.Popen):
     """botocore's ``credential_process``, kept track of so that it can be ended with us."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        _running.append(self)
+        _starting.append(None)  # the process exists before Popen returns: a signal then must wait for it
+        try:
+            super().__init__(*args, **kwargs)
+            _running.append(self)
+        finally:
+            _starting.pop()
 
 
 def bound() -> float:
@@ -69,6 +76,9 @@ def track_processes(session: Any) -> None:
 
 
 def end_credential_processes() -> None:
+    deadline = time.monotonic() + START_WAIT
+    while _starting and time.monotonic() < deadline:  # started by another thread a moment ago: kill it too
+        time.sleep(0.01)
     for p in list(_running):
         if p.poll() is None:
             try:
