@@ -173,11 +173,12 @@ class Aws:
             raise translate(exc, "loading AWS credentials", self.profile) from exc
         return self._resolved
 
-    def _retry_signed_at_aws_time(self, response: Any = None, **_kwargs: Any) -> Optional[int]:
+    def _retry_signed_at_aws_time(self, response: Any = None, attempts: int = 1, **_kwargs: Any) -> Optional[int]:
         """botocore's needs-retry hook: a call refused for its signing time, whose response's Date says
         AWS's time, is signed again at that time, once (as other AWS SDKs correct clock skew), with one
-        warning saying by how much this computer's clock is off."""
-        if response is None or self.clock_offset is not None:
+        warning saying by how much this computer's clock is off. A call made alongside (the key's push
+        while the endpoint is looked up) that was signed before the correction is signed again too."""
+        if response is None:
             return None
         from eic_proxy.clock import http_date, is_time_refusal, offset_from, say_corrected
 
@@ -185,6 +186,8 @@ class Aws:
         error = (parsed or {}).get("Error") or {}
         if not is_time_refusal(str(error.get("Code") or ""), str(error.get("Message") or "")):
             return None
+        if self.clock_offset is not None:
+            return 0 if attempts == 1 else None
         offset = offset_from(http_date(str(getattr(http, "headers", {}).get("Date", ""))))
         if offset is None:
             return None

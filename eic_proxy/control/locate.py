@@ -51,22 +51,65 @@ class Locator:
         return (f"endpoint|{self.aws.profile or ''}|{self.aws.region}|{target.vpc_id}|{target.subnet_id}|{family}"
                 f"|{self.eice_id or ''}")
 
-    def locate(self, spec: HostSpec) -> Located:
+    def locate(self, spec: HostSpec, meanwhile: Optional[Callable[[Target], Optional[Callable[[], None]]]] = None
+               ) -> Located:
         """Cached when fresh; otherwise looked up by one process while the others wait for its result.
 
         Fifty ssh processes started at once for one host (Ansible forks, parallel scp) would each
         load botocore and make two Describe calls; one does (``store/inflight.py``: no lock is held
         across the calls), and the rest read the cache.
+
+        When the endpoint has to be looked up, ``meanwhile(target)`` may give work to run in a thread
+        alongside (the key's push needs only the instance: one round trip to AWS instead of two in a
+        row). It is called in this thread, and not at all when the endpoint comes from the cache. What
+        the endpoint's lookup raises is raised first; then what the work raised.
         """
-        from eic_proxy.control.endpoint import find_endpoint
         from eic_proxy.control.resolve import resolve
 
         target, t_age = self._lookup(self._target_key(spec), self._cached_target,
                                      lambda: resolve(self.aws, self.ec2, spec, self.pick, self.allow_stopped),
                                      keep=lambda t: t.state == "running")
-        endpoint, e_age = self._lookup(self._endpoint_key(target), self._cached_endpoint,
-                                       lambda: find_endpoint(self.aws, self.ec2, target, self.eice_id))
+        key = self._endpoint_key(target)
+        cached, e_age = self._cached_endpoint(key)
+        if cached is not None:
+            return Located(target, cached, t_age, e_age)
+        endpoint, e_age = (self._lookup(key, self._cached_endpoint, lambda: self._find_endpoint(target))
+                           if meanwhile is None else self._alongside(meanwhile, target, key))
         return Located(target, endpoint, t_age, e_age)
+
+    def _find_endpoint(self, target: Target) -> Endpoint:
+        from eic_proxy.control.endpoint import find_endpoint
+
+        return find_endpoint(self.aws, self.ec2, target, self.eice_id)
+
+    def _alongside(self, meanwhile: Callable[[Target], Optional[Callable[[], None]]], target: Target,
+                   key: str) -> tuple[Endpoint, Optional[float]]:
+        """The endpoint's lookup, with the work ``meanwhile`` gives running in a thread until both are done."""
+        import threading
+
+        work = meanwhile(target)
+        if work is None:
+            return self._lookup(key, self._cached_endpoint, lambda: self._find_endpoint(target))
+        self.aws.client("ec2")  # made before the thread starts: a botocore session is not thread-safe
+        failed: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                work()
+            except BaseException as exc:  # noqa: BLE001 - raised again in the calling thread
+                failed.append(exc)
+
+        worker = threading.Thread(target=run, name="eic-meanwhile", daemon=True)
+        worker.start()
+        try:
+            found = self._lookup(key, self._cached_endpoint, lambda: self._find_endpoint(target))
+        except Exception:
+            worker.join()  # (a signal's exit does not wait for it)
+            raise
+        worker.join()
+        if failed:
+            raise failed[0]
+        return found
 
     def _lookup(self, key: str, cached: Callable[[str], tuple[Any, Optional[float]]], fetch: Callable[[], Any],
                 keep: Callable[[Any], bool] = lambda _: True) -> tuple[Any, Optional[float]]:

@@ -89,7 +89,7 @@ def prepare(opts: ConnectOptions, carrier_pid: Optional[int] = None, verbose: in
     session = Session(opts, aws=aws, located=located, carrier_pid=carrier_pid)
     if located is None:
         try:
-            session.locate()
+            session.locate(push_meanwhile=True)
         except EicProxyError as exc:
             _audit_failure(session, exc, located=False)
             raise

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from eic_proxy.errors import EicProxyError, HandshakeError
     from eic_proxy.keys.lifecycle import KeyManager
     from eic_proxy.lifecycle.limiter import Slot
+    from eic_proxy.model import Target
     from eic_proxy.tunnel.protocol import TunnelProtocol
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,7 @@ class Session:
         self.key_used = False  # our key was pushed for this tunnel: rotate it at the end if it is due
         self.carrier_pid = os.getpid() if carrier_pid is None else carrier_pid
         self.clock_offset: Optional[float] = None  # endpoint's time minus ours, once a refusal showed it
+        self._early_push: Optional[float | Exception] = None  # a push made while the endpoint was looked up
 
     @property
     def aws(self) -> AwsApi:
@@ -87,10 +89,27 @@ class Session:
     def located(self, value: Located) -> None:
         self._located = value
 
-    def locate(self) -> Located:
-        """Look the target and its endpoint up (the cache first)."""
-        self._located = self.locator.locate(self.spec)
+    def locate(self, push_meanwhile: bool = False) -> Located:
+        """Look the target and its endpoint up (the cache first). ``push_meanwhile``: when the endpoint
+        has to be asked from AWS, the key is pushed alongside (``prepare`` then finds it done, or raises
+        what the push raised)."""
+        meanwhile = self._push_early if push_meanwhile and self.opts.push else None
+        self._located = self.locator.locate(self.spec, meanwhile)
         return self._located
+
+    def _push_early(self, target: Target) -> Optional[Callable[[], None]]:
+        """The key's push, to run alongside the endpoint's lookup (``Locator.locate``)."""
+        if target.state != "running":  # --start: pushed once the instance runs
+            return None
+        self.aws.client("ec2-instance-connect", max_attempts=1)  # made before the thread starts, as ec2's is
+
+        def push() -> None:
+            try:
+                self.push_key(target.instance_id)
+                self._early_push = time.monotonic()
+            except Exception as exc:  # noqa: BLE001 - raised again where the push belongs (prepare)
+                self._early_push = exc
+        return push
 
     @property
     def spec(self) -> HostSpec:
@@ -134,8 +153,12 @@ class Session:
         self.link_known_hosts()
 
     def _push(self) -> None:
-        self.push_key()
-        self.pushed_at = time.monotonic()
+        early, self._early_push = self._early_push, None
+        if isinstance(early, Exception):
+            raise early
+        if early is None:
+            self.push_key()
+        self.pushed_at = time.monotonic() if early is None else early
 
     def open(self, push: bool = True) -> socket.socket:
         """Push (when due), take this process's slot, and open the WebSocket."""
@@ -209,11 +232,11 @@ class Session:
         self.slot = acquire(eid, self.opts.max_connections, self.opts.queue_timeout)
         self.slot_endpoint = eid
 
-    def push_key(self) -> None:
+    def push_key(self, instance_id: Optional[str] = None) -> None:
         """Make sure a fresh push of our key exists for (instance, user), and the agent holds the key."""
         from eic_proxy.control.push import ensure_pushed
 
-        opts, iid = self.opts, self.located.target.instance_id
+        opts, iid = self.opts, instance_id or self.located.target.instance_id
         if opts.identity:
             from pathlib import Path
 

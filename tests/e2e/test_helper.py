@@ -72,6 +72,9 @@ def test_first_connect_starts_a_private_helper_and_later_ones_are_forked_from_it
     assert stat.S_IMODE(d.stat().st_mode) == 0o700 and d.stat().st_uid == os.geteuid()
     assert stat.S_ISSOCK(sock.stat().st_mode) and stat.S_IMODE(sock.stat().st_mode) == 0o600
     # The helper holds nothing of ssh's: not the pipes (ssh would never see EOF), not the terminal.
+    # (Looked at once it has loaded what first connections need: writing the cut EC2 model holds a pipe
+    # of its own to the child that writes it, for as long as that takes.)
+    assert wait_until(lambda: "first connections ready" in client.proxy("helper", "status").stdout.decode(), 15)
     fds = {os.readlink(f"/proc/{pid}/fd/{n}") for n in os.listdir(f"/proc/{pid}/fd")}
     assert not any(f.startswith("pipe:") for f in fds), fds
     r = debug_ssh(client)

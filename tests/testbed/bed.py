@@ -33,19 +33,46 @@ class Instance:
     sshd: Optional[Sshd] = None
 
 
+_HELD: dict[int, int] = {}  # octet -> descriptor of its lock file, while a bed of this process uses it
+
+
 def _free_octet() -> int:
-    """A second octet whose 127.N.0.0/16 nobody on this machine listens on (parallel beds stay apart)."""
+    """A second octet whose 127.N.0.0/16 nobody on this machine listens on (parallel beds stay apart).
+
+    Taken with a lock file as well: two beds starting at the same moment (pytest-xdist's workers, two
+    suites at once) could both find the same range unbound before either listens on it (seen once)."""
+    import fcntl
+
+    locks = Path(tempfile.gettempdir()) / "eic-testbed-octets"
+    locks.mkdir(mode=0o700, exist_ok=True)
     for _ in range(50):
         n = random.randint(20, 250)
+        if n in _HELD:
+            continue
+        fd = os.open(locks / str(n), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            continue
         s = socket.socket()
         try:
             s.bind((f"127.{n}.1.250", 22))
-            return n
         except OSError:
+            os.close(fd)
             continue
         finally:
             s.close()
+        _HELD[n] = fd
+        return n
     raise RuntimeError("no free loopback range for the test bed")
+
+
+def _release_octets(octets: list[int]) -> None:
+    for n in octets:
+        fd = _HELD.pop(n, None)
+        if fd is not None:
+            os.close(fd)
 
 
 class Testbed:
@@ -58,6 +85,7 @@ class Testbed:
         os.chmod(self.workdir, 0o755)  # sshd's AuthorizedKeysCommandUser must read pushed keys below it
         self.region = region
         self.octet = _free_octet()
+        self._other_octets: list[int] = []
         self.ca = TestCA.create(self.workdir / "ca")
         self.aws = FakeAws(self.workdir, region)
         self.eice = FakeEice(self.aws, self.ca, self.workdir / "eice", {ACCESS_KEY: SECRET_KEY})
@@ -84,6 +112,7 @@ class Testbed:
                 inst.sshd.stop()
         self.eice.stop()
         self.aws.stop()
+        _release_octets([self.octet, *self._other_octets])
 
     def cleanup(self) -> None:
         shutil.rmtree(self.workdir, ignore_errors=True)
@@ -154,7 +183,9 @@ class Testbed:
         for _ in range(50):
             n = _free_octet()
             if n not in used and n != self.octet:
+                self._other_octets.append(n)
                 return n
+            _release_octets([n])
         raise RuntimeError("no free loopback range for another VPC")
 
     def _vpc_cidrs(self) -> list[str]:

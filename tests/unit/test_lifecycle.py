@@ -207,3 +207,134 @@ def test_a_failure_before_the_tunnel_is_audited_and_gives_the_slot_back(world, m
         connection.carry(plan, local=None, close_output=lambda: None)  # type: ignore[arg-type]
     assert [e for e, _ in entries] == ["connect-failed"] and entries[0][1]["push_request_id"] == "req-7"
     assert entries[0][1]["exit_code"] == HandshakeDenied.exit_code and FakeSlot.released == 1
+
+
+class ClientsAws(FakeAws):
+    """Clients are made (in the calling thread: which one is recorded), never called: the calls are faked."""
+
+    def __init__(self) -> None:
+        self.made: list[tuple[str, str]] = []
+
+    def client(self, service, max_attempts=3):
+        import threading
+
+        self.made.append((service, threading.current_thread().name))
+        return object()
+
+
+def cold_locator(monkeypatch, endpoint_lookup):
+    from eic_proxy.control.locate import Locator
+
+    where = located(cached=False)
+    monkeypatch.setattr("eic_proxy.control.resolve.resolve", lambda aws, ec2, spec, pick, allow: where.target)
+    monkeypatch.setattr("eic_proxy.control.endpoint.find_endpoint", endpoint_lookup)
+    aws = ClientsAws()
+    return Locator(aws, None), aws, where
+
+
+def test_the_key_is_pushed_while_the_endpoint_is_looked_up(monkeypatch):
+    """One round trip to AWS instead of two in a row: the endpoint's lookup does not answer until the
+    push has started (each waits for the other, so this fails if they run one after the other)."""
+    import threading
+
+    from eic_proxy.control.resolve import parse_host
+
+    push_started, lookup_started = threading.Event(), threading.Event()
+    threads: list[str] = []
+
+    def find_endpoint(aws, ec2, target, eice_id):
+        lookup_started.set()
+        assert push_started.wait(5), "the push did not start while the endpoint was looked up"
+        return where.endpoint
+
+    locator, aws, where = cold_locator(monkeypatch, find_endpoint)
+
+    def meanwhile(target):
+        assert target == where.target
+
+        def push():
+            threads.append(threading.current_thread().name)
+            push_started.set()
+            assert lookup_started.wait(5)
+        return push
+
+    found = locator.locate(parse_host("web-1"), meanwhile)
+    assert found.endpoint == where.endpoint and found.endpoint_age is None
+    assert threads == ["eic-meanwhile"]
+    assert set(aws.made) == {("ec2", threading.current_thread().name)}  # made before the thread started
+    assert not [t for t in threading.enumerate() if t.name == "eic-meanwhile"]
+
+
+def test_a_cached_endpoint_leaves_the_push_to_its_turn(monkeypatch, tmp_path):
+    from eic_proxy.control.resolve import parse_host
+    from eic_proxy.store.cache import Cache
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    calls: list[str] = []
+    locator, _, where = cold_locator(monkeypatch, lambda *a: calls.append("lookup") or where.endpoint)
+    locator.cache = Cache()
+    locator.locate(parse_host("web-1"))
+    assert calls == ["lookup"]
+    found = locator.locate(parse_host("web-1"), lambda target: calls.append("meanwhile"))
+    assert calls == ["lookup"] and found.endpoint_age is not None
+
+
+def test_the_endpoints_failure_is_said_first_and_the_push_is_waited_for(monkeypatch):
+    import threading
+
+    from eic_proxy.control.resolve import parse_host
+    from eic_proxy.errors import NoEndpoint
+
+    pushed = threading.Event()
+
+    def find_endpoint(aws, ec2, target, eice_id):
+        raise NoEndpoint("no EC2 Instance Connect Endpoint in vpc-1")
+
+    def push():
+        pushed.wait(0.2)  # still running when the lookup has failed
+        pushed.set()
+        raise HostNotFound("not this one")
+
+    locator, _, _ = cold_locator(monkeypatch, find_endpoint)
+    with pytest.raises(NoEndpoint):
+        locator.locate(parse_host("web-1"), lambda target: push)
+    assert pushed.is_set()
+
+
+def test_a_push_made_alongside_is_used_or_its_failure_raised_by_prepare(world, monkeypatch):
+    pushes, _, _, push_failures = world
+    from eic_proxy.errors import AccessDenied
+
+    for fails in (False, True):
+        pushes.clear()
+        if fails:
+            push_failures.append(AccessDenied("not allowed: ec2-instance-connect:SendSSHPublicKey"))
+        locator, aws, where = cold_locator(monkeypatch, lambda *a: located(cached=False).endpoint)
+        s = Session(ConnectOptions(host="web-1"), aws=aws)
+        s._locator = locator  # type: ignore[assignment]
+        s.locate(push_meanwhile=True)
+        assert pushes == [(IID, "ec2-user")]  # pushed during the lookup
+        assert ("ec2-instance-connect", "MainThread") in aws.made
+        if fails:
+            with pytest.raises(AccessDenied):
+                s.prepare()
+        else:
+            monkeypatch.setattr(Session, "prepare_host_keys", lambda self: None)
+            monkeypatch.setattr(Session, "link_known_hosts", lambda self: None)
+            s.prepare()
+            assert s.pushed_at is not None and s.push_request_id == "req-1"
+        assert pushes == [(IID, "ec2-user")]  # not pushed again
+
+
+def test_a_call_signed_before_the_clock_was_corrected_is_signed_again_once():
+    from eic_proxy.aws.client import Aws
+
+    class Http:
+        headers = {"Date": "Sat, 05 Dec 2026 08:00:00 GMT"}
+
+    refused = (Http(), {"Error": {"Code": "SignatureDoesNotMatch", "Message": "Signature expired: is now earlier"}})
+    aws = Aws.__new__(Aws)
+    aws.clock_offset = 120.0  # another call alongside corrected it
+    assert aws._retry_signed_at_aws_time(refused, attempts=1) == 0
+    assert aws._retry_signed_at_aws_time(refused, attempts=2) is None
+    assert aws._retry_signed_at_aws_time((Http(), {"Error": {"Code": "AccessDenied"}}), attempts=1) is None
