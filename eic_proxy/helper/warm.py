@@ -14,7 +14,7 @@ WARM = ("eic_proxy.options", "eic_proxy.report", "eic_proxy.lifecycle.connection
         "eic_proxy.transport.probe", "eic_proxy.control.hostkey_guard", "eic_proxy.keys.lifecycle", "eic_proxy.store.cache",
         "eic_proxy.store.audit", "eic_proxy.aws.sharedfiles", "eic_proxy.aws.client", "eic_proxy.control.endpoint",
         "eic_proxy.control.resolve", "eic_proxy.aws.proxy", "eic_proxy.store.knownhosts", "ssl", "base64", "hashlib",
-        "platformdirs", "encodings.idna", "eic_proxy.lifecycle.handover", "pickle")
+        "platformdirs", "encodings.idna", "eic_proxy.lifecycle.handover", "pickle", "eic_proxy.store.inflight")
 # (cryptography is left out: only a key rotation needs it, a few times a day, and it weighs 7 MiB.)
 COLD = (("botocore.session", "botocore.client"), ("eic_proxy.aws.models:cut_models",))
 
