@@ -90,7 +90,7 @@ class Locator:
         work = meanwhile(target)
         if work is None:
             return self._lookup(key, self._cached_endpoint, lambda: self._find_endpoint(target))
-        self.aws.client("ec2")  # made before the thread starts: a botocore session is not thread-safe
+        self.aws.client("ec2")  # made before the thread starts: two clients are never created at once
         failed: list[BaseException] = []
 
         def run() -> None:
