@@ -13,12 +13,14 @@ import signal
 import socket
 import sys
 import threading
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Optional, Union
 
-from eic_proxy.helper import wire
+from eic_proxy.helper import carrier, wire
+from eic_proxy.helper.waiter import WaiterSignals
 
 if TYPE_CHECKING:
     from eic_proxy.lifecycle.connection import Plan
+    from eic_proxy.lifecycle.limiter import Slot
 
 log = logging.getLogger("eic_proxy.helper")
 
@@ -117,25 +119,72 @@ def run_child(conn: socket.socket, request: dict, helper_socket: str) -> int:
         os.chdir("/")
     sys.argv = ["eic-proxy", *request["argv"]]
 
-    code = 70
+    conn.settimeout(None)
+    signals = WaiterSignals(conn, unattached=_as_if_signalled)  # started once the preparer is forked
+    code, handed, host = 70, False, None
     try:
-        code = _prepared_elsewhere(conn, request["argv"], helper_socket)
+        prepared = _prepared_elsewhere(request["argv"], helper_socket, signals, conn)
+        if isinstance(prepared, int):
+            code = prepared
+        else:
+            plan, preparer = prepared
+            group, directory = carrier.group_of(request, plan), os.path.dirname(helper_socket)
+            slot = carrier.free_slot(plan)
+            signals.pause()  # a carrier reads the waiter's socket next (a signal already read: carried here)
+            handed = not signals.kept and carrier.hand_over(directory, group, plan, conn, slot)
+            if handed:
+                code = 0
+            else:
+                signals.start()
+                host = carrier.Host.open(directory, group)
+                if host is not None:  # a signal to this process would end the tunnels it takes too
+                    signals.unattached = None
+                code = _carry(plan, preparer, signals, slot)
     finally:
         from eic_proxy.transport.pump import SIGNALS
 
+        signals.stop()
         for sig in SIGNALS:  # ssh's SIGHUP at its exit must not cut the outcome off (the tunnel is over)
             signal.signal(sig, signal.SIG_IGN)
         _flush()
-        try:
-            conn.settimeout(HANDOFF_WAIT)
-            conn.sendall(b"%d\n" % int(code))  # a text line: the client's waiter may be /bin/sh's `read`
-        except OSError:
-            pass
+        if not handed:  # (a carrier writes the code of a tunnel it took)
+            try:
+                conn.settimeout(HANDOFF_WAIT)
+                conn.sendall(b"%d\n" % int(code))  # a text line: the client's waiter may be /bin/sh's `read`
+            except OSError:
+                pass
+    if host is not None:  # its own ssh is done: nothing of it stays open here (a reader of its stderr waits for EOF)
+        conn.close()
+        _let_go_of_stdio()
+        host.finish()
     return int(code)
 
 
-def _prepared_elsewhere(conn: socket.socket, argv: list[str], helper_socket: str) -> int:
-    """Fork the preparer, wait for its plan (or its exit code), and carry the tunnel it hands over."""
+def _let_go_of_stdio() -> None:
+    try:
+        null = os.open(os.devnull, os.O_RDWR)
+    except OSError:
+        return
+    for fd in (0, 1, 2):
+        try:
+            os.dup2(null, fd)
+        except OSError:
+            pass
+    os.close(null)
+
+
+def _as_if_signalled(signum: int) -> None:
+    """ssh's signal, before the tunnel's pump runs: this process takes it as it would the signal itself."""
+    try:
+        os.kill(os.getpid(), signum)
+    except OSError:
+        pass
+
+
+def _prepared_elsewhere(argv: list[str], helper_socket: str, signals: WaiterSignals,
+                        conn: socket.socket) -> Union[int, tuple[Plan, int]]:
+    """Fork the preparer and wait for its plan (with the preparer's pid) or its exit code. (Forked
+    before ``signals`` reads in a thread: this process has one thread when it forks.)"""
     if sys.platform == "win32":  # no helper on Windows (and the type checker sees it)
         raise OSError("the helper is POSIX-only")
     from eic_proxy.transport.pump import SIGNALS
@@ -151,20 +200,25 @@ def _prepared_elsewhere(conn: socket.socket, argv: list[str], helper_socket: str
         finally:
             os._exit(0)  # the outcome went through the socket
     theirs.close()
-    # ssh's signals reach this process (the client's waiter forwards them to it): the preparer gets
-    # them, and answers as a connection in its place would (an exit code, or its death by the signal).
+    # ssh's signals (the waiter's letters, or sent to this process) go to the preparer, which answers
+    # as a connection in its place would (an exit code, or its death by the signal).
+    signals.attach(lambda signum: _forward(pid, signum))
+    signals.start()
     previous = {sig: signal.signal(sig, lambda signum, _frame: _forward(pid, signum)) for sig in SIGNALS}
     try:
         message = _receive(ours)
     finally:
         ours.close()
+        signals.detach()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     if isinstance(message, tuple) and message[:1] == ("plan",):
         # The preparer exits on its own meanwhile; reaped when it does, not waited for here.
         signal.signal(signal.SIGCHLD, lambda _signum, _frame: _reap(pid))
         _reap(pid)
-        return _carry(message[1], pid)
+        from eic_proxy.lifecycle.connection import Plan
+
+        return (message[1], pid) if isinstance(message[1], Plan) else 70
     _, status = os.waitpid(pid, 0)
     if isinstance(message, tuple) and message[:1] == ("code",) and isinstance(message[1], int):
         return message[1]
@@ -225,25 +279,22 @@ def prepare(argv: list[str], sock: socket.socket, helper_socket: str) -> None:
             ask(helper_socket, "cold")
 
 
-def _carried(plan: Plan) -> int:
+def _carried(plan: Plan, signals: Optional[WaiterSignals] = None, slot: Optional[Slot] = None) -> int:
     """``connection.carry`` on ssh's descriptors, with ``connect``'s exit code and error line."""
     from eic_proxy.lifecycle.connection import carry, exit_code_of
     from eic_proxy.transport.local import LocalEnd, close_quietly
 
-    return exit_code_of(carry(plan, LocalEnd(0, 1), lambda: close_quietly(1)))
+    return exit_code_of(carry(plan, LocalEnd(0, 1), lambda: close_quietly(1), signals=signals, slot=slot))
 
 
-def _carry(plan: object, preparer: int) -> int:
+def _carry(plan: Plan, preparer: int, signals: WaiterSignals, slot: Optional[Slot]) -> int:
     """The tunnel of the plan, with the same one-line errors and exit codes as ``cli.main``."""
-    from eic_proxy.lifecycle.connection import Plan
     from eic_proxy.report import guarded, setup_logging
 
-    if not isinstance(plan, Plan):
-        return 70
     setup_logging(plan.verbose)
     log.debug("= prepared by process %d, carried by this one", preparer)
     _park_loading_arena()
-    return guarded(lambda: _carried(plan))
+    return guarded(lambda: _carried(plan, signals, slot))
 
 
 def _forward(pid: int, signum: int) -> None:

@@ -289,7 +289,7 @@ def _hand_over(sock: Any, ident: str, argv: list[str], verbose: bool) -> Optiona
     _debug(verbose, f"connection handed to process {child}")
     _let_go_of_stdio()
     _wait_in_shell(sock, child)  # returns only if there is no /bin/sh
-    forwarded = _forward_signals(child)
+    forwarded = _forward_signals(sock)
     sock.settimeout(None)
     line = b""
     while not line.endswith(b"\n"):
@@ -312,15 +312,17 @@ def _hand_over(sock: Any, ident: str, argv: list[str], verbose: bool) -> Optiona
 LOST_LINE = ("eic-proxy: error: the tunnel's process {child} ended without an outcome (killed?); the connection "
              "is lost (hint: retry; `eic-proxy helper stop` restarts the helper)")
 
-# The waiter /bin/sh becomes once the child owns the connection: it forwards ssh's signals to the child
-# and exits with the child's code, in a few hundred KiB instead of a Python process's 4-5 MiB (20 open
-# tunnels: ~90 MiB less; bench/RESULTS.md). `read` returns early when a trapped signal arrives; only a
-# failed read with no signal since is the end of the socket.
+# The waiter /bin/sh becomes once the child owns the connection: it passes ssh's signals on as a letter
+# on the socket (helper/waiter.py: the tunnel may share its process with others) and exits with the
+# tunnel's code, in a few hundred KiB instead of a Python process's 4-5 MiB (20 open tunnels: ~90 MiB
+# less; bench/RESULTS.md). `read` returns early when a trapped signal arrives; only a failed read with
+# no signal since is the end of the socket.
 WAITER = """
 child=$1 sig= seen=0 n=0
-trap 'n=$((n+1)) sig=129; kill -HUP $child 2>/dev/null' HUP
-trap 'n=$((n+1)) sig=143; kill -TERM $child 2>/dev/null' TERM
-trap 'n=$((n+1)) sig=130; kill -INT $child 2>/dev/null' INT
+trap '' PIPE
+trap 'n=$((n+1)) sig=129; printf H >&3 2>/dev/null' HUP
+trap 'n=$((n+1)) sig=143; printf T >&3 2>/dev/null' TERM
+trap 'n=$((n+1)) sig=130; printf I >&3 2>/dev/null' INT
 while :; do
   code=
   if IFS= read -r code <&3; then break; fi
@@ -368,17 +370,19 @@ def _let_go_of_stdio() -> None:
         os.close(null)
 
 
-def _forward_signals(child: int) -> list[int]:
-    """ssh sends its ProxyCommand SIGHUP (or SIGTERM) when it exits; the child is the one to hear it.
-    Returns the list the forwarded signals are recorded in."""
+def _forward_signals(sock: Any) -> list[int]:
+    """ssh sends its ProxyCommand SIGHUP (or SIGTERM) when it exits; the tunnel is the one to hear it,
+    as a letter on the socket (``helper/waiter.py``), as WAITER passes it on. Returns the list the
+    forwarded signals are recorded in."""
     import _signal
 
     forwarded: list[int] = []
+    letters = {_signal.SIGHUP: b"H", _signal.SIGTERM: b"T", _signal.SIGINT: b"I"}
 
     def forward(signum: int, _frame: object) -> None:
         forwarded.append(signum)
         try:
-            os.kill(child, signum)
+            sock.send(letters[signum])
         except OSError:
             pass
 

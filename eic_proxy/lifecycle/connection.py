@@ -35,7 +35,7 @@ from eic_proxy.lifecycle.handover import AwsSettings, PreparedAws
 from eic_proxy.lifecycle.limiter import Slot
 from eic_proxy.lifecycle.session import Session
 from eic_proxy.transport.local import LocalEnd, stderr_line
-from eic_proxy.transport.pump import SIGNALS, PumpResult, pump
+from eic_proxy.transport.pump import SIGNALS, PumpResult, SignalSource, pump
 from eic_proxy.tunnel.protocol import TunnelProtocol
 
 log = logging.getLogger(__name__)
@@ -104,14 +104,19 @@ def prepare(opts: ConnectOptions, carrier_pid: Optional[int] = None, verbose: in
 
 
 def carry(plan: Plan, local: LocalEnd, close_output: Callable[[], None], tell: Optional[Callable[[str], None]] = None,
-          on_open: Optional[Callable[[], None]] = None, replay: bool = True) -> PumpResult:
+          on_open: Optional[Callable[[], None]] = None, replay: bool = True, signals: Optional[SignalSource] = None,
+          slot: Optional[Slot] = None) -> PumpResult:
     """The tunnel of a prepared connection: take a slot, open (re-locating once if the cached endpoint
     is gone), pump until the end, rotate the key if due. Raises what fails before the tunnel opened.
 
     ``tell`` receives the pump's lines (default: stderr); ``on_open`` is called once the WebSocket is
     up; ``replay``: a tunnel to a cached location may be opened again elsewhere if the endpoint cannot
-    reach the target before its first byte (ssh's own bytes are replayed)."""
+    reach the target before its first byte (ssh's own bytes are replayed). ``signals``: ssh's signals,
+    when they do not come to this process (a carrier of several tunnels); ``slot``: the endpoint's slot,
+    when it was taken before the plan came here."""
     session = session_of(plan)
+    if slot is not None:
+        session.slot, session.slot_endpoint = slot, plan.located.endpoint.endpoint_id
     with _failures_audited(session):
         if plan.opened is not None:
             session.slot = plan.opened.slot
@@ -124,7 +129,7 @@ def carry(plan: Plan, local: LocalEnd, close_output: Callable[[], None], tell: O
             on_open()
         try:
             return _pumped(session, ws, local, proto, first, close_output,
-                           reconnect=session.reconnect if can_replay else None, tell=tell)
+                           reconnect=session.reconnect if can_replay else None, tell=tell, signals=signals)
         finally:
             session.tunnel_ended()  # if the tunnel did not open: our ssh is done with the key all the same
 
@@ -237,7 +242,7 @@ def _audit_failure(session: Session, exc: EicProxyError, located: bool) -> None:
 
 def _pumped(session: Session, ws: socket.socket, local: LocalEnd, proto: TunnelProtocol, first: bytes,
             close_output: Callable[[], None], reconnect: Optional[Callable[[], Any]] = None,
-            tell: Optional[Callable[[str], None]] = None) -> PumpResult:
+            tell: Optional[Callable[[str], None]] = None, signals: Optional[SignalSource] = None) -> PumpResult:
     """Pump one open WebSocket, with a ``connect`` and a ``disconnect`` entry in the audit log."""
     from eic_proxy.store import audit
     from eic_proxy.store.files import say_warning
@@ -259,7 +264,7 @@ def _pumped(session: Session, ws: socket.socket, local: LocalEnd, proto: TunnelP
         try:
             result = pump(ws, proto, local, close_output, reconnect=reconnect, first=first, tell=tell or stderr_line,
                           inspect=session.inspect_output if session.guard is not None else None,
-                          chores=session.chores())
+                          chores=session.chores(), signals=signals)
             return result
         finally:
             instance_id = session.located.target.instance_id  # a replay may have moved it

@@ -77,6 +77,20 @@ def acquire(endpoint_id: str, limit: int = DEFAULT_LIMIT, timeout: float = DEFAU
         return Slot(None, Path(os.devnull))
 
 
+def try_acquire(endpoint_id: str, limit: int = DEFAULT_LIMIT, directory: Optional[Path] = None) -> Optional[Slot]:
+    """A slot free right now, or None (all taken, or the slots cannot be kept): no waiting, no line."""
+    try:
+        base = files.ensure_private_dir((directory or files.cache_dir() / "slots") / endpoint_id)
+        for i in range(limit):
+            path = base / f"{(os.getpid() + i) % limit}.lock"
+            fd = _try(path)
+            if fd is not None:
+                return Slot(fd, path)
+    except Exception:  # noqa: BLE001 - carry() then takes the slot itself, and says what is wrong
+        pass
+    return None
+
+
 def _acquire(endpoint_id: str, limit: int, timeout: float, directory: Optional[Path]) -> Slot:
     base = files.ensure_private_dir((directory or files.cache_dir() / "slots") / endpoint_id)
     deadline = time.monotonic() + timeout

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Iterator, Optional
 
+from eic_proxy import console
 from eic_proxy.errors import LocalFileError, LockTimeout, NotOurs
 
 # What a write can meet on the user's own machine, said as the user would say it.
@@ -68,20 +69,17 @@ def disk_error(exc: OSError, what: str = "a file") -> LocalFileError:
                                "LOCALAPPDATA) at a directory that is")
 
 
-_warning: Optional[str] = None  # the first write done without, said once the connection goes on
-_warned = False
-
-
 def done_without(exc: OSError, what: str) -> None:
     """Disk trouble with something the connection can do without (a cache, a record, the audit log, a
     lock that only coordinates) becomes one warning per process (``say_warning``), and the caller goes
-    on; any other error is raised. A connection that fails anyway says only its error."""
-    global _warning
+    on; any other error is raised. A connection that fails anyway says only its error. (The warning is
+    the connection's: ``console.py``.)"""
     if not is_disk_trouble(exc):
         raise exc
-    if _warning is None:
+    said = console.current()
+    if said.warning is None:
         detail = f"{_cause(exc)}{f' ({exc.filename})' if exc.filename else ''}"
-        _warning = f"eic-proxy: warning: cannot write {what}: {detail}; going on without it"
+        said.warning = f"eic-proxy: warning: cannot write {what}: {detail}; going on without it"
 
 
 @contextlib.contextmanager
@@ -107,12 +105,12 @@ def needed(what: str) -> Iterator[None]:
 
 def say_warning() -> None:
     """Write the pending disk warning, once: when the tunnel opens, or when a command has succeeded."""
-    global _warned
-    if _warning is None or _warned:
+    said = console.current()
+    if said.warning is None or said.warned:
         return
-    _warned = True
+    said.warned = True
     try:
-        sys.stderr.write(_warning + "\n")
+        sys.stderr.write(said.warning + "\n")
         sys.stderr.flush()
     except (OSError, ValueError):
         pass

@@ -6,15 +6,13 @@ import os
 import socket
 import sys
 
+from eic_proxy import console
+
 
 def stderr_line(text: str) -> None:
-    """Write one line straight to fd 2: no Python buffering, safe from any thread."""
-    data = (text + "\n").encode("utf-8", "replace")
-    try:
-        while data:
-            data = data[os.write(2, data):]
-    except OSError:
-        pass
+    """Write one line straight to this connection's stderr (fd 2, or its own in a carrier of several:
+    ``console.py``): no Python buffering, safe from any thread."""
+    console.current().write(text + "\n")
 
 
 def close_quietly(fd: int) -> None:

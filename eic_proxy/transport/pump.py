@@ -23,8 +23,9 @@ import threading
 import time
 from dataclasses import dataclass
 from functools import partial
-from typing import Callable, Optional, Sequence
+from typing import Callable, Optional, Protocol, Sequence
 
+from eic_proxy import console
 from eic_proxy.errors import EicProxyError, error_line
 from eic_proxy.transport.link import POLL, Link, describe_socket_error
 from eic_proxy.transport.local import LocalEnd, stderr_line
@@ -65,6 +66,12 @@ class PumpResult:
         return self.outcome.exit_code
 
 
+class SignalSource(Protocol):
+    """ssh's signals for a tunnel that does not get them as a process (``helper/waiter.py``)."""
+    def attach(self, deliver: Callable[[int], None]) -> None: ...
+    def detach(self) -> None: ...
+
+
 class Driver:
     """Runs one protocol over one link and ssh's end of it. ``run()`` returns when it has ended."""
 
@@ -72,8 +79,9 @@ class Driver:
                  close_output: Callable[[], None], reconnect: Optional[Callable[[], Optional[socket.socket]]] = None,
                  tell: Callable[[str], None] = stderr_line, handle_signals: Optional[bool] = None,
                  inspect: Optional[Callable[[bytes], Optional[EicProxyError]]] = None,
-                 chores: Sequence[tuple[float, Callable[[], None]]] = ()) -> None:
+                 chores: Sequence[tuple[float, Callable[[], None]]] = (), signals: Optional[SignalSource] = None) -> None:
         self.link, self.proto = link, proto
+        self.signals = signals
         self.chores = sorted(chores, key=lambda c: c[0])  # (monotonic time, work): run once, in a thread of its own
         self.local = local
         self.close_output_fn = close_output
@@ -181,11 +189,15 @@ class Driver:
             self.link.enqueue([e for e in effects if isinstance(e, Send)])
         self.perform([e for e in effects if not isinstance(e, Send)])
 
-    def wake(self) -> None:
+    def wake(self, what: bytes = b"\0") -> None:
         try:
-            self._wake_w.send(b"\0")
+            self._wake_w.send(what)
         except OSError:
             pass
+
+    def deliver(self, signum: int) -> None:
+        """A signal meant for this tunnel, as if its handler had recorded it."""
+        self.wake(bytes([signum]))
 
     # ---- the threads -----------------------------------------------------------------------------
     def _uplink(self) -> None:
@@ -239,7 +251,9 @@ class Driver:
     def run(self) -> None:
         self.local.grow(UPLINK_FRAMES * MAX_FRAME)  # ssh reads what we write, and we read it, in fewer wake-ups
         restore = self._install_signals() if self.handle_signals else (lambda: None)
-        threads = [threading.Thread(target=f, name=f"eic-{f.__name__.strip('_')}", daemon=True)
+        if self.signals is not None:
+            self.signals.attach(self.deliver)
+        threads = [console.thread(f, f"eic-{f.__name__.strip('_')}")
                    for f in (self.link.run_sender, self._reader, self._uplink)]
         self._reader_thread = threads[1]
         try:
@@ -248,6 +262,8 @@ class Driver:
             self._timer()
         finally:
             restore()
+            if self.signals is not None:
+                self.signals.detach()
             self._teardown()
             # The socket threads were woken by the shutdown: once they are out, the descriptor can go
             # (closing it under a thread still inside recv could hand its number to a new file).
@@ -279,7 +295,7 @@ class Driver:
     def _run_due_chores(self, now: float) -> None:
         while self.chores and self.chores[0][0] <= now:
             _, work = self.chores.pop(0)
-            threading.Thread(target=_quietly, args=(work,), name="eic-chore", daemon=True).start()
+            console.thread(_quietly, "eic-chore", (work,)).start()
 
     def _wait(self, timeout: float) -> list[int]:
         try:
@@ -351,7 +367,7 @@ def pump(sock: socket.socket, proto: TunnelProtocol, local: LocalEnd, close_outp
          reconnect: Optional[Callable[[], Optional[socket.socket]]] = None, first: bytes = b"",
          tell: Callable[[str], None] = stderr_line,
          inspect: Optional[Callable[[bytes], Optional[EicProxyError]]] = None,
-         chores: Sequence[tuple[float, Callable[[], None]]] = ()) -> PumpResult:
+         chores: Sequence[tuple[float, Callable[[], None]]] = (), signals: Optional[SignalSource] = None) -> PumpResult:
     """Move bytes both ways until either side ends; the protocol decides how it ended.
 
     ``first``: bytes a probe already read through this WebSocket, written to ssh before anything else.
@@ -360,6 +376,7 @@ def pump(sock: socket.socket, proto: TunnelProtocol, local: LocalEnd, close_outp
     returns ends the tunnel with that error's line, and those bytes are not written.
     ``chores``: (monotonic time, work) pairs, each run once in a thread of its own if the tunnel still
     lives then (a due key's rotation, which must not wait for an end that may never run).
+    ``signals``: where ssh's signals come from when they do not come to this process.
     """
     started = time.monotonic()
     if first:
@@ -372,7 +389,7 @@ def pump(sock: socket.socket, proto: TunnelProtocol, local: LocalEnd, close_outp
         except OSError:
             proto.output_failed(time.monotonic())
     link = Link(sock)
-    driver = Driver(link, proto, local, close_output, reconnect, tell, inspect=inspect, chores=chores)
+    driver = Driver(link, proto, local, close_output, reconnect, tell, inspect=inspect, chores=chores, signals=signals)
     if not proto.finished:
         driver.run()
     else:

@@ -131,8 +131,8 @@ def test_no_raise_site_chooses_an_exit_code():
 # A package may import only from those listed after it (and from itself).
 LAYERS = {
     "tunnel": {"errors", "clock"},
-    "control": {"errors", "clock", "model", "aws", "store", "keys", "tunnel", "config", "settings", "text"},
-    "transport": {"errors", "clock", "tunnel", "aws", "settings"},
+    "control": {"errors", "clock", "model", "aws", "store", "keys", "tunnel", "config", "settings", "text", "console"},
+    "transport": {"errors", "clock", "tunnel", "aws", "settings", "console"},
     "lifecycle": {"errors", "clock", "model", "aws", "store", "keys", "tunnel", "control", "transport", "config",
                   "settings", "report"},
     "checks": {"errors", "clock", "model", "aws", "store", "keys", "tunnel", "control", "transport", "lifecycle",

@@ -1,0 +1,264 @@
+"""Several tunnels in one process: a tunnel's process takes the next tunnels of the same environment.
+
+A process per tunnel costs ~5 MiB that nobody shares (bench/RESULTS.md: pages CPython writes just by
+running); a thread per tunnel beside others costs a few hundred KiB. After its plan has come (and a
+slot of the endpoint is free), a connection's process hands the tunnel to a carrier of its group —
+same build, environment, working directory and verbosity, so nothing process-wide differs — by
+passing ssh's descriptors, its waiter's socket and the slot over a Unix socket, and exits. A
+connection's process that finds no carrier becomes one (``Host``) while it carries its own tunnel.
+
+What each tunnel keeps of its own, in the carrier: its ssh's stderr and disk warning (``console.py``),
+ssh's signals (the waiter's letters, ``helper/waiter.py``: a signal to the process would end every
+tunnel in it), its slot, audit entries and exit code. At most ``MAX_TUNNELS`` share a process, so a
+busy tunnel shares the interpreter's lock with few others; a carrier leaves once the last is over.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import marshal
+import os
+import socket
+import sys
+import threading
+from typing import TYPE_CHECKING, Iterator, Optional
+
+from eic_proxy import console
+from eic_proxy.helper import wire
+
+if TYPE_CHECKING:
+    from eic_proxy.lifecycle.connection import Plan
+    from eic_proxy.lifecycle.limiter import Slot
+
+MAX_TUNNELS = 10  # per carrier process, its own included
+CARRIERS = 8  # per group: the 81st tunnel of one environment gets a process of its own
+HANDOFF_WAIT = 5.0
+TAKEN = b"K"
+
+log = logging.getLogger("eic_proxy.helper")
+
+
+def group_of(request: dict, plan: Plan) -> str:
+    """What must be equal for two tunnels to share a process: build, environment, directory, verbosity."""
+    key = (request["identity"], sorted(request["env"].items()), request["cwd"], plan.verbose)
+    return hashlib.sha256(marshal.dumps(key)).hexdigest()[:16]
+
+
+def _name(group: str, n: int) -> str:
+    return f"carrier-{group}-{n}.sock"
+
+
+@contextlib.contextmanager
+def _address(directory: str, name: str) -> Iterator[Optional[str]]:
+    """What ``bind``/``connect`` take for ``directory/name``: the path, or where it is too long for a
+    socket address, the same file through a descriptor of the directory (Linux); None: not reachable."""
+    from eic_proxy.helper.address import MAX_SUN_PATH
+
+    path = os.path.join(directory, name)
+    if len(path.encode()) <= MAX_SUN_PATH:
+        yield path
+        return
+    if sys.platform != "linux":
+        yield None
+        return
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        yield f"/proc/self/fd/{fd}/{name}"
+    finally:
+        os.close(fd)
+
+
+def free_slot(plan: Plan) -> Optional[Slot]:
+    """The endpoint's slot for a tunnel that may be handed over: taken now, or None (carry() queues)."""
+    from eic_proxy.lifecycle.limiter import try_acquire
+
+    return try_acquire(plan.located.endpoint.endpoint_id, plan.opts.max_connections)
+
+
+def hand_over(directory: str, group: str, plan: Plan, conn: socket.socket, slot: Optional[Slot]) -> bool:
+    """Give the tunnel (ssh's descriptors 0-2, the waiter's socket, the slot) to a carrier of ``group``;
+    True once one has taken it. Nothing is lost when none does: the caller carries it itself."""
+    if sys.platform == "win32":  # no helper on Windows (and the type checker sees it)
+        raise OSError("the helper is POSIX-only")
+    import array
+
+    from eic_proxy.helper.client import peer_uid
+    from eic_proxy.lifecycle.handover import dumps
+
+    if slot is None or slot.fd is None:
+        return False
+    fds = array.array("i", [0, 1, 2, conn.fileno(), slot.fd]).tobytes()
+    for n in range(CARRIERS):
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(HANDOFF_WAIT)
+        try:
+            with _address(directory, _name(group, n)) as address:
+                if address is None:
+                    return False
+                sock.connect(address)
+            if peer_uid(sock) != os.geteuid():
+                continue
+            wire.send(sock, ("tunnel", plan), dumps=dumps)
+            sock.sendmsg([b"F"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)])
+            if sock.recv(1) == TAKEN:
+                return True
+        except (OSError, wire.WireError):
+            continue
+        finally:
+            sock.close()
+    return False
+
+
+class Host:
+    """The listening side of a carrier: takes tunnels handed over, each carried in a thread of its own."""
+
+    def __init__(self, listener: socket.socket, path: str) -> None:
+        self.listener = listener
+        self.path = path
+        self.inode = os.stat(path).st_ino
+        self.closing = False
+        self.lock = threading.Lock()
+        self.tunnels: list[threading.Thread] = []
+        self.acceptor = threading.Thread(target=self._accept, name="eic-carrier", daemon=True)
+
+    @classmethod
+    def open(cls, directory: str, group: str) -> Optional[Host]:
+        """Listen as a carrier of ``group`` (the first free name; a stale one is replaced), or None."""
+        if sys.platform == "win32":  # no helper on Windows (and the type checker sees it)
+            raise OSError("the helper is POSIX-only")
+        for n in range(CARRIERS):
+            path = os.path.join(directory, _name(group, n))
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                with _address(directory, _name(group, n)) as address:
+                    if address is None:
+                        sock.close()
+                        return None
+                    if os.path.lexists(path) and not _stale(address):
+                        sock.close()
+                        continue
+                    try:
+                        os.unlink(path)
+                    except FileNotFoundError:
+                        pass
+                    sock.bind(address)
+                os.chmod(path, 0o600)
+                sock.listen(16)
+            except OSError:
+                sock.close()
+                continue
+            host = cls(sock, path)
+            sys.stderr = console.ConsoleStream()  # each tunnel's lines to its own ssh
+            host.acceptor.start()
+            return host
+        return None
+
+    def _accept(self) -> None:
+        from eic_proxy.helper.client import peer_uid
+
+        while not self.closing:
+            try:
+                sock, _ = self.listener.accept()
+            except OSError:
+                return
+            try:
+                if peer_uid(sock) == os.geteuid():
+                    sock.settimeout(HANDOFF_WAIT)
+                    self._take(sock)
+            except (OSError, wire.WireError):
+                pass
+            finally:
+                sock.close()
+
+    def _take(self, sock: socket.socket) -> None:
+        from eic_proxy.lifecycle.connection import Plan
+        from eic_proxy.lifecycle.handover import loads
+
+        message = wire.recv(sock, loads=loads)
+        _, fds, _, _ = socket.recv_fds(sock, 1, 5)
+        with self.lock:
+            self.tunnels = [t for t in self.tunnels if t.is_alive()]
+            wanted = (len(fds) == 5 and isinstance(message, tuple) and len(message) == 2 and message[0] == "tunnel"
+                      and isinstance(message[1], Plan) and not self.closing and len(self.tunnels) + 1 < MAX_TUNNELS)
+            if wanted:
+                sock.sendall(TAKEN)
+                tunnel = console.thread(_carry_hosted, "eic-hosted", (message[1], fds))
+                self.tunnels.append(tunnel)
+                tunnel.start()
+                return
+        for fd in fds:
+            os.close(fd)
+
+    def finish(self) -> None:
+        """Take no more tunnels, and return once every one taken has ended."""
+        with self.lock:
+            self.closing = True
+        if _same_inode(self.path, self.inode):
+            try:
+                os.unlink(self.path)
+            except OSError:
+                pass
+        try:
+            self.listener.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.listener.close()
+        self.acceptor.join()
+        for tunnel in list(self.tunnels):
+            tunnel.join()
+
+
+def _carry_hosted(plan: Plan, fds: list[int]) -> None:
+    """One tunnel handed over: carried with its own stderr, signals and slot; its code to its waiter."""
+    from pathlib import Path
+
+    from eic_proxy.helper.waiter import WaiterSignals
+    from eic_proxy.lifecycle.connection import carry, exit_code_of
+    from eic_proxy.lifecycle.limiter import Slot
+    from eic_proxy.report import guarded
+    from eic_proxy.transport.local import LocalEnd, close_quietly
+
+    in_fd, out_fd, err_fd, conn_fd, slot_fd = fds
+    console.use(console.Console(err_fd))
+    log.debug("= taken by process %d, carried beside its own tunnel", os.getpid())
+    conn = socket.socket(fileno=conn_fd)
+    signals = WaiterSignals(conn).start()
+    code = 70
+    try:
+        code = guarded(lambda: exit_code_of(carry(plan, LocalEnd(in_fd, out_fd), lambda: close_quietly(out_fd),
+                                                  signals=signals, slot=Slot(slot_fd, Path(f"/dev/fd/{slot_fd}")))))
+    finally:
+        signals.stop()
+        try:
+            conn.settimeout(HANDOFF_WAIT)
+            conn.sendall(b"%d\n" % int(code))
+        except OSError:
+            pass
+        conn.close()
+        for fd in (in_fd, out_fd, err_fd):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+def _stale(path: str) -> bool:
+    """A socket file nobody listens on (its carrier was killed)."""
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(path)
+        return False
+    except ConnectionRefusedError:
+        return True
+    except OSError:
+        return False
+    finally:
+        probe.close()
+
+
+def _same_inode(path: str, inode: int) -> bool:
+    try:
+        return os.stat(path).st_ino == inode
+    except OSError:
+        return False

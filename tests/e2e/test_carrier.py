@@ -1,0 +1,163 @@
+"""Several tunnels in one carrier process (helper/carrier.py), and what each keeps of its own: its data,
+its signals from ssh, its errors on its own stderr, its exit code — and its environment, which decides
+whether two tunnels may share a process at all."""
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+
+import pytest
+
+from tests.conftest import BlobServer, wait_until
+from tests.testbed.processes import TUNNEL, comm, our_processes
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
+
+
+@pytest.fixture
+def echo(world):
+    server = BlobServer(world.web.ip, echo=True)
+    yield server
+    server.close()
+
+
+def carriers(client) -> set[int]:
+    return {pid for pid in our_processes(str(client.home)) if comm(pid) == TUNNEL}
+
+
+class Tunnel:
+    """``eic-proxy connect`` to the echo server, as ssh runs it: through the helper, a waiter left."""
+
+    def __init__(self, client, world, port: int, env: dict | None = None) -> None:
+        self.proc = subprocess.Popen([client.bed.eic_proxy_path(), "connect", world.web.instance_id, str(port),
+                                      "--no-push"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, env=env or client.env)
+
+    def echoes(self, text: bytes) -> bool:
+        self.proc.stdin.write(text)
+        self.proc.stdin.flush()
+        return self.proc.stdout.read(len(text)) == text
+
+    def end(self, sig: int, within: float = 1.5) -> tuple[int, str]:
+        start = time.monotonic()
+        self.proc.send_signal(sig)
+        code = self.proc.wait(5)
+        assert time.monotonic() - start < within
+        return code, self.proc.stderr.read().decode()
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
+
+
+def test_tunnels_of_one_environment_share_a_process_and_end_on_their_own(client, world, echo):
+    tunnels: list[Tunnel] = []
+    try:
+        for n in range(3):  # one after the other: tunnels started at the same moment may each start a carrier
+            tunnels.append(Tunnel(client, world, echo.port))
+            assert tunnels[-1].echoes(b"hello %d\n" % n)
+        (carrier,) = carriers(client)  # three tunnels, one process
+        # ssh's signal to one tunnel's ProxyCommand ends that tunnel only, with its own exit code.
+        code, err = tunnels[1].end(signal.SIGTERM)
+        assert code == 143 and "Traceback" not in err, err
+        assert tunnels[0].echoes(b"still here\n") and tunnels[2].echoes(b"me too\n")
+        assert carriers(client) == {carrier}
+        code, err = tunnels[2].end(signal.SIGINT)
+        assert code == 130, err
+        # The carrier's own tunnel ends; the process goes with its last tunnel.
+        assert tunnels[0].echoes(b"last\n")
+        code, err = tunnels[0].end(signal.SIGHUP)
+        assert code == 0, err
+        assert wait_until(lambda: not carriers(client), 5)
+    finally:
+        for t in tunnels:
+            t.kill()
+
+
+def test_the_carriers_own_tunnel_ending_leaves_the_others_running(client, world, echo):
+    first = Tunnel(client, world, echo.port)
+    assert first.echoes(b"a\n")
+    second = Tunnel(client, world, echo.port)
+    try:
+        assert second.echoes(b"b\n")
+        (carrier,) = carriers(client)
+        code, _ = first.end(signal.SIGHUP)
+        assert code == 0
+        assert second.echoes(b"on\n") and carriers(client) == {carrier}
+        second.proc.stdin.close()  # ssh's EOF: the tunnel ends, and the process with it
+        assert second.proc.wait(10) == 0
+        assert wait_until(lambda: not carriers(client), 5)
+    finally:
+        first.kill()
+        second.kill()
+
+
+def test_an_endpoint_fault_reaches_only_its_own_tunnel_and_its_own_stderr(client, world, echo):
+    first = Tunnel(client, world, echo.port)
+    try:
+        assert first.echoes(b"a\n")
+        client.bed.eice.inject("then-close:1011:Internal error")
+        second = Tunnel(client, world, echo.port)
+        second.proc.stdin.write(b"b\n")
+        second.proc.stdin.flush()
+        assert second.proc.wait(20) != 0
+        err = second.proc.stderr.read().decode()
+        assert err.count("eic-proxy: error:") == 1 and "1011" in err, err
+        assert len(carriers(client)) == 1
+        assert first.echoes(b"unharmed\n")
+        code, err = first.end(signal.SIGTERM)
+        assert code == 143 and "eic-proxy: error:" not in err and "1011" not in err, err
+    finally:
+        first.kill()
+
+
+def test_killing_the_waiter_outright_ends_its_tunnel(client, world, echo):
+    """ssh (or Windows' TerminateProcess) may kill the ProxyCommand without a signal it can pass on:
+    the end of its socket is a hang-up for that tunnel alone."""
+    first = Tunnel(client, world, echo.port)
+    assert first.echoes(b"a\n")
+    second = Tunnel(client, world, echo.port)
+    try:
+        assert second.echoes(b"b\n")
+        (carrier,) = carriers(client)
+        second.proc.kill()
+        second.proc.wait(5)
+        assert first.echoes(b"alone\n")
+        code, _ = first.end(signal.SIGHUP)
+        assert code == 0
+        assert wait_until(lambda: not carriers(client) and carrier not in our_processes(), 5)
+    finally:
+        first.kill()
+        second.kill()
+
+
+def test_other_environments_get_other_processes(client, world, echo):
+    mine = Tunnel(client, world, echo.port)
+    assert mine.echoes(b"a\n")
+    theirs = Tunnel(client, world, echo.port, env=dict(client.env, SOME_SETTING="other"))
+    try:
+        assert theirs.echoes(b"b\n")
+        assert len(carriers(client)) == 2
+    finally:
+        mine.kill()
+        theirs.kill()
+
+
+def test_stderr_of_a_taken_tunnel_is_its_own(client, world, echo):
+    """Logging of a tunnel in a carrier goes to its own ssh's stderr (-v here), never the carrier's."""
+    env = dict(client.env, EIC_PROXY_DEBUG="1")
+    first = Tunnel(client, world, echo.port, env=env)
+    assert first.echoes(b"a\n")
+    second = Tunnel(client, world, echo.port, env=env)
+    try:
+        assert second.echoes(b"b\n")
+        assert len(carriers(client)) == 1
+        code, second_err = second.end(signal.SIGTERM)
+        code, first_err = first.end(signal.SIGTERM)
+        assert second_err.count("tunnel open to") == 1 and first_err.count("tunnel open to") == 1, (first_err, second_err)
+        assert "taken by process" in second_err and "taken by process" not in first_err, second_err
+    finally:
+        first.kill()
+        second.kill()
