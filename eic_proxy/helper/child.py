@@ -1,9 +1,12 @@
 """A connection's process under the helper: forked per connection, it takes ssh's descriptors and the
-client's environment, forks a short-lived preparer (``connection.prepare``), receives the plan and
-carries the tunnel (``connection.carry``) — keeping none of the memory the preparing touched.
+client's environment, forks a short-lived preparer (``connection.prepare``) and receives the plan —
+keeping none of the memory the preparing touched. Then it hands the tunnel to a carrier of the same
+environment (``helper/carrier.py``) and exits, or carries it itself (``connection.carry``) and takes
+the next tunnels of its environment meanwhile.
 
-A child never depends on the helper afterwards, so killing, restarting or upgrading the helper ends no
-tunnel. Its exit code goes back to the client's waiter as a text line.
+A tunnel never depends on the helper afterwards, so killing, restarting or upgrading the helper ends
+no tunnel. Its exit code goes back to the client's waiter as a text line; ssh's signals come from the
+waiter as letters on the same socket (``helper/waiter.py``).
 """
 from __future__ import annotations
 

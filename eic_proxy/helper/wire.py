@@ -10,12 +10,19 @@ Conversation (client → helper main → forked child)::
     helper: ("other", identity)                  another build: the client runs the connection itself
         or  ("ready", child_pid)                 from the forked child
     client: b"G" + SCM_RIGHTS(stdin, stdout, stderr)  the child owns the connection from here
+    client: b"H" / b"T" / b"I"                   ssh's SIGHUP / SIGTERM / SIGINT, from the waiter (helper/waiter.py)
     child:  b"CODE\n"                            the exit code as a text line, once the connection has ended
+                                                 (written by the carrier the tunnel was handed to, if it was)
 
 Inside the child, over a socketpair to the preparer it forks (values pickled: ``lifecycle/handover.py``)::
 
     preparer: ("plan", Plan)                     ready for its WebSocket: the child carries the tunnel
           or  ("code", exit_code)                ended before that (an error), or carried it itself
+
+From a connection's process to a carrier of its group (helper/carrier.py; pickled)::
+
+    child:   ("tunnel", Plan), then b"F" + SCM_RIGHTS(stdin, stdout, stderr, waiter's socket, slot)
+    carrier: b"K"                                taken (or the socket closes: the child carries it itself)
 """
 from __future__ import annotations
 
