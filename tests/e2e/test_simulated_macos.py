@@ -154,3 +154,47 @@ def test_the_block_survives_a_homebrew_upgrade_and_doctor_sees_a_broken_one(clie
     check = _doctor_block(client, str(brew / "bin/eic-proxy"))
     assert check["status"] == "fail" and "opt/eic-proxy/bin/eic-proxy" in check["detail"], check
     assert "ssh-config --install" in check["fix"]
+
+
+def test_a_mac_carries_tunnels_of_one_environment_in_one_process(client, world, mac, tmp_path):
+    """The hand-over to a carrier (helper/carrier.py) on the simulated macOS: LOCAL_PEERCRED, no /proc,
+    socket paths short enough under a short HOME (macOS allows 104 bytes), process names not settable."""
+    import shutil
+    import signal
+    import subprocess
+    import tempfile
+
+    from tests.conftest import BlobServer
+
+    env, _ = mac
+    short = Path(tempfile.mkdtemp(prefix="m", dir="/tmp"))
+    env = dict(env, HOME=str(short))
+    echo = BlobServer(world.web.ip, echo=True)
+    tunnels = []
+    try:
+        for n in range(2):
+            p = subprocess.Popen([client.bed.eic_proxy_path(), "connect", world.web.instance_id, str(echo.port),
+                                  "--no-push"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, env=env)
+            tunnels.append(p)
+            p.stdin.write(b"mac %d\n" % n)
+            p.stdin.flush()
+            assert p.stdout.read(6) == b"mac %d\n" % n
+        forked = [pid for pid, cmd in our_processes(str(short)).items() if "helper.server" in cmd]
+        assert len(forked) == 2, forked  # the helper, and one process carrying both tunnels
+        assert list((short / "Library" / "Caches" / "eic-proxy").glob("carrier-*.sock"))
+        tunnels[1].send_signal(signal.SIGTERM)
+        assert tunnels[1].wait(5) == 143
+        tunnels[0].stdin.write(b"on\n")
+        tunnels[0].stdin.flush()
+        assert tunnels[0].stdout.read(3) == b"on\n"
+        tunnels[0].stdin.close()
+        assert tunnels[0].wait(10) == 0
+    finally:
+        for p in tunnels:
+            if p.poll() is None:
+                p.kill()
+        echo.close()
+        client.run([client.bed.eic_proxy_path(), "helper", "stop"], env=env)
+        assert wait_until(lambda: not our_processes(str(short)), 5)
+        shutil.rmtree(short, ignore_errors=True)
