@@ -213,7 +213,7 @@ def _carry_hosted(plan: Plan, fds: list[int]) -> None:
     """One tunnel handed over: carried with its own stderr, signals and slot; its code to its waiter."""
     from pathlib import Path
 
-    from eic_proxy.helper.waiter import WaiterSignals
+    from eic_proxy.helper import waiter
     from eic_proxy.lifecycle.connection import carry, exit_code_of
     from eic_proxy.lifecycle.limiter import Slot
     from eic_proxy.report import guarded
@@ -223,13 +223,15 @@ def _carry_hosted(plan: Plan, fds: list[int]) -> None:
     console.use(console.Console(err_fd))
     log.debug("= taken by process %d, carried beside its own tunnel", os.getpid())
     conn = socket.socket(fileno=conn_fd)
-    signals = WaiterSignals(conn).start()
+    signals = waiter.WaiterSignals(conn).start()
+    waiter.every.append(signals)  # a signal sent to the carrier's process ends this tunnel too
     code = 70
     try:
         code = guarded(lambda: exit_code_of(carry(plan, LocalEnd(in_fd, out_fd), lambda: close_quietly(out_fd),
                                                   signals=signals, slot=Slot(slot_fd, Path(f"/dev/fd/{slot_fd}")))))
     finally:
         signals.stop()
+        waiter.every.remove(signals)
         try:
             conn.settimeout(HANDOFF_WAIT)
             conn.sendall(b"%d\n" % int(code))

@@ -18,8 +18,9 @@ import sys
 import threading
 from typing import TYPE_CHECKING, Optional, Union
 
-from eic_proxy.helper import carrier, wire
+from eic_proxy.helper import carrier, waiter, wire
 from eic_proxy.helper.waiter import WaiterSignals
+from eic_proxy.transport.pump import SIGNALS
 
 if TYPE_CHECKING:
     from eic_proxy.lifecycle.connection import Plan
@@ -140,15 +141,18 @@ def run_child(conn: socket.socket, request: dict, helper_socket: str) -> int:
             else:
                 signals.start()
                 host = carrier.Host.open(directory, group)
-                if host is not None:  # a signal to this process would end the tunnels it takes too
+                if host is not None:  # ssh's letter before the pump runs: kept for it (not this process's end)
                     signals.unattached = None
+                waiter.every.append(signals)
+                for sig in SIGNALS:  # one sent to this process: for every tunnel in it
+                    signal.signal(sig, waiter.to_every_tunnel)
                 code = _carry(plan, preparer, signals, slot)
     finally:
-        from eic_proxy.transport.pump import SIGNALS
-
         signals.stop()
-        for sig in SIGNALS:  # ssh's SIGHUP at its exit must not cut the outcome off (the tunnel is over)
-            signal.signal(sig, signal.SIG_IGN)
+        if signals in waiter.every:
+            waiter.every.remove(signals)
+        for sig in SIGNALS:  # (the tunnel is over; the others it carries still hear them)
+            signal.signal(sig, waiter.to_every_tunnel if host is not None else signal.SIG_IGN)
         _flush()
         if not handed:  # (a carrier writes the code of a tunnel it took)
             try:
@@ -177,11 +181,9 @@ def _let_go_of_stdio() -> None:
 
 
 def _as_if_signalled(signum: int) -> None:
-    """ssh's signal, before the tunnel's pump runs: this process takes it as it would the signal itself."""
-    try:
-        os.kill(os.getpid(), signum)
-    except OSError:
-        pass
+    """ssh's signal, before the tunnel's pump runs: this process (carrying no other tunnel) ends at once,
+    as the signal itself would end it (the waiter, which passed it on, exits with 128+N)."""
+    os._exit(128 + signum)
 
 
 def _prepared_elsewhere(argv: list[str], helper_socket: str, signals: WaiterSignals,
@@ -190,8 +192,6 @@ def _prepared_elsewhere(argv: list[str], helper_socket: str, signals: WaiterSign
     before ``signals`` reads in a thread: this process has one thread when it forks.)"""
     if sys.platform == "win32":  # no helper on Windows (and the type checker sees it)
         raise OSError("the helper is POSIX-only")
-    from eic_proxy.transport.pump import SIGNALS
-
     ours, theirs = socket.socketpair()
     pid = os.fork()
     if pid == 0:

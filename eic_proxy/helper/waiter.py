@@ -74,6 +74,10 @@ class WaiterSignals:
         with self._lock:
             return bool(self._kept)
 
+    def notify(self, signum: int) -> None:
+        """A signal for this tunnel from elsewhere (one sent to the whole process: ``every``)."""
+        self._got(signum)
+
     def _got(self, signum: int) -> None:
         with self._lock:
             deliver = self._deliver
@@ -99,3 +103,13 @@ class WaiterSignals:
         self.unattached = None
         self.detach()
         self.pause()
+
+
+# The tunnels of this process, for a signal sent to the process itself (not by ssh, whose signals come as
+# letters): every tunnel in it ends by it, as one process per tunnel would.
+every: list[WaiterSignals] = []
+
+
+def to_every_tunnel(signum: int, _frame: object) -> None:
+    for tunnel in list(every):
+        tunnel.notify(signum)

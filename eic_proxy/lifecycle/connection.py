@@ -260,7 +260,7 @@ def _pumped(session: Session, ws: socket.socket, local: LocalEnd, proto: TunnelP
     result: Optional[PumpResult] = None
     # ssh's SIGHUP at its exit must not kill us between the pump's end and the entry: ignored from
     # before the pump (which installs its own handlers meanwhile) until the entry is written.
-    with _signals_held():
+    with _signals_held() if signals is None else contextlib.nullcontext():
         try:
             result = pump(ws, proto, local, close_output, reconnect=reconnect, first=first, tell=tell or stderr_line,
                           inspect=session.inspect_output if session.guard is not None else None,

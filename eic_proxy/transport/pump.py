@@ -90,8 +90,8 @@ class Driver:
         self.inspect = inspect  # sees every byte for ssh before it is written; an error stops the tunnel
         self._held: list[bytes] = []
         self._reader_thread: Optional[threading.Thread] = None
-        self.handle_signals = (threading.current_thread() is threading.main_thread()
-                               if handle_signals is None else handle_signals)
+        self.handle_signals = (threading.current_thread() is threading.main_thread() and signals is None
+                               if handle_signals is None else handle_signals)  # (given a source: the process's are not ours)
         self.lock = threading.Lock()
         self.done = threading.Event()
         self._said = False

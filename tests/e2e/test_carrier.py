@@ -161,3 +161,24 @@ def test_stderr_of_a_taken_tunnel_is_its_own(client, world, echo):
     finally:
         first.kill()
         second.kill()
+
+
+def test_a_signal_to_the_carriers_process_ends_every_tunnel_in_it(client, world, echo):
+    """Not ssh's (those come as letters): `pkill eicproxy-tunnel`, a shutdown. Each tunnel closes as its
+    own process would have, with its own exit code."""
+    import os
+
+    tunnels: list[Tunnel] = []
+    try:
+        for n in range(2):
+            tunnels.append(Tunnel(client, world, echo.port))
+            assert tunnels[-1].echoes(b"t%d\n" % n)
+        (carrier,) = carriers(client)
+        os.kill(carrier, signal.SIGTERM)
+        for t in tunnels:
+            assert t.proc.wait(5) == 143
+            assert "Traceback" not in t.proc.stderr.read().decode()
+        assert wait_until(lambda: not carriers(client), 5)
+    finally:
+        for t in tunnels:
+            t.kill()
