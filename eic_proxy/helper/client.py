@@ -305,12 +305,12 @@ def _hand_over(sock: Any, ident: str, argv: list[str], verbose: bool) -> Optiona
     if forwarded:
         # ssh's SIGHUP ended the child after the tunnel was over, as it would have ended us in-process
         return 128 + forwarded[-1]
-    _lost(child)
+    _lost()
     return LOST
 
 
-LOST_LINE = ("eic-proxy: error: the tunnel's process {child} ended without an outcome (killed?); the connection "
-             "is lost (hint: retry; `eic-proxy helper stop` restarts the helper)")
+LOST_LINE = ("eic-proxy: error: the tunnel's process ended without an outcome (killed?); the connection "
+             "is lost (hint: retry; `eic-proxy helper stop` restarts the helper)")  # (it may carry others: no pid)
 
 # The waiter /bin/sh becomes once the child owns the connection: it passes ssh's signals on as a letter
 # on the socket (helper/waiter.py: the tunnel may share its process with others) and exits with the
@@ -348,14 +348,14 @@ def _wait_in_shell(sock: Any, child: int) -> None:
             os.dup2(fd, 3)
         os.set_inheritable(3, True)
         os.execv("/bin/sh", [sys.argv[0] or "eic-proxy", "-c", WAITER, "eic-proxy", str(child),
-                             LOST_LINE.format(child=child)])
+                             LOST_LINE])
     except OSError:
         return
 
 
-def _lost(child: int) -> None:
+def _lost() -> None:
     try:
-        os.write(2, (LOST_LINE.format(child=child) + "\n").encode())
+        os.write(2, (LOST_LINE + "\n").encode())
     except OSError:
         pass
 
