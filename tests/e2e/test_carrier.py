@@ -52,12 +52,23 @@ class Tunnel:
             self.proc.wait(5)
 
 
-def test_tunnels_of_one_environment_share_a_process_and_end_on_their_own(client, world, echo):
+def one_after_another(client, world, port: int, count: int, env: dict | None = None) -> list[Tunnel]:
+    """Open tunnels one after the other (tunnels started at the same moment may each start a carrier)."""
     tunnels: list[Tunnel] = []
     try:
-        for n in range(3):  # one after the other: tunnels started at the same moment may each start a carrier
-            tunnels.append(Tunnel(client, world, echo.port))
-            assert tunnels[-1].echoes(b"hello %d\n" % n)
+        for n in range(count):
+            tunnels.append(Tunnel(client, world, port, env))
+            assert tunnels[-1].echoes(b"tunnel %d\n" % n)
+    except BaseException:
+        for t in tunnels:
+            t.kill()
+        raise
+    return tunnels
+
+
+def test_tunnels_of_one_environment_share_a_process_and_end_on_their_own(client, world, echo):
+    tunnels = one_after_another(client, world, echo.port, 3)
+    try:
         (carrier,) = carriers(client)  # three tunnels, one process
         # ssh's signal to one tunnel's ProxyCommand ends that tunnel only, with its own exit code.
         code, err = tunnels[1].end(signal.SIGTERM)
@@ -77,11 +88,8 @@ def test_tunnels_of_one_environment_share_a_process_and_end_on_their_own(client,
 
 
 def test_the_carriers_own_tunnel_ending_leaves_the_others_running(client, world, echo):
-    first = Tunnel(client, world, echo.port)
-    assert first.echoes(b"a\n")
-    second = Tunnel(client, world, echo.port)
+    first, second = one_after_another(client, world, echo.port, 2)
     try:
-        assert second.echoes(b"b\n")
         (carrier,) = carriers(client)
         code, _ = first.end(signal.SIGHUP)
         assert code == 0
@@ -116,11 +124,8 @@ def test_an_endpoint_fault_reaches_only_its_own_tunnel_and_its_own_stderr(client
 def test_killing_the_waiter_outright_ends_its_tunnel(client, world, echo):
     """ssh (or Windows' TerminateProcess) may kill the ProxyCommand without a signal it can pass on:
     the end of its socket is a hang-up for that tunnel alone."""
-    first = Tunnel(client, world, echo.port)
-    assert first.echoes(b"a\n")
-    second = Tunnel(client, world, echo.port)
+    first, second = one_after_another(client, world, echo.port, 2)
     try:
-        assert second.echoes(b"b\n")
         (carrier,) = carriers(client)
         second.proc.kill()
         second.proc.wait(5)
@@ -148,11 +153,8 @@ def test_other_environments_get_other_processes(client, world, echo):
 def test_stderr_of_a_taken_tunnel_is_its_own(client, world, echo):
     """Logging of a tunnel in a carrier goes to its own ssh's stderr (-v here), never the carrier's."""
     env = dict(client.env, EIC_PROXY_DEBUG="1")
-    first = Tunnel(client, world, echo.port, env=env)
-    assert first.echoes(b"a\n")
-    second = Tunnel(client, world, echo.port, env=env)
+    first, second = one_after_another(client, world, echo.port, 2, env)
     try:
-        assert second.echoes(b"b\n")
         assert len(carriers(client)) == 1
         code, second_err = second.end(signal.SIGTERM)
         code, first_err = first.end(signal.SIGTERM)
@@ -168,11 +170,8 @@ def test_a_signal_to_the_carriers_process_ends_every_tunnel_in_it(client, world,
     own process would have, with its own exit code."""
     import os
 
-    tunnels: list[Tunnel] = []
+    tunnels = one_after_another(client, world, echo.port, 2)
     try:
-        for n in range(2):
-            tunnels.append(Tunnel(client, world, echo.port))
-            assert tunnels[-1].echoes(b"t%d\n" % n)
         (carrier,) = carriers(client)
         os.kill(carrier, signal.SIGTERM)
         for t in tunnels:
