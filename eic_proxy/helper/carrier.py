@@ -155,6 +155,8 @@ class Host:
         return None
 
     def _accept(self) -> None:
+        if sys.platform == "win32":  # no helper on Windows (and the type checker sees it)
+            raise OSError("the helper is POSIX-only")
         from eic_proxy.helper.client import peer_uid
 
         while not self.closing:
@@ -172,6 +174,8 @@ class Host:
                 sock.close()
 
     def _take(self, sock: socket.socket) -> None:
+        if sys.platform == "win32":  # no helper on Windows (and the type checker sees it)
+            raise OSError("the helper is POSIX-only")
         from eic_proxy.lifecycle.connection import Plan
         from eic_proxy.lifecycle.handover import loads
 
@@ -247,6 +251,8 @@ def _carry_hosted(plan: Plan, fds: list[int]) -> None:
 
 def _stale(path: str) -> bool:
     """A socket file nobody listens on (its carrier was killed)."""
+    if sys.platform == "win32":  # no helper on Windows (and the type checker sees it)
+        raise OSError("the helper is POSIX-only")
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         probe.connect(path)
