@@ -19,6 +19,7 @@ import hashlib
 import logging
 import marshal
 import os
+import select
 import socket
 import sys
 import threading
@@ -34,7 +35,8 @@ if TYPE_CHECKING:
 MAX_TUNNELS = 10  # per carrier process, its own included
 CARRIERS = 8  # per group: the 81st tunnel of one environment gets a process of its own
 HANDOFF_WAIT = 5.0
-TAKEN = b"K"
+TAKEN = b"K"  # the carrier will take the tunnel …
+GO = b"G"  # … and the connection's process, still waiting for that, lets it go
 
 log = logging.getLogger("eic_proxy.helper")
 
@@ -102,6 +104,7 @@ def hand_over(directory: str, group: str, plan: Plan, conn: socket.socket, slot:
             wire.send(sock, ("tunnel", plan), dumps=dumps)
             sock.sendmsg([b"F"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)])
             if sock.recv(1) == TAKEN:
+                sock.sendall(GO)  # from here the carrier's: a late TAKEN is never answered, so never two carry it
                 return True
         except (OSError, wire.WireError):
             continue
@@ -115,6 +118,8 @@ class Host:
 
     def __init__(self, listener: socket.socket, path: str) -> None:
         self.listener = listener
+        self._wake_r, self._wake_w = os.pipe()  # finish() wakes the acceptor (a listening socket's
+        #                                          shutdown does not wake accept() everywhere)
         self.path = path
         self.inode = os.stat(path).st_ino
         self.closing = False
@@ -161,6 +166,9 @@ class Host:
 
         while not self.closing:
             try:
+                ready, _, _ = select.select([self.listener.fileno(), self._wake_r], [], [])
+                if self._wake_r in ready:
+                    return
                 sock, _ = self.listener.accept()
             except OSError:
                 return
@@ -185,14 +193,20 @@ class Host:
             self.tunnels = [t for t in self.tunnels if t.is_alive()]
             wanted = (len(fds) == 5 and isinstance(message, tuple) and len(message) == 2 and message[0] == "tunnel"
                       and isinstance(message[1], Plan) and not self.closing and len(self.tunnels) + 1 < MAX_TUNNELS)
+        try:
             if wanted:
                 sock.sendall(TAKEN)
-                tunnel = console.thread(_carry_hosted, "eic-hosted", (message[1], fds))
-                self.tunnels.append(tunnel)
-                tunnel.start()
-                return
-        for fd in fds:
-            os.close(fd)
+                wanted = sock.recv(1) == GO  # (nothing: it gave up waiting and carries the tunnel itself)
+        except OSError:
+            wanted = False
+        if not wanted:
+            for fd in fds:
+                os.close(fd)
+            return
+        with self.lock:  # (let go of by its process: carried even if finish() began meanwhile — it waits)
+            tunnel = console.thread(_carry_hosted, "eic-hosted", (message[1], fds))
+            self.tunnels.append(tunnel)
+            tunnel.start()
 
     def finish(self) -> None:
         """Take no more tunnels, and return once every one taken has ended."""
@@ -203,12 +217,11 @@ class Host:
                 os.unlink(self.path)
             except OSError:
                 pass
-        try:
-            self.listener.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        self.listener.close()
+        os.write(self._wake_w, b"x")
         self.acceptor.join()
+        self.listener.close()
+        os.close(self._wake_r)
+        os.close(self._wake_w)
         for tunnel in list(self.tunnels):
             tunnel.join()
 

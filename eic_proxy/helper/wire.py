@@ -22,7 +22,8 @@ Inside the child, over a socketpair to the preparer it forks (values pickled: ``
 From a connection's process to a carrier of its group (helper/carrier.py; pickled)::
 
     child:   ("tunnel", Plan), then b"F" + SCM_RIGHTS(stdin, stdout, stderr, waiter's socket, slot)
-    carrier: b"K"                                taken (or the socket closes: the child carries it itself)
+    carrier: b"K"                                it will take it (or the socket closes: the child carries it)
+    child:   b"G"                                let go: the carrier carries it (no b"G": the child does)
 """
 from __future__ import annotations
 
