@@ -125,7 +125,7 @@ class Host:
         self.closing = False
         self.lock = threading.Lock()
         self.tunnels: list[threading.Thread] = []
-        self.acceptor = threading.Thread(target=self._accept, name="eic-carrier", daemon=True)
+        self.acceptor: Optional[threading.Thread] = threading.Thread(target=self._accept, name="eic-carrier", daemon=True)
 
     @classmethod
     def open(cls, directory: str, group: str) -> Optional[Host]:
@@ -155,6 +155,7 @@ class Host:
                 continue
             host = cls(sock, path)
             sys.stderr = console.ConsoleStream()  # each tunnel's lines to its own ssh
+            assert host.acceptor is not None
             host.acceptor.start()
             return host
         return None
@@ -209,8 +210,10 @@ class Host:
             tunnel.start()
 
     def finish(self) -> None:
-        """Take no more tunnels, and return once every one taken has ended."""
+        """Take no more tunnels, and return once every one taken has ended (once; again: nothing)."""
         with self.lock:
+            if self.acceptor is None:
+                return
             self.closing = True
         if _same_inode(self.path, self.inode):
             try:
@@ -219,6 +222,7 @@ class Host:
                 pass
         os.write(self._wake_w, b"x")
         self.acceptor.join()
+        self.acceptor = None
         self.listener.close()
         os.close(self._wake_r)
         os.close(self._wake_w)

@@ -122,14 +122,17 @@ def test_vscode_remote_ssh_pattern_twice_then_with_controlmaster(client, world, 
 # ---- git ---------------------------------------------------------------------------------------------
 @pytest.mark.skipif(shutil.which("git") is None, reason="git is installed by scripts/bootstrap.sh")
 def test_git_clone_and_push_over_the_tunnel(client, world, tmp_path):
-    bare = Path("/home/ec2-user/eic-test-repo.git")
+    # A name of its own: the bed's users are the machine's, and two suites at once (CI beside a local
+    # run) would push to one repository (seen: "fetch first", and "failed to update ref").
+    name = f"eic-test-repo-{os.getpid()}-{tmp_path.name}.git"
+    bare = Path("/home/ec2-user") / name
     shutil.rmtree(bare, ignore_errors=True)
     subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(bare)], check=True)
     subprocess.run(["chown", "-R", "ec2-user:", str(bare)], check=True)
     env = dict(client.env, GIT_SSH_COMMAND=f"ssh -F {client.config}", GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@x",
                GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@x")
     work = tmp_path / "work"
-    code, out, err = run_to_files(["git", "clone", "-q", "web-1:eic-test-repo.git", str(work)], env, tmp_path)
+    code, out, err = run_to_files(["git", "clone", "-q", f"web-1:{name}", str(work)], env, tmp_path)
     assert code == 0, err
     (work / "README").write_text("pushed through an EC2 Instance Connect Endpoint\n")
     for argv in (["git", "-C", str(work), "add", "README"], ["git", "-C", str(work), "commit", "-qm", "via eic"],
@@ -140,8 +143,11 @@ def test_git_clone_and_push_over_the_tunnel(client, world, tmp_path):
                          capture_output=True, text=True, check=True).stdout
     assert log == "via eic\n"
     again = tmp_path / "again"
-    code, out, err = run_to_files(["git", "clone", "-q", "web-1:eic-test-repo.git", str(again)], env, tmp_path)
-    assert code == 0 and (again / "README").read_text().startswith("pushed through"), err
+    try:
+        code, out, err = run_to_files(["git", "clone", "-q", f"web-1:{name}", str(again)], env, tmp_path)
+        assert code == 0 and (again / "README").read_text().startswith("pushed through"), err
+    finally:
+        shutil.rmtree(bare, ignore_errors=True)
 
 
 # ---- paramiko (and so Fabric) ------------------------------------------------------------------------
@@ -196,8 +202,12 @@ def test_ipv6_only_instance_through_a_dual_stack_endpoint(client, six, tmp_path)
     assert client.bed.eice.handshakes[-1].params["privateIpAddress"] == "::1"
     src = tmp_path / "six.bin"
     src.write_bytes(os.urandom(300_000))
-    r = client.run(["scp", "-F", str(client.config), str(src), "six-1:/tmp/eic-six.bin"])
-    assert r.returncode == 0 and Path("/tmp/eic-six.bin").read_bytes() == src.read_bytes(), r.stderr
+    remote = Path(f"/tmp/eic-six-{os.getpid()}.bin")  # (the instance's /tmp is this machine's)
+    r = client.run(["scp", "-F", str(client.config), str(src), f"six-1:{remote}"])
+    try:
+        assert r.returncode == 0 and remote.read_bytes() == src.read_bytes(), r.stderr
+    finally:
+        remote.unlink(missing_ok=True)
 
 
 def test_an_ipv6_client_reaches_the_endpoint_through_its_dual_stack_name(client, six):
