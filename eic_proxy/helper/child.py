@@ -139,10 +139,10 @@ def run_child(conn: socket.socket, request: dict, helper_socket: str) -> int:
             if handed:
                 code = 0
             else:
-                signals.start()
                 host = carrier.Host.open(directory, group)
                 if host is not None:  # ssh's letter before the pump runs: kept for it (not this process's end)
                     signals.unattached = None
+                signals.start()
                 waiter.every.append(signals)
                 for sig in SIGNALS:  # one sent to this process: for every tunnel in it
                     signal.signal(sig, waiter.to_every_tunnel)
