@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
 MAX_TUNNELS = 10  # per carrier process, its own included
 CARRIERS = 8  # per group: the 81st tunnel of one environment gets a process of its own
-HANDOFF_WAIT = 5.0
+HANDOFF_WAIT = 15.0  # a carrier answers in milliseconds; a machine loaded to a standstill may take longer
 TAKEN = b"K"  # the carrier will take the tunnel …
 GO = b"G"  # … and the connection's process, still waiting for that, lets it go
 
@@ -89,6 +89,7 @@ def hand_over(directory: str, group: str, plan: Plan, conn: socket.socket, slot:
     from eic_proxy.lifecycle.handover import dumps
 
     if slot is None or slot.fd is None:
+        log.debug("= carried here: no slot of the endpoint free now")
         return False
     fds = array.array("i", [0, 1, 2, conn.fileno(), slot.fd]).tobytes()
     for n in range(CARRIERS):
@@ -103,10 +104,14 @@ def hand_over(directory: str, group: str, plan: Plan, conn: socket.socket, slot:
                 continue
             wire.send(sock, ("tunnel", plan), dumps=dumps)
             sock.sendmsg([b"F"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)])
-            if sock.recv(1) == TAKEN:
+            answer = sock.recv(1)
+            if answer == TAKEN:
                 sock.sendall(GO)  # from here the carrier's: a late TAKEN is never answered, so never two carry it
                 return True
-        except (OSError, wire.WireError):
+            log.debug("= carrier %d did not take the tunnel (%s)", n, "full or leaving" if not answer else answer)
+        except (OSError, wire.WireError) as exc:
+            if not isinstance(exc, FileNotFoundError):
+                log.debug("= carrier %d: %s", n, exc)
             continue
         finally:
             sock.close()

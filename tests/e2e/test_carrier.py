@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import signal
 import subprocess
+import tempfile
 import time
+from pathlib import Path
 
 import pytest
 
@@ -26,10 +28,10 @@ def carriers(client) -> set[int]:
     return {pid for pid in our_processes(str(client.home)) if comm(pid) == TUNNEL}
 
 
-def the_carrier(client) -> int:
+def the_carrier(client, tunnels: list[Tunnel]) -> int:
     """The one process carrying the tunnels, once the processes that handed theirs over have exited (on a
     loaded machine one may still be on its way out when its tunnel already answers through the carrier)."""
-    assert wait_until(lambda: len(carriers(client)) == 1, 10), carriers(client)
+    assert wait_until(lambda: len(carriers(client)) == 1, 10), (carriers(client), [t.stderr()[-1500:] for t in tunnels])
     (carrier,) = carriers(client)
     return carrier
 
@@ -38,9 +40,15 @@ class Tunnel:
     """``eic-proxy connect`` to the echo server, as ssh runs it: through the helper, a waiter left."""
 
     def __init__(self, client, world, port: int, env: dict | None = None) -> None:
-        self.proc = subprocess.Popen([client.bed.eic_proxy_path(), "connect", world.web.instance_id, str(port),
-                                      "--no-push"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, env=env or client.env)
+        # -v, and stderr in a file that can be read while the tunnel runs: what a failed hand-over said
+        self.err = Path(tempfile.mkstemp(prefix="tunnel-", suffix=".err", dir=client.home)[1])
+        with open(self.err, "wb") as err:
+            self.proc = subprocess.Popen([client.bed.eic_proxy_path(), "connect", world.web.instance_id, str(port),
+                                          "--no-push"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err,
+                                         env=dict(env or client.env, EIC_PROXY_DEBUG="1"))
+
+    def stderr(self) -> str:
+        return self.err.read_text(errors="replace")
 
     def echoes(self, text: bytes) -> bool:
         self.proc.stdin.write(text)
@@ -52,7 +60,7 @@ class Tunnel:
         self.proc.send_signal(sig)
         code = self.proc.wait(5)
         assert time.monotonic() - start < within
-        return code, self.proc.stderr.read().decode()
+        return code, self.stderr()
 
     def kill(self) -> None:
         if self.proc.poll() is None:
@@ -77,7 +85,7 @@ def one_after_another(client, world, port: int, count: int, env: dict | None = N
 def test_tunnels_of_one_environment_share_a_process_and_end_on_their_own(client, world, echo):
     tunnels = one_after_another(client, world, echo.port, 3)
     try:
-        carrier = the_carrier(client)  # three tunnels, one process
+        carrier = the_carrier(client, tunnels)  # three tunnels, one process
         # ssh's signal to one tunnel's ProxyCommand ends that tunnel only, with its own exit code.
         code, err = tunnels[1].end(signal.SIGTERM)
         assert code == 143 and "Traceback" not in err, err
@@ -98,7 +106,7 @@ def test_tunnels_of_one_environment_share_a_process_and_end_on_their_own(client,
 def test_the_carriers_own_tunnel_ending_leaves_the_others_running(client, world, echo):
     first, second = one_after_another(client, world, echo.port, 2)
     try:
-        carrier = the_carrier(client)
+        carrier = the_carrier(client, [first, second])
         code, _ = first.end(signal.SIGHUP)
         assert code == 0
         assert second.echoes(b"on\n") and carriers(client) == {carrier}
@@ -119,9 +127,9 @@ def test_an_endpoint_fault_reaches_only_its_own_tunnel_and_its_own_stderr(client
         second.proc.stdin.write(b"b\n")
         second.proc.stdin.flush()
         assert second.proc.wait(20) != 0
-        err = second.proc.stderr.read().decode()
+        err = second.stderr()
         assert err.count("eic-proxy: error:") == 1 and "1011" in err, err
-        the_carrier(client)
+        the_carrier(client, [first, second])
         assert first.echoes(b"unharmed\n")
         code, err = first.end(signal.SIGTERM)
         assert code == 143 and "eic-proxy: error:" not in err and "1011" not in err, err
@@ -134,7 +142,7 @@ def test_killing_the_waiter_outright_ends_its_tunnel(client, world, echo):
     the end of its socket is a hang-up for that tunnel alone."""
     first, second = one_after_another(client, world, echo.port, 2)
     try:
-        carrier = the_carrier(client)
+        carrier = the_carrier(client, [first, second])
         second.proc.kill()
         second.proc.wait(5)
         assert first.echoes(b"alone\n")
@@ -163,7 +171,7 @@ def test_stderr_of_a_taken_tunnel_is_its_own(client, world, echo):
     env = dict(client.env, EIC_PROXY_DEBUG="1")
     first, second = one_after_another(client, world, echo.port, 2, env)
     try:
-        the_carrier(client)
+        the_carrier(client, [first, second])
         code, second_err = second.end(signal.SIGTERM)
         code, first_err = first.end(signal.SIGTERM)
         assert second_err.count("tunnel open to") == 1 and first_err.count("tunnel open to") == 1, (first_err, second_err)
@@ -180,11 +188,11 @@ def test_a_signal_to_the_carriers_process_ends_every_tunnel_in_it(client, world,
 
     tunnels = one_after_another(client, world, echo.port, 2)
     try:
-        carrier = the_carrier(client)
+        carrier = the_carrier(client, tunnels)
         os.kill(carrier, signal.SIGTERM)
         for t in tunnels:
             assert t.proc.wait(5) == 143
-            assert "Traceback" not in t.proc.stderr.read().decode()
+            assert "Traceback" not in t.stderr()
         assert wait_until(lambda: not carriers(client), 5)
     finally:
         for t in tunnels:
