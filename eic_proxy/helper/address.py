@@ -96,3 +96,11 @@ def make_private_dir(path: str) -> bool:
 def socket_name(ident: str) -> str:
     """One socket per build: after an upgrade the new client never even meets the old helper."""
     return f"helper-{zlib.crc32(ident.encode()):08x}.sock"
+
+
+def same_inode(path: str, inode: int) -> bool:
+    """Whether ``path`` is still the socket this process bound (not one another put in its place)."""
+    try:
+        return os.stat(path).st_ino == inode
+    except OSError:
+        return False

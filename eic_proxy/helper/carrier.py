@@ -26,7 +26,7 @@ import threading
 from typing import TYPE_CHECKING, Iterator, Optional
 
 from eic_proxy import console
-from eic_proxy.helper import wire
+from eic_proxy.helper import address, wire
 
 if TYPE_CHECKING:
     from eic_proxy.lifecycle.connection import Plan
@@ -55,10 +55,8 @@ def _name(group: str, n: int) -> str:
 def _address(directory: str, name: str) -> Iterator[Optional[str]]:
     """What ``bind``/``connect`` take for ``directory/name``: the path, or where it is too long for a
     socket address, the same file through a descriptor of the directory (Linux); None: not reachable."""
-    from eic_proxy.helper.address import MAX_SUN_PATH
-
     path = os.path.join(directory, name)
-    if len(path.encode()) <= MAX_SUN_PATH:
+    if len(path.encode()) <= address.MAX_SUN_PATH:
         yield path
         return
     if sys.platform != "linux":
@@ -96,10 +94,10 @@ def hand_over(directory: str, group: str, plan: Plan, conn: socket.socket, slot:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.settimeout(HANDOFF_WAIT)
         try:
-            with _address(directory, _name(group, n)) as address:
-                if address is None:
+            with _address(directory, _name(group, n)) as where:
+                if where is None:
                     return False
-                sock.connect(address)
+                sock.connect(where)
             if peer_uid(sock) != os.geteuid():
                 continue
             wire.send(sock, ("tunnel", plan), dumps=dumps)
@@ -141,18 +139,18 @@ class Host:
             path = os.path.join(directory, _name(group, n))
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             try:
-                with _address(directory, _name(group, n)) as address:
-                    if address is None:
+                with _address(directory, _name(group, n)) as where:
+                    if where is None:
                         sock.close()
                         return None
-                    if os.path.lexists(path) and not _stale(address):
+                    if os.path.lexists(path) and not _stale(where):
                         sock.close()
                         continue
                     try:
                         os.unlink(path)
                     except FileNotFoundError:
                         pass
-                    sock.bind(address)
+                    sock.bind(where)
                 os.chmod(path, 0o600)
                 sock.listen(16)
             except OSError:
@@ -220,7 +218,7 @@ class Host:
             if self.acceptor is None:
                 return
             self.closing = True
-        if _same_inode(self.path, self.inode):
+        if address.same_inode(self.path, self.inode):
             try:
                 os.unlink(self.path)
             except OSError:
@@ -286,9 +284,3 @@ def _stale(path: str) -> bool:
     finally:
         probe.close()
 
-
-def _same_inode(path: str, inode: int) -> bool:
-    try:
-        return os.stat(path).st_ino == inode
-    except OSError:
-        return False

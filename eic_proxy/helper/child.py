@@ -161,23 +161,13 @@ def run_child(conn: socket.socket, request: dict, helper_socket: str) -> int:
             except OSError:
                 pass
     if host is not None:  # its own ssh is done: nothing of it stays open here (a reader of its stderr waits for EOF)
+        from eic_proxy.transport.local import close_quietly
+
         conn.close()
-        _let_go_of_stdio()
+        for fd in (0, 1, 2):
+            close_quietly(fd)
         host.finish()
     return int(code)
-
-
-def _let_go_of_stdio() -> None:
-    try:
-        null = os.open(os.devnull, os.O_RDWR)
-    except OSError:
-        return
-    for fd in (0, 1, 2):
-        try:
-            os.dup2(null, fd)
-        except OSError:
-            pass
-    os.close(null)
 
 
 def _as_if_signalled(signum: int) -> None:

@@ -69,7 +69,7 @@ class Helper:
 
     def still_ours(self) -> bool:
         """False when another helper took the name, someone removed it, or our code changed on disk."""
-        return _same_inode(self.name, self.inode) and address.identity() == self.identity
+        return address.same_inode(self.name, self.inode) and address.identity() == self.identity
 
     def serve(self) -> None:
         assert self.listener is not None
@@ -100,7 +100,7 @@ class Helper:
 
     def leave(self) -> None:
         """Remove our socket (not one another helper put in its place) and stop listening."""
-        if _same_inode(self.name, self.inode):
+        if address.same_inode(self.name, self.inode):
             try:
                 os.unlink(self.name)
             except OSError:
@@ -156,12 +156,6 @@ def _valid(request: object) -> bool:
             and all(isinstance(a, str) for a in request["argv"]) and isinstance(request.get("env"), dict)
             and all(isinstance(k, str) and isinstance(v, str) for k, v in request["env"].items()))
 
-
-def _same_inode(name: str, inode: int) -> bool:
-    try:
-        return os.stat(name).st_ino == inode
-    except OSError:
-        return False
 
 
 def _idle_from_env() -> float:

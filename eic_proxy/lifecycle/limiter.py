@@ -45,6 +45,18 @@ class Slot:
             os.close(fd)  # closing the descriptor drops the flock
 
 
+def _first_free(base: Path, limit: int) -> Optional[Slot]:
+    """The first slot free now, probing from a place of this process's own (so many waiters do not all
+    hammer slot 0)."""
+    start = os.getpid() % limit
+    for i in range(limit):
+        path = base / f"{(start + i) % limit}.lock"
+        fd = _try(path)
+        if fd is not None:
+            return Slot(fd, path)
+    return None
+
+
 def _try(path: Path) -> Optional[int]:
     fd = os.open(str(path), os.O_RDWR | os.O_CREAT | files.O_NOFOLLOW, 0o600)
     try:
@@ -80,12 +92,7 @@ def acquire(endpoint_id: str, limit: int = DEFAULT_LIMIT, timeout: float = DEFAU
 def try_acquire(endpoint_id: str, limit: int = DEFAULT_LIMIT, directory: Optional[Path] = None) -> Optional[Slot]:
     """A slot free right now, or None (all taken, or the slots cannot be kept): no waiting, no line."""
     try:
-        base = files.ensure_private_dir((directory or files.cache_dir() / "slots") / endpoint_id)
-        for i in range(limit):
-            path = base / f"{(os.getpid() + i) % limit}.lock"
-            fd = _try(path)
-            if fd is not None:
-                return Slot(fd, path)
+        return _first_free(files.ensure_private_dir((directory or files.cache_dir() / "slots") / endpoint_id), limit)
     except Exception:  # noqa: BLE001 - carry() then takes the slot itself, and says what is wrong
         pass
     return None
@@ -95,16 +102,12 @@ def _acquire(endpoint_id: str, limit: int, timeout: float, directory: Optional[P
     base = files.ensure_private_dir((directory or files.cache_dir() / "slots") / endpoint_id)
     deadline = time.monotonic() + timeout
     said = False
-    start = os.getpid() % limit  # spread the probing so many waiters do not all hammer slot 0
     while True:
-        for i in range(limit):
-            n = (start + i) % limit
-            path = base / f"{n}.lock"
-            fd = _try(path)
-            if fd is not None:
-                if said:
-                    log.warning("got a connection slot on %s", endpoint_id)
-                return Slot(fd, path)
+        slot = _first_free(base, limit)
+        if slot is not None:
+            if said:
+                log.warning("got a connection slot on %s", endpoint_id)
+            return slot
         if not said:
             log.warning("all %d connections of endpoint %s are in use by this user's tunnels; waiting "
                         "(up to %.0f s)", limit, endpoint_id, timeout)
