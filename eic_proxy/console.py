@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextvars
 import os
+import sys
 import threading
 from typing import Any, Callable, Optional
 
@@ -71,3 +72,16 @@ class ConsoleStream:
             return os.isatty(current().fd)
         except OSError:
             return False
+
+
+def per_connection() -> None:
+    """From now on this process's ``sys.stderr`` (and every logging handler that wrote to it) writes to
+    the current connection's console: the carrier's step from one tunnel to several."""
+    old, sys.stderr = sys.stderr, ConsoleStream()
+    logging = sys.modules.get("logging")
+    if logging is None:
+        return
+    for logger in [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]:
+        for handler in getattr(logger, "handlers", ()):
+            if isinstance(handler, logging.StreamHandler) and handler.stream is old:
+                handler.setStream(sys.stderr)

@@ -90,6 +90,7 @@ def hand_over(directory: str, group: str, plan: Plan, conn: socket.socket, slot:
         log.debug("= carried here: no slot of the endpoint free now")
         return False
     fds = array.array("i", [0, 1, 2, conn.fileno(), slot.fd]).tobytes()
+    found = 0
     for n in range(CARRIERS):
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.settimeout(HANDOFF_WAIT)
@@ -98,7 +99,9 @@ def hand_over(directory: str, group: str, plan: Plan, conn: socket.socket, slot:
                 if where is None:
                     return False
                 sock.connect(where)
+            found += 1
             if peer_uid(sock) != os.geteuid():
+                log.debug("= carrier %d is not this user's", n)
                 continue
             wire.send(sock, ("tunnel", plan), dumps=dumps)
             sock.sendmsg([b"F"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)])
@@ -113,6 +116,8 @@ def hand_over(directory: str, group: str, plan: Plan, conn: socket.socket, slot:
             continue
         finally:
             sock.close()
+    if not found:
+        log.debug("= no carrier of this environment (group %s) yet", group)
     return False
 
 
@@ -157,10 +162,12 @@ class Host:
                 sock.close()
                 continue
             host = cls(sock, path)
-            sys.stderr = console.ConsoleStream()  # each tunnel's lines to its own ssh
+            console.per_connection()  # each tunnel's lines to its own ssh
             assert host.acceptor is not None
             host.acceptor.start()
+            log.debug("= carries the next tunnels of its group as %s", os.path.basename(path))
             return host
+        log.debug("= carries its tunnel alone: no carrier name of group %s was free", group)
         return None
 
     def _accept(self) -> None:
@@ -182,6 +189,8 @@ class Host:
                     self._take(sock)
             except (OSError, wire.WireError):
                 pass
+            except Exception:  # noqa: BLE001 - one bad hand-over must not end the taking of the next
+                log.debug("= a tunnel offered to this carrier could not be taken", exc_info=True)
             finally:
                 sock.close()
 
@@ -201,16 +210,16 @@ class Host:
             if wanted:
                 sock.sendall(TAKEN)
                 wanted = sock.recv(1) == GO  # (nothing: it gave up waiting and carries the tunnel itself)
-        except OSError:
-            wanted = False
-        if not wanted:
-            for fd in fds:
-                os.close(fd)
-            return
-        with self.lock:  # (let go of by its process: carried even if finish() began meanwhile — it waits)
-            tunnel = console.thread(_carry_hosted, "eic-hosted", (message[1], fds))
-            self.tunnels.append(tunnel)
-            tunnel.start()
+            if wanted:
+                with self.lock:  # (let go of by its process: carried even if finish() began meanwhile — it waits)
+                    tunnel = console.thread(_carry_hosted, "eic-hosted", (message[1], fds))
+                    self.tunnels.append(tunnel)
+                    tunnel.start()
+                return
+        except (OSError, RuntimeError):  # (RuntimeError: no thread could be started)
+            pass
+        for fd in fds:
+            os.close(fd)
 
     def finish(self) -> None:
         """Take no more tunnels, and return once every one taken has ended (once; again: nothing)."""

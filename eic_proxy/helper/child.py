@@ -131,10 +131,15 @@ def run_child(conn: socket.socket, request: dict, helper_socket: str) -> int:
         if isinstance(prepared, int):
             code = prepared
         else:
+            from eic_proxy.report import setup_logging
+
             plan, preparer = prepared
+            setup_logging(plan.verbose)  # (-v: why a hand-over did not happen is said too)
             group, directory = carrier.group_of(request, plan), os.path.dirname(helper_socket)
             slot = carrier.free_slot(plan)
             signals.pause()  # a carrier reads the waiter's socket next (a signal already read: carried here)
+            if signals.kept:
+                log.debug("= carried here: ssh's signal came before the hand-over")
             handed = not signals.kept and carrier.hand_over(directory, group, plan, conn, slot)
             if handed:
                 code = 0
@@ -282,9 +287,8 @@ def _carried(plan: Plan, signals: Optional[WaiterSignals] = None, slot: Optional
 
 def _carry(plan: Plan, preparer: int, signals: WaiterSignals, slot: Optional[Slot]) -> int:
     """The tunnel of the plan, with the same one-line errors and exit codes as ``cli.main``."""
-    from eic_proxy.report import guarded, setup_logging
+    from eic_proxy.report import guarded
 
-    setup_logging(plan.verbose)
     log.debug("= prepared by process %d, carried by this one", preparer)
     _park_loading_arena()
     return guarded(lambda: _carried(plan, signals, slot))

@@ -180,6 +180,8 @@ def test_stderr_of_a_taken_tunnel_is_its_own(client, world, echo):
         code, first_err = first.end(signal.SIGTERM)
         assert second_err.count("tunnel open to") == 1 and first_err.count("tunnel open to") == 1, (first_err, second_err)
         assert "taken by process" in second_err and "taken by process" not in first_err, second_err
+        # -v says why the first carries its own tunnel, and that it takes the next ones
+        assert "no carrier of this environment" in first_err and "carries the next tunnels" in first_err, first_err
     finally:
         first.kill()
         second.kill()
