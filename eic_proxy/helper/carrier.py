@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
-import marshal
 import os
 import select
 import socket
@@ -42,9 +41,13 @@ log = logging.getLogger("eic_proxy.helper")
 
 
 def group_of(request: dict, plan: Plan) -> str:
-    """What must be equal for two tunnels to share a process: build, environment, directory, verbosity."""
-    key = (request["identity"], sorted(request["env"].items()), request["cwd"], plan.verbose)
-    return hashlib.sha256(marshal.dumps(key)).hexdigest()[:16]
+    """What must be equal for two tunnels to share a process: build, environment, directory, verbosity.
+
+    Spelled out byte by byte: ``marshal``'s output for equal values differs with the objects' history
+    (an interned string, an object met twice), which once put two tunnels of one environment apart."""
+    parts = [request["identity"], request["cwd"], str(plan.verbose),
+             *(f"{name}={value}" for name, value in sorted(request["env"].items()))]
+    return hashlib.sha256("\0".join(parts).encode("utf-8", "surrogatepass")).hexdigest()[:16]
 
 
 def _name(group: str, n: int) -> str:

@@ -183,8 +183,7 @@ def test_a_mac_carries_tunnels_of_one_environment_in_one_process(client, world, 
         def forked() -> list[int]:
             return [pid for pid, cmd in our_processes(str(short)).items() if "helper.server" in cmd]
         # the helper, and one process carrying both tunnels (once the one that handed its tunnel over is gone)
-        if not wait_until(lambda: len(forked()) == 2, 10):  # see test_carrier.the_carrier
-            pytest.skip(f"a hand-over did not happen: {forked()}")
+        assert wait_until(lambda: len(forked()) == 2, 10), f"a hand-over did not happen: {forked()}"
         assert list((short / "Library" / "Caches" / "eic-proxy").glob("carrier-*.sock"))
         tunnels[1].send_signal(signal.SIGTERM)
         assert tunnels[1].wait(5) == 143

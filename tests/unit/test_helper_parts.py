@@ -125,3 +125,28 @@ def test_the_rehearsal_runs_the_real_code_on_made_up_data():
     from eic_proxy.helper import warm
 
     warm.rehearsal()
+
+
+def test_the_carrier_group_is_the_same_for_equal_environments_whatever_their_objects_history():
+    """Two tunnels of one environment share a carrier: equal values give one group, though the strings
+    came from different places (marshal's bytes differed with interning and shared objects: seen as a
+    second tunnel carried alone in a full suite run)."""
+    import sys as _sys
+    from types import SimpleNamespace
+
+    from eic_proxy.helper.carrier import group_of
+
+    def request(env: dict, cwd: str = "/work", identity: str = "build-1") -> dict:
+        return {"identity": identity, "env": env, "cwd": cwd}
+
+    plan = SimpleNamespace(verbose=2)
+    shared = "".join(["1"])
+    first = request({"HOME": "/home/u", "A": shared, "B": shared})  # one object met twice
+    second = request({_sys.intern("".join(["HO", "ME"])): "".join(["/home/", "u"]), "A": "".join(["1", ""]),
+                      "B": str(1)})
+    assert group_of(first, plan) == group_of(second, plan)
+    others = [request({"HOME": "/home/u", "A": "1", "B": "2"}), request(first["env"], cwd="/tmp"),
+              request(first["env"], identity="build-2"), request({"HOME": "/home/u", "A": "1", "B": "1", "C": ""}),
+              request({"HOME": "/home/u", "A": "1=B", "B": "1"})]
+    groups = {group_of(r, plan) for r in others} | {group_of(first, SimpleNamespace(verbose=0))}
+    assert len(groups) == len(others) + 1 and group_of(first, plan) not in groups
