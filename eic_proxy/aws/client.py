@@ -6,9 +6,11 @@ Endpoint overrides (``AWS_ENDPOINT_URL``, ``AWS_ENDPOINT_URL_EC2``, …), ``AWS_
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-from typing import TYPE_CHECKING, Any, Optional
+import sys
+from typing import TYPE_CHECKING, Any, Iterator, Optional
 
 from eic_proxy.aws.errors import translate
 from eic_proxy.errors import (
@@ -93,6 +95,7 @@ class Aws:
         ``max_attempts=1`` when the caller runs its own retry loop."""
         key = (service, max_attempts)
         if key not in self._clients:
+            _botocore_wanted()
             self._clients[key] = self._new_client(service, max_attempts)
         return self._clients[key]
 
@@ -155,6 +158,7 @@ class Aws:
         ``EIC_PROXY_CREDENTIALS_TIMEOUT`` (aws/credential_wait.py); (None, None) when there are none."""
         if self._resolved is not None:
             return self._resolved
+        _botocore_wanted()
         from eic_proxy.aws import credential_wait
 
         session = self.session
@@ -205,7 +209,34 @@ def _proxy_env() -> bool:
     return any(os.environ.get(k) for k in ("https_proxy", "HTTPS_PROXY", "http_proxy", "HTTP_PROXY"))
 
 
+class NeedsAws(BaseException):
+    """A botocore session was wanted while ``without_aws()`` was on. A BaseException, so that no
+    handler of AWS or other failures on the way takes it for one: it unwinds to ``without_aws``'s caller."""
+
+
+_without_aws = False
+
+
+@contextlib.contextmanager
+def without_aws() -> Iterator[None]:
+    """Within: any AWS call, or credentials only botocore can resolve, raises ``NeedsAws`` instead.
+    The helper's connection process prepares in place only what needs nothing of AWS (everything
+    cached); the rest goes to a preparer it forks, so botocore's memory never stays in a tunnel's process."""
+    global _without_aws
+    _without_aws = True
+    try:
+        yield
+    finally:
+        _without_aws = False
+
+
+def _botocore_wanted() -> None:
+    if _without_aws:
+        raise NeedsAws()
+
+
 def _make_session(profile: Optional[str]) -> Any:
+    _botocore_wanted()
     import botocore.exceptions
     import botocore.session
 
@@ -237,7 +268,11 @@ def api_errors() -> tuple[type[BaseException], ...]:
 
     Used as ``except api_errors() as exc`` so that anything else, a bug of ours, is not dressed up as
     an "AWS error" but reaches ``cli.main`` as an internal error (exit 70, traceback with -v).
+    Before botocore was imported none of its errors can have been raised: botocore is not imported just
+    to look (a connection prepared without AWS, ``NeedsAws`` passing by, must stay without it).
     """
+    if "botocore.exceptions" not in sys.modules:
+        return (OSError,)
     import botocore.exceptions as bx
 
     return bx.BotoCoreError, bx.ClientError, OSError

@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import stat
 import sys
-import zlib
 
 import eic_proxy
 
@@ -95,7 +94,10 @@ def make_private_dir(path: str) -> bool:
 
 def socket_name(ident: str) -> str:
     """One socket per build: after an upgrade the new client never even meets the old helper."""
-    return f"helper-{zlib.crc32(ident.encode()):08x}.sock"
+    h = 0x811C9DC5  # 32-bit FNV-1a: zlib's crc32 would cost the ProxyCommand zlib's import
+    for byte in ident.encode():
+        h = ((h ^ byte) * 0x01000193) & 0xFFFFFFFF
+    return f"helper-{h:08x}.sock"
 
 
 def same_inode(path: str, inode: int) -> bool:

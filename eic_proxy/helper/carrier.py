@@ -84,15 +84,13 @@ def hand_over(directory: str, group: str, plan: Plan, conn: socket.socket, slot:
     True once one has taken it. Nothing is lost when none does: the caller carries it itself."""
     if sys.platform == "win32":  # no helper on Windows (and the type checker sees it)
         raise OSError("the helper is POSIX-only")
-    import array
-
     from eic_proxy.helper.client import peer_uid
     from eic_proxy.lifecycle.handover import dumps
 
     if slot is None or slot.fd is None:
         log.debug("= carried here: no slot of the endpoint free now")
         return False
-    fds = array.array("i", [0, 1, 2, conn.fileno(), slot.fd]).tobytes()
+    fds = wire.descriptors([0, 1, 2, conn.fileno(), slot.fd])
     found = 0
     for n in range(CARRIERS):
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

@@ -1,6 +1,7 @@
 """A connection's process under the helper: forked per connection, it takes ssh's descriptors and the
-client's environment, forks a short-lived preparer (``connection.prepare``) and receives the plan —
-keeping none of the memory the preparing touched. Then it hands the tunnel to a carrier of the same
+client's environment and prepares the connection (``connection.prepare``) — in place when that needs
+nothing of AWS (all cached: a warm burst), else in a short-lived preparer it forks, so that botocore's
+memory never stays in the tunnel's process. Then it hands the tunnel to a carrier of the same
 environment (``helper/carrier.py``) and exits, or carries it itself (``connection.carry``) and takes
 the next tunnels of its environment meanwhile.
 
@@ -93,9 +94,10 @@ def _park_loading_arena() -> None:
 def run_child(conn: socket.socket, request: dict, helper_socket: str) -> int:
     """In the forked child: take ssh's descriptors and the client's environment, run the connection.
 
-    The connection is prepared by a process this one forks (``prepare``), which hands the tunnel back
-    (``lifecycle/handover.py``) and exits: this long-lived process then only opens the WebSocket and pumps,
-    and keeps none of the memory the preparing touched. A connection the preparer carries itself
+    A connection that needs nothing of AWS is prepared here (``_prepared_here``); any other by a process
+    this one forks (``prepare``), which hands the plan back (``lifecycle/handover.py``) and exits: this
+    long-lived process then only opens the WebSocket and pumps, and keeps none of botocore's memory.
+    A connection the preparer carries itself
     (``--start``, or one that fails before its tunnel) ends there, and its exit code comes back here."""
     if sys.platform == "win32":  # no helper on Windows (and the type checker sees it)
         raise OSError("the helper is POSIX-only")
@@ -127,7 +129,9 @@ def run_child(conn: socket.socket, request: dict, helper_socket: str) -> int:
     signals = WaiterSignals(conn, unattached=_as_if_signalled)  # started once the preparer is forked
     code, handed, host = 70, False, None
     try:
-        prepared = _prepared_elsewhere(request["argv"], helper_socket, signals, conn)
+        prepared = _prepared_here(request["argv"], signals)
+        if prepared is None:  # it needs AWS: a preparer does that, so botocore's memory never stays here
+            prepared = _prepared_elsewhere(request["argv"], helper_socket, signals, conn)
         if isinstance(prepared, int):
             code = prepared
         else:
@@ -181,8 +185,48 @@ def _as_if_signalled(signum: int) -> None:
     os._exit(128 + signum)
 
 
+def _prepared_here(argv: list[str], signals: WaiterSignals) -> Union[None, int, tuple[Plan, Optional[int]]]:
+    """A connection that needs nothing of AWS (target, endpoint, push and host keys all cached: a warm
+    burst) is prepared in this process, a fork less: the plan, or the exit code of what failed (said on
+    stderr). None: it needs AWS, and nothing of it was done. ssh's signal meanwhile ends this process as
+    the signal would (``_as_if_signalled``)."""
+    from eic_proxy.aws.client import NeedsAws, without_aws
+    from eic_proxy.lifecycle.connection import prepare as prepare_connection
+    from eic_proxy.options import parse_connect
+    from eic_proxy.report import guarded, setup_logging
+
+    plans: list[Plan] = []
+
+    def run() -> int:
+        opts, verbose = parse_connect(argv)
+        setup_logging(verbose)
+        plans.append(prepare_connection(opts, verbose=_verbosity()))
+        return 0
+
+    signals.start()
+    try:
+        with without_aws():
+            code = guarded(run)
+    except NeedsAws:
+        return None
+    except SystemExit as exc:  # argparse: --help, or a bad command line
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
+    finally:
+        signals.pause()  # (this process has one thread again: a preparer may be forked next)
+    if not plans:
+        return int(code)
+    log.debug("= prepared in place (nothing of AWS was needed)")
+    return plans[0], None
+
+
+def _verbosity() -> int:
+    """-v's count as the logging set up for this connection has it (``EIC_PROXY_DEBUG`` included)."""
+    level = logging.getLogger("eic_proxy").level or logging.WARNING
+    return max(0, (logging.WARNING - level) // 10)
+
+
 def _prepared_elsewhere(argv: list[str], helper_socket: str, signals: WaiterSignals,
-                        conn: socket.socket) -> Union[int, tuple[Plan, int]]:
+                        conn: socket.socket) -> Union[int, tuple[Plan, Optional[int]]]:
     """Fork the preparer and wait for its plan (with the preparer's pid) or its exit code. (Forked
     before ``signals`` reads in a thread: this process has one thread when it forks.)"""
     if sys.platform == "win32":  # no helper on Windows (and the type checker sees it)
@@ -239,8 +283,6 @@ def prepare(argv: list[str], sock: socket.socket, helper_socket: str) -> None:
     """In the preparer: ``connection.prepare`` for this command line, for the parent that will carry the
     tunnel; the plan goes to it. What ends before (an error, said on stderr as ``cli.main`` would), or a
     plan another process cannot carry (``--start``'s open tunnel: carried here), sends an exit code."""
-    import logging
-
     from eic_proxy.lifecycle.connection import prepare as prepare_connection
     from eic_proxy.options import parse_connect
     from eic_proxy.report import guarded, setup_logging
@@ -252,8 +294,7 @@ def prepare(argv: list[str], sock: socket.socket, helper_socket: str) -> None:
         nonlocal sent
         opts, verbose = parse_connect(argv)
         setup_logging(verbose)
-        level = logging.getLogger("eic_proxy").level or logging.WARNING
-        plan = prepare_connection(opts, carrier_pid=os.getppid(), verbose=max(0, (logging.WARNING - level) // 10))
+        plan = prepare_connection(opts, carrier_pid=os.getppid(), verbose=_verbosity())
         if not plan.portable:
             return _carried(plan)
         _flush()  # what we said comes before what the carrier says
@@ -285,11 +326,12 @@ def _carried(plan: Plan, signals: Optional[WaiterSignals] = None, slot: Optional
     return exit_code_of(carry(plan, LocalEnd(0, 1), lambda: close_quietly(1), signals=signals, slot=slot))
 
 
-def _carry(plan: Plan, preparer: int, signals: WaiterSignals, slot: Optional[Slot]) -> int:
+def _carry(plan: Plan, preparer: Optional[int], signals: WaiterSignals, slot: Optional[Slot]) -> int:
     """The tunnel of the plan, with the same one-line errors and exit codes as ``cli.main``."""
     from eic_proxy.report import guarded
 
-    log.debug("= prepared by process %d, carried by this one", preparer)
+    if preparer is not None:
+        log.debug("= prepared by process %d, carried by this one", preparer)
     _park_loading_arena()
     return guarded(lambda: _carried(plan, signals, slot))
 

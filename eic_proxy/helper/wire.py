@@ -28,6 +28,7 @@ From a connection's process to a carrier of its group (helper/carrier.py; pickle
 from __future__ import annotations
 
 import marshal
+import sys
 
 TYPE_CHECKING = False  # typing costs a ProxyCommand ~2 ms to import; annotations are strings here
 if TYPE_CHECKING:
@@ -68,3 +69,8 @@ def _exactly(sock: Any, n: int) -> bytes:
             raise WireError("closed")
         buf += chunk
     return buf
+
+
+def descriptors(fds: list[int]) -> bytes:
+    """``SCM_RIGHTS``' data for ``fds``: C ints in this machine's byte order (``array`` without its import)."""
+    return b"".join(fd.to_bytes(4, sys.byteorder, signed=True) for fd in fds)

@@ -355,6 +355,26 @@ def test_the_tunnel_is_carried_by_a_process_that_did_not_prepare_it(client, worl
     assert preparer != carrier and f"handed to process {carrier}" in said
 
 
+def test_a_warm_connection_is_prepared_in_place_and_one_that_needs_aws_by_a_preparer(client, world):
+    """Everything cached (a burst): the tunnel's process prepares it itself, a fork less, importing no
+    botocore. A connection that needs AWS (here: the caches cleared) is prepared by a preparer, as before."""
+    assert client.ssh("web-1", "true").returncode == 0  # cold: looked up and pushed by a preparer
+    client.proxy("helper", "stop")
+    assert wait_until(lambda: not helpers_of(client), 5)
+    env = dict(client.env, EIC_PROXY_DEBUG="1", PYTHONPROFILEIMPORTTIME="1")  # (the new helper's children too)
+    r = client.run(["ssh", "-F", str(client.config), "web-1", "echo warm"], env=env)
+    said = r.stderr
+    assert r.returncode == 0 and r.stdout == b"warm\n", said[-3000:]
+    assert "prepared in place" in said and "prepared by process" not in said, said[-3000:]
+    imported = {line.rsplit("|", 1)[1].strip() for line in said.splitlines() if line.startswith("import time:")}
+    assert "eic_proxy.helper.client" in imported and not {n for n in imported if n.split(".")[0] == "botocore"}
+    assert client.proxy("cache", "clear").returncode == 0
+    before = client.bed.aws.count("DescribeInstances")
+    r = client.run(["ssh", "-F", str(client.config), "web-1", "echo looked up"], env=dict(client.env, EIC_PROXY_DEBUG="1"))
+    assert r.returncode == 0 and "prepared by process" in r.stderr and "prepared in place" not in r.stderr, r.stderr
+    assert client.bed.aws.count("DescribeInstances") == before + 1
+
+
 def test_ssh_ending_while_the_connection_is_prepared_ends_every_process_of_it(client, world):
     """The first lookup never gets an answer (an EC2 API that accepts and stays silent); ssh gives up
     (ConnectTimeout bounds its wait for the banner) and hangs up on its ProxyCommand. The SIGHUP
