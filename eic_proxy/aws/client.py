@@ -95,7 +95,7 @@ class Aws:
         ``max_attempts=1`` when the caller runs its own retry loop."""
         key = (service, max_attempts)
         if key not in self._clients:
-            _botocore_wanted()
+            require_aws()
             self._clients[key] = self._new_client(service, max_attempts)
         return self._clients[key]
 
@@ -158,7 +158,7 @@ class Aws:
         ``EIC_PROXY_CREDENTIALS_TIMEOUT`` (aws/credential_wait.py); (None, None) when there are none."""
         if self._resolved is not None:
             return self._resolved
-        _botocore_wanted()
+        require_aws()
         from eic_proxy.aws import credential_wait
 
         session = self.session
@@ -230,13 +230,15 @@ def without_aws() -> Iterator[None]:
         _without_aws = False
 
 
-def _botocore_wanted() -> None:
+def require_aws() -> None:
+    """Before work that leads to AWS (a claim of a lookup or push others would wait for): NeedsAws
+    now, within ``without_aws``, rather than once the claim is written."""
     if _without_aws:
         raise NeedsAws()
 
 
 def _make_session(profile: Optional[str]) -> Any:
-    _botocore_wanted()
+    require_aws()
     import botocore.exceptions
     import botocore.session
 

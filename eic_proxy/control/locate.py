@@ -8,6 +8,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
+from eic_proxy.aws.client import require_aws
 from eic_proxy.aws.seams import AwsApi
 from eic_proxy.control.resolve import HostSpec
 from eic_proxy.model import Endpoint, Target
@@ -125,6 +126,7 @@ class Locator:
                 self.cache.put(key, value.to_dict())
             return value, None
 
+        require_aws()  # (before a claim others would wait for)
         if self.cache is None:
             return looked_up()
         from eic_proxy.store.inflight import single_flight

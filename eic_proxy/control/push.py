@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from eic_proxy.aws.client import api_errors
+from eic_proxy.aws.client import api_errors, require_aws
 from eic_proxy.aws.errors import translate
 from eic_proxy.aws.seams import AwsApi
 from eic_proxy.errors import AccessDenied, AwsBusy
@@ -139,6 +139,10 @@ def ensure_pushed(aws: AwsApi, key: LocalKey, instance_id: str, os_user: str, us
                      request_id=request_id, profile=aws.profile, region=aws.region, key_storage=key.storage)
         return request_id
 
+    reused = fresh() if use_cache else None  # (read without the lock: records are replaced whole)
+    if reused is not None:
+        return reused
+    require_aws()
     # --no-cache: no record is reused, but a push in flight is still waited for, not doubled.
     return single_flight(path, fresh if use_cache else (lambda: None), push, PENDING_WAIT,
                          f"key push to {os_user}@{instance_id}", f"the push record of {os_user}@{instance_id}")

@@ -91,8 +91,14 @@ def hand_over(directory: str, group: str, plan: Plan, conn: socket.socket, slot:
         log.debug("= carried here: no slot of the endpoint free now")
         return False
     fds = wire.descriptors([0, 1, 2, conn.fileno(), slot.fd])
+    try:
+        present = set(os.listdir(directory))  # (one look instead of a connect per possible name)
+    except OSError:
+        present = set()
     found = 0
     for n in range(CARRIERS):
+        if _name(group, n) not in present:
+            continue
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.settimeout(HANDOFF_WAIT)
         try:

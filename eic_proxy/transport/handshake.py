@@ -212,15 +212,24 @@ def _connect_through(sock: socket.socket, host: str, port: int, auth: Optional[t
         raise _ProxyRefused(f"HTTP {status}")
 
 
+def _end_begun(head: bytearray) -> int:
+    """How much of CRLF CRLF the head already ends with (the longest such beginning)."""
+    for n in (3, 2, 1):
+        if head.endswith(b"\r\n\r\n"[:n]):
+            return n
+    return 0
+
+
 def _read_head(sock: socket.socket, proxy: bool = False) -> tuple[int, dict[str, str]]:
-    """Status and headers (names lowercased), read a byte at a time: whatever follows the head (the
-    first frames) stays in the socket for the framing layer."""
+    """Status and headers (names lowercased), read never past the head's end: whatever follows (the
+    first frames) stays in the socket for the framing layer. Each read asks for as many bytes as the
+    end (CRLF CRLF) still needs at the least, a few at a time instead of one (~185 reads → ~50)."""
     head = bytearray()
     while not head.endswith(b"\r\n\r\n"):
-        byte = sock.recv(1)
-        if not byte:
+        chunk = sock.recv(4 - _end_begun(head))
+        if not chunk:
             raise (_ProxyRefused if proxy else _BadHandshake)("the connection closed during the handshake")
-        head += byte
+        head += chunk
         if len(head) > _MAX_HEAD:
             raise _BadHandshake("a response head of more than 16 KiB")
     lines = head.decode("latin-1").split("\r\n")

@@ -200,3 +200,20 @@ def test_a_chunked_refusal_is_read_and_one_of_unknown_length_does_not_delay_the_
     with pytest.raises(HandshakeError) as info:
         open_websocket(ep.url(), str(ep.ca.pem_path), timeout=30)
     assert time.monotonic() - started < 20 and info.value.error_code == "AccessDeniedException"
+
+
+@pytest.mark.parametrize("head", [
+    b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n",
+    b"HTTP/1.1 101 OK\r\nX-A: \r\rb\r\n\rX-B: \r\n\r\n",  # CRs and CRLFs that are not the end
+    b"HTTP/1.1 101 OK\r\n\r\n",
+])
+def test_the_head_is_read_to_its_end_and_not_a_byte_further(head):
+    """What follows the 101 (the instance's SSH banner, often in the same TLS record) stays in the
+    socket for the framing layer, however the head's bytes fall into reads."""
+    from eic_proxy.transport.handshake import _read_head
+
+    a, b = socket.socketpair()
+    with a, b:
+        a.sendall(head + b"\x82\x05SSH-2")
+        status, headers = _read_head(b)
+        assert status == 101 and b.recv(64) == b"\x82\x05SSH-2"
