@@ -16,7 +16,8 @@ WARM = ("eic_proxy.options", "eic_proxy.report", "eic_proxy.lifecycle.connection
         "eic_proxy.control.resolve", "eic_proxy.aws.proxy", "eic_proxy.store.knownhosts", "ssl", "base64", "hashlib",
         "platformdirs", "encodings.idna", "eic_proxy.lifecycle.handover", "pickle", "eic_proxy.store.inflight")
 # (cryptography is left out: only a key rotation needs it, a few times a day, and it weighs 7 MiB.)
-COLD = (("botocore.session", "botocore.client"), ("eic_proxy.aws.models:cut_models",))
+COLD = (("botocore.session", "botocore.client"), ("eic_proxy.aws.models:cut_models",),
+        ("eic_proxy.aws.client:make_spare_session",))
 
 
 def preload(modules: tuple[str, ...]) -> None:
