@@ -126,7 +126,7 @@ def run_child(conn: socket.socket, request: dict, helper_socket: str) -> int:
     sys.argv = ["eic-proxy", *request["argv"]]
 
     conn.settimeout(None)
-    signals = WaiterSignals(conn, unattached=_as_if_signalled)  # started once the preparer is forked
+    signals = WaiterSignals(conn, unattached=_as_if_signalled)  # reads while the connection is prepared
     code, handed, host = 70, False, None
     try:
         prepared = _prepared_here(request["argv"], signals)
@@ -188,8 +188,9 @@ def _as_if_signalled(signum: int) -> None:
 def _prepared_here(argv: list[str], signals: WaiterSignals) -> Union[None, int, tuple[Plan, Optional[int]]]:
     """A connection that needs nothing of AWS (target, endpoint, push and host keys all cached: a warm
     burst) is prepared in this process, a fork less: the plan, or the exit code of what failed (said on
-    stderr). None: it needs AWS, and nothing of it was done. ssh's signal meanwhile ends this process as
-    the signal would (``_as_if_signalled``)."""
+    stderr). None: it needs AWS — a preparer then does it all again (what was done here, reading caches
+    and noting the key's use, is harmless twice). ssh's signal meanwhile ends this process as the signal
+    would (``_as_if_signalled``)."""
     from eic_proxy.aws.client import NeedsAws, without_aws
     from eic_proxy.lifecycle.connection import prepare as prepare_connection
     from eic_proxy.options import parse_connect
