@@ -10,6 +10,7 @@ import contextlib
 import logging
 import os
 import sys
+import threading
 from typing import TYPE_CHECKING, Any, Iterator, Optional
 
 from eic_proxy.aws.errors import translate
@@ -238,6 +239,7 @@ def require_aws() -> None:
 
 
 _spare: Optional[tuple[int, Any]] = None  # (the helper's pid, a botocore Session nothing was read into)
+_spare_lock = threading.Lock()  # (a carrier's tunnels may make sessions in threads at once)
 
 
 def make_spare_session() -> None:
@@ -254,9 +256,13 @@ def make_spare_session() -> None:
 def _blank_session(profile: Optional[str]) -> Any:
     """The helper's spare session (in a process forked from it, once), or a new one."""
     global _spare
-    spare, _spare = _spare, None
-    if spare is None or spare[0] == os.getpid():  # (the helper keeps its own for the next forks)
-        _spare = spare
+    with _spare_lock:
+        spare = _spare
+        if spare is not None and spare[0] != os.getpid():  # (the helper keeps its own for the next forks)
+            _spare = None
+        else:
+            spare = None
+    if spare is None:
         import botocore.session
 
         return botocore.session.Session(profile=profile)
