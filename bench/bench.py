@@ -10,6 +10,7 @@ Markdown table (paste into bench/RESULTS.md).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import platform
 import socket
@@ -467,14 +468,21 @@ class Bench:
             self.run("eic-proxy", ["ssh", "-F", str(self.configs[name]), "web-1", "true"])  # key, pushes, helper
             if cold_first:
                 wait_ready(self.exe, self.env)
+            errs = [tempfile.TemporaryFile() for _ in range(tunnels)]
             procs = [subprocess.Popen(["ssh", "-F", str(self.configs[name]), "web-1", "cat"], env=self.env,
-                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-                     for _ in range(tunnels)]
+                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err) for err in errs]
             try:
-                for p in procs:  # each answers through its own tunnel: all of them are open now
-                    p.stdin.write(b"x\n")
-                    p.stdin.flush()
-                    assert p.stdout.read(2) == b"x\n"
+                for p, err in zip(procs, errs):  # each answers through its own tunnel: all of them are open now
+                    try:
+                        p.stdin.write(b"x\n")
+                        p.stdin.flush()
+                        answered = p.stdout.read(2) == b"x\n"
+                    except BrokenPipeError:
+                        answered = False
+                    if not answered:
+                        err.seek(0)
+                        raise RuntimeError(f"a tunnel of the {label} case did not answer (exit {p.wait(5)}): "
+                                           f"{err.read().decode(errors='replace')[-600:]}")
                 pids = ours()
                 rss = pss = 0
                 for pid in pids:
@@ -484,9 +492,12 @@ class Bench:
                     self._memory_kinds(pids, tunnels)
             finally:
                 for p in procs:
-                    p.stdin.close()
+                    with contextlib.suppress(BrokenPipeError):
+                        p.stdin.close()
                 for p in procs:
                     p.wait(30)
+                for err in errs:
+                    err.close()
             self.rows.append((f"memory, {tunnels} open tunnels, {label}: all eic-proxy processes",
                               f"PSS {pss / 1024:.0f} MiB (RSS summed {rss / 1024:.0f} MiB, {len(pids)} processes)",
                               "target <= 80 MiB" if label.startswith("helper") else "today's path"))

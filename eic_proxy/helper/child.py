@@ -144,11 +144,10 @@ def run_child(conn: socket.socket, request: dict, helper_socket: str) -> int:
             signals.pause()  # a carrier reads the waiter's socket next (a signal already read: carried here)
             if signals.kept:
                 log.debug("= carried here: ssh's signal came before the hand-over")
-            handed = not signals.kept and carrier.hand_over(directory, group, plan, conn, slot)
+            handed, host = _handed_or_founding(directory, group, plan, conn, slot, signals.kept)
             if handed:
                 code = 0
             else:
-                host = carrier.Host.open(directory, group)
                 if host is not None:  # ssh's letter before the pump runs: kept for it (not this process's end)
                     signals.unattached = None
                 signals.start()
@@ -177,6 +176,18 @@ def run_child(conn: socket.socket, request: dict, helper_socket: str) -> int:
             close_quietly(fd)
         host.finish()
     return int(code)
+
+
+def _handed_or_founding(directory: str, group: str, plan: Plan, conn: socket.socket, slot: Optional[Slot],
+                        kept: bool) -> tuple[bool, Optional[carrier.Host]]:
+    """(True, None) once a carrier of the group has taken the tunnel; else (False, the carrier this
+    process founds for the next tunnels, or None). A tunnel whose ssh signal came first stays here."""
+    if not kept and carrier.hand_over(directory, group, plan, conn, slot):
+        return True, None
+    with carrier.founding(directory, group):
+        if not kept and carrier.hand_over(directory, group, plan, conn, slot):  # founded while we waited
+            return True, None
+        return False, carrier.Host.open(directory, group)
 
 
 def _as_if_signalled(signum: int) -> None:

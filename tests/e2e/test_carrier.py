@@ -84,6 +84,24 @@ def one_after_another(client, world, port: int, count: int, env: dict | None = N
     return tunnels
 
 
+def test_a_burst_of_tunnels_fills_one_carrier_before_founding_another(client, world, echo):
+    """Twelve tunnels started at the same moment beside a carrier with one tunnel (their plans ready
+    together, prepared in place): nine fill it, one founds a second carrier, the last two fill that —
+    not a carrier each (one founds at a time: carrier.founding)."""
+    tunnels = [Tunnel(client, world, echo.port)]
+    try:
+        assert tunnels[0].echoes(b"first\n")
+        tunnels += [Tunnel(client, world, echo.port) for _ in range(12)]
+        for n, t in enumerate(tunnels[1:]):
+            assert t.echoes(b"burst %d\n" % n)
+        said = "\n---\n".join(t.stderr()[-800:] for t in tunnels)
+        assert wait_until(lambda: len(carriers(client)) == 2, 10), f"carriers {sorted(carriers(client))}:\n{said}"
+        assert sum("taken by process" in t.stderr() for t in tunnels) == 11, said
+    finally:
+        for t in tunnels:
+            t.kill()
+
+
 def test_tunnels_of_one_environment_share_a_process_and_end_on_their_own(client, world, echo):
     tunnels = one_after_another(client, world, echo.port, 3)
     try:
