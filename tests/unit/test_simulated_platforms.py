@@ -328,8 +328,12 @@ def test_the_waiter_runs_under_posix_shells(shell, case):
             ours.sendall(b"7\n")
             assert waiter.wait(10) == 7
         elif case == "signal":
-            assert wait_until(lambda: _sh_ready(waiter.pid), 5)
             for sig, letter in ((signal.SIGTERM, b"T"), (signal.SIGINT, b"I"), (signal.SIGHUP, b"H")):
+                # A shell runs a trap when its `read` is interrupted; a signal that comes while it is on its
+                # way back into `read` (after the previous trap) may wait for input (bash --posix, once
+                # in a busy pair). ssh sends one signal to a waiter long blocked in `read` (and a missed
+                # one still ends the tunnel: ssh's pipes close); here, wait for that state too.
+                assert wait_until(lambda: _sh_ready(waiter.pid) and _sh_blocked(waiter.pid), 5)
                 waiter.send_signal(sig)
                 ours.settimeout(10)
                 assert ours.recv(1) == letter  # passed on to the tunnel (helper/waiter.py)
@@ -345,6 +349,15 @@ def test_the_waiter_runs_under_posix_shells(shell, case):
         child.wait()
         waiter.kill()
         waiter.wait()
+
+
+def _sh_blocked(pid: int) -> bool:
+    """The shell sleeps (in its `read`: the waiter blocks nowhere else)."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] == "S"
+    except (OSError, IndexError):
+        return False
 
 
 def _sh_ready(pid: int) -> bool:
