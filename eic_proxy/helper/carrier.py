@@ -80,29 +80,27 @@ def founding(directory: str, group: str) -> Iterator[None]:
     one (20 tunnels in 2 processes, not 4). Only local work happens under it: a look at the directory,
     a hand-over to a carrier just founded, a bind. Past FOUNDING_WAIT, or without the lock file, the
     tunnel goes on without it (at worst one carrier more)."""
-    if sys.platform == "win32":  # no helper on Windows (and the type checker sees it)
-        raise OSError("the helper is POSIX-only")
-    import fcntl
     import time
+
+    from eic_proxy.store import files
 
     try:
         fd: Optional[int] = os.open(os.path.join(directory, f"carrier-{group}.lock"),
-                                    os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
+                                    os.O_RDWR | os.O_CREAT | files.O_NOFOLLOW, 0o600)
     except OSError:
         fd = None
     deadline = time.monotonic() + FOUNDING_WAIT
     try:
         while fd is not None:
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    log.debug("= founding a carrier without waiting longer for another tunnel's")
+                if files.try_lock(fd):
                     break
-                time.sleep(0.002)
             except OSError:
                 break
+            if time.monotonic() > deadline:
+                log.debug("= founding a carrier without waiting longer for another tunnel's")
+                break
+            time.sleep(0.002)
         yield
     finally:
         if fd is not None:

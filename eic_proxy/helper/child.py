@@ -222,13 +222,18 @@ def _prepared_here(argv: list[str], signals: WaiterSignals) -> Union[None, int, 
     except NeedsAws:
         return None
     except SystemExit as exc:  # argparse: --help, or a bad command line
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
+        code = _code_of(exc)
     finally:
         signals.pause()  # (this process has one thread again: a preparer may be forked next)
     if not plans:
         return int(code)
     log.debug("= prepared in place (nothing of AWS was needed)")
     return plans[0], None
+
+
+def _code_of(exit: SystemExit) -> int:
+    """argparse's exit as a process would have it: its number, 0 for none, 2 for a message."""
+    return exit.code if isinstance(exit.code, int) else (0 if exit.code is None else 2)
 
 
 def _verbosity() -> int:
@@ -318,7 +323,7 @@ def prepare(argv: list[str], sock: socket.socket, helper_socket: str) -> None:
     try:
         code = guarded(run)
     except SystemExit as exc:  # argparse: --help, or a bad command line
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
+        code = _code_of(exc)
     finally:
         _flush()
         if not sent:

@@ -157,7 +157,6 @@ def _valid(request: object) -> bool:
             and all(isinstance(k, str) and isinstance(v, str) for k, v in request["env"].items()))
 
 
-
 def _idle_from_env() -> float:
     """``EIC_PROXY_HELPER_IDLE`` in seconds; anything that is not a positive number means the default."""
     try:

@@ -45,6 +45,10 @@ class Slot:
             os.close(fd)  # closing the descriptor drops the flock
 
 
+def _slots_dir(endpoint_id: str, directory: Optional[Path]) -> Path:
+    return files.ensure_private_dir((directory or files.cache_dir() / "slots") / endpoint_id)
+
+
 def _first_free(base: Path, limit: int) -> Optional[Slot]:
     """The first slot free now, probing from a place of this process's own (so many waiters do not all
     hammer slot 0)."""
@@ -92,14 +96,14 @@ def acquire(endpoint_id: str, limit: int = DEFAULT_LIMIT, timeout: float = DEFAU
 def try_acquire(endpoint_id: str, limit: int = DEFAULT_LIMIT, directory: Optional[Path] = None) -> Optional[Slot]:
     """A slot free right now, or None (all taken, or the slots cannot be kept): no waiting, no line."""
     try:
-        return _first_free(files.ensure_private_dir((directory or files.cache_dir() / "slots") / endpoint_id), limit)
+        return _first_free(_slots_dir(endpoint_id, directory), limit)
     except Exception:  # noqa: BLE001 - carry() then takes the slot itself, and says what is wrong
         pass
     return None
 
 
 def _acquire(endpoint_id: str, limit: int, timeout: float, directory: Optional[Path]) -> Slot:
-    base = files.ensure_private_dir((directory or files.cache_dir() / "slots") / endpoint_id)
+    base = _slots_dir(endpoint_id, directory)
     deadline = time.monotonic() + timeout
     said = False
     while True:
